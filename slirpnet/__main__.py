@@ -1,0 +1,5 @@
+import sys
+
+from slirpnet.cli import main
+
+sys.exit(main())

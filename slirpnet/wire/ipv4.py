@@ -1,0 +1,119 @@
+"""IPv4 packets (RFC 791 §3.1).
+
+Parsing honours the header's own lengths: options are skipped by IHL and the
+payload ends at the total length, so the padding QEMU and real NICs add to short
+Ethernet frames is never taken as data.  Fragments are recognised (``is_fragment``)
+and left to the caller to count and drop: slirpnet does not reassemble, since a
+user-mode NAT sees whole datagrams from the host and a guest with a sane MTU
+never fragments (and reassembly is where libslirp's worst bugs lived).
+"""
+
+from __future__ import annotations
+
+import struct
+from ipaddress import IPv4Address
+
+from attrs import frozen
+
+from slirpnet.wire.buffer import Bytes, require
+from slirpnet.wire.checksum import internet_checksum, ones_sum
+from slirpnet.wire.errors import IntegrityError, SanityError
+
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+
+MIN_HEADER_LEN = 20
+DEFAULT_TTL = 64
+
+FLAG_DF = 0x4000
+FLAG_MF = 0x2000
+_OFFSET_MASK = 0x1FFF
+
+_HEADER = struct.Struct("!BBHHHBBH4s4s")
+_CHECKSUM = struct.Struct("!H")
+
+
+@frozen
+class IPv4Packet:
+    src: IPv4Address
+    dst: IPv4Address
+    protocol: int
+    payload: Bytes
+    ttl: int = DEFAULT_TTL
+    ident: int = 0
+    dont_fragment: bool = False
+    more_fragments: bool = False
+    fragment_offset: int = 0  # in bytes (the header field counts 8-byte units)
+    tos: int = 0
+    options: bytes = b""
+
+    @property
+    def is_fragment(self) -> bool:
+        return self.more_fragments or self.fragment_offset != 0
+
+    @property
+    def header_len(self) -> int:
+        return MIN_HEADER_LEN + len(self.options)
+
+    @classmethod
+    def parse(cls, data: Bytes, *, verify_checksum: bool = True) -> IPv4Packet:
+        view = memoryview(data)
+        require(view, MIN_HEADER_LEN, "ipv4_truncated", "IPv4 header")
+        (ver_ihl, tos, total_len, ident, flags_frag, ttl, protocol, _csum, src, dst) = (
+            _HEADER.unpack_from(view)
+        )
+        if ver_ihl >> 4 != 4:
+            raise SanityError("ipv4_bad_version", f"version {ver_ihl >> 4}")
+        header_len = (ver_ihl & 0x0F) * 4
+        if header_len < MIN_HEADER_LEN:
+            raise IntegrityError("ipv4_bad_ihl", f"IHL {header_len // 4}")
+        if total_len < header_len:
+            raise IntegrityError("ipv4_bad_length", f"total length {total_len} < IHL")
+        require(view, total_len, "ipv4_truncated", "IPv4 total length")
+        # RFC 1071: a header whose ones'-complement sum, checksum included, is not
+        # negative zero has been corrupted.
+        if verify_checksum and ones_sum(view[:header_len]) != 0xFFFF:
+            raise IntegrityError("ipv4_bad_checksum")
+        if flags_frag & 0x8000:
+            raise SanityError("ipv4_reserved_flag", "evil bit set (RFC 791 reserved flag)")
+        return cls(
+            src=IPv4Address(src),
+            dst=IPv4Address(dst),
+            protocol=protocol,
+            payload=view[header_len:total_len],
+            ttl=ttl,
+            ident=ident,
+            dont_fragment=bool(flags_frag & FLAG_DF),
+            more_fragments=bool(flags_frag & FLAG_MF),
+            fragment_offset=(flags_frag & _OFFSET_MASK) * 8,
+            tos=tos,
+            options=bytes(view[MIN_HEADER_LEN:header_len]),
+        )
+
+    def encode_header(self) -> bytes:
+        """The header alone, checksum filled in, for a payload of ``len(self.payload)``."""
+        if len(self.options) % 4 or len(self.options) > 40:
+            raise ValueError("IPv4 options must be padded to 4 bytes, at most 40")
+        flags_frag = (
+            (FLAG_DF if self.dont_fragment else 0)
+            | (FLAG_MF if self.more_fragments else 0)
+            | (self.fragment_offset // 8)
+        )
+        header_len = self.header_len
+        fields = (
+            0x40 | header_len // 4,
+            self.tos,
+            header_len + len(self.payload),
+            self.ident,
+            flags_frag,
+            self.ttl,
+            self.protocol,
+        )
+        header = bytearray(_HEADER.pack(*fields, 0, self.src.packed, self.dst.packed))
+        header += self.options
+        _CHECKSUM.pack_into(header, 10, internet_checksum(header))
+        return bytes(header)
+
+    def encode(self) -> bytes:
+        return self.encode_header() + self.payload

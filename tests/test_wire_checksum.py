@@ -1,0 +1,73 @@
+"""The fast checksum against a word-by-word reference and against scapy."""
+
+from __future__ import annotations
+
+import random
+from ipaddress import IPv4Address
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scapy.utils import checksum as scapy_checksum
+
+from slirpnet.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
+
+
+def reference_sum(data: bytes) -> int:
+    """RFC 1071 §4.1, word by word with end-around carry."""
+    if len(data) % 2:
+        data += b"\0"
+    total = 0
+    for i in range(0, len(data), 2):
+        total += (data[i] << 8) | data[i + 1]
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+@given(st.binary(max_size=2000))
+def test_ones_sum_matches_reference(data: bytes) -> None:
+    assert ones_sum(data) == reference_sum(data)
+
+
+@given(st.binary(max_size=2000))
+def test_checksum_matches_scapy(data: bytes) -> None:
+    assert internet_checksum(data) == scapy_checksum(data)
+
+
+def test_ones_complement_zero_is_kept_apart() -> None:
+    # All-zero input sums to +0; other input congruent to 0 sums to -0 (0xFFFF).
+    assert ones_sum(b"\0\0\0\0") == 0
+    assert ones_sum(b"\xff\xff") == 0xFFFF
+    assert ones_sum(b"\x80\x00\x7f\xff") == 0xFFFF
+    assert internet_checksum(b"\xff\xff") == 0
+    assert internet_checksum(b"") == 0xFFFF
+
+
+def test_odd_length_is_padded_with_zero_on_the_right() -> None:
+    assert ones_sum(b"\x12") == 0x1200
+    assert ones_sum(b"\x12\x34\x56") == 0x1234 + 0x5600
+
+
+def test_memoryview_and_bytearray_inputs() -> None:
+    data = bytes(range(256)) * 3
+    assert ones_sum(memoryview(data)[1:]) == reference_sum(data[1:])
+    assert ones_sum(bytearray(data)) == reference_sum(data)
+
+
+@given(st.binary(max_size=600), st.binary(max_size=600).map(lambda b: b[: len(b) // 2 * 2]))
+def test_start_chains_sums(tail: bytes, head: bytes) -> None:
+    assert ones_sum(tail, ones_sum(head)) == reference_sum(head + tail)
+
+
+def test_pseudo_header_sum_matches_the_words() -> None:
+    src, dst = IPv4Address("10.0.2.15"), IPv4Address("192.0.2.200")
+    header = src.packed + dst.packed + bytes([0, 6]) + (1234).to_bytes(2, "big")
+    assert ones_sum(b"", pseudo_header_sum(src, dst, 6, 1234)) == reference_sum(header)
+
+
+@pytest.mark.parametrize("size", [8191, 8192, 8193, 8194, 16385, 65535, 65536])
+def test_large_buffers_cross_chunk_boundaries(size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    assert ones_sum(data) == reference_sum(data)
+    assert ones_sum(b"\xff" * size) == reference_sum(b"\xff" * size)
+    assert ones_sum(bytes(size)) == 0
