@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from ipaddress import IPv4Address
 
 import pytest
@@ -84,10 +85,8 @@ def test_refusals() -> None:
 
 @given(st.binary(max_size=300))
 def test_random_bytes_raise_only_wire_errors(data: bytes) -> None:
-    try:
+    with contextlib.suppress(WireError):
         DnsQuery.parse(data)
-    except WireError:
-        pass
 
 
 @given(st.data())
@@ -96,7 +95,5 @@ def test_mutated_queries_raise_only_wire_errors(data: st.DataObject) -> None:
     for _ in range(data.draw(st.integers(1, 8))):
         raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(raw)))
-    try:
+    with contextlib.suppress(WireError):
         DnsQuery.parse(bytes(raw[:cut]))
-    except WireError:
-        pass
