@@ -1,0 +1,293 @@
+"""The DHCP server of one namespace (RFC 2131).  No I/O.
+
+Theory of operation
+-------------------
+Clients are known by their client identifier (option 61) or, without one, by
+their hardware address (RFC 2131 §4.2).  Each client has at most one record,
+kept for the server's lifetime even after its lease ends, so a VM that
+reconnects (or reboots, or releases) gets the same address back while nobody
+else has taken it.  Static leases tie an address to a MAC for good.
+
+An address is free for a client when it is in the pool (or statically its
+own), was not declined recently, and no other client holds it: a bound lease
+until it expires, an offer for ``OFFER_HOLD`` seconds.
+
+Replies follow RFC 2131 §4.3: OFFER answers DISCOVER; REQUEST is told apart
+by its fields (§4.3.2: SELECTING carries a server identifier, INIT-REBOOT only
+a requested address, RENEWING and REBINDING only ``ciaddr``) and gets ACK or
+NAK; DECLINE, RELEASE are recorded silently; INFORM gets an ACK with the
+options and no lease.  Where a reply goes is §4.1's rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+
+from attrs import define, frozen
+
+from slirpnet.core.settings import NetworkSettings
+from slirpnet.core.stats import Stats
+from slirpnet.wire import ethernet
+from slirpnet.wire.dhcp import OP_REQUEST, UNSPECIFIED, DhcpMessage, DhcpOption, MessageType
+from slirpnet.wire.errors import WireError
+
+log = logging.getLogger(__name__)
+
+OFFER_HOLD = 60.0  # how long an offered address waits for the client's REQUEST
+DECLINE_HOLD = 3600.0  # how long an address a client found in use stays out of the pool
+_LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+
+
+@define
+class Lease:
+    address: IPv4Address
+    mac: bytes
+    hostname: str | None
+    expires: float  # bound until then; an offer holds the address until then
+    bound: bool  # False while only offered, or after RELEASE
+
+
+@frozen
+class DhcpReply:
+    message: DhcpMessage
+    dst_address: IPv4Address
+    dst_mac: bytes
+
+
+class DhcpServer:
+    def __init__(self, settings: NetworkSettings) -> None:
+        self.settings = settings
+        self._leases: dict[bytes, Lease] = {}  # client key -> its one record
+        self._holder: dict[IPv4Address, bytes] = {}  # address -> client key of its record
+        self._declined: dict[IPv4Address, float] = {}  # address -> out of the pool until
+        self._static = {lease.mac: lease.address for lease in settings.static_leases}
+        self._static_owner = {lease.address: lease.mac for lease in settings.static_leases}
+        network = settings.network
+        reserved = {settings.gateway, settings.dns, network.broadcast_address}
+        self._pool = [
+            IPv4Address(value)
+            for value in range(int(settings.dhcp_start), int(network.broadcast_address))
+            if IPv4Address(value) not in reserved
+        ]
+
+    def leases(self) -> list[Lease]:
+        return list(self._leases.values())
+
+    def mac_of(self, address: IPv4Address) -> bytes | None:
+        """The hardware address of the client holding ``address``, if any."""
+        client = self._holder.get(address)
+        return self._leases[client].mac if client is not None else None
+
+    def handle(self, message: DhcpMessage, stats: Stats, now: float) -> DhcpReply | None:
+        """The reply to a client's message, or None (counted in ``stats`` when dropped)."""
+        try:
+            kind = message.message_type
+            client_id = message.client_id
+        except WireError as error:
+            stats.drop(error.reason)
+            return None
+        if message.op != OP_REQUEST:
+            stats.drop("dhcp_not_a_request")
+            return None
+        if kind is None:
+            stats.drop("dhcp_bootp_unsupported")
+            return None
+        if message.giaddr != UNSPECIFIED:
+            stats.drop("dhcp_relayed")  # no relay agent can reach a virtual segment
+            return None
+        if len(message.chaddr) != 6:
+            stats.drop("dhcp_not_ethernet")
+            return None
+        client = b"id:" + client_id if client_id else b"mac:" + message.chaddr
+        try:
+            if kind == MessageType.DISCOVER:
+                return self._discover(message, client, stats, now)
+            if kind == MessageType.REQUEST:
+                return self._request(message, client, stats, now)
+            if kind == MessageType.DECLINE:
+                self._decline(message, client, now)
+            elif kind == MessageType.RELEASE:
+                self._release(message, client, now)
+            elif kind == MessageType.INFORM:
+                return self._inform(message)
+            else:
+                stats.drop("dhcp_unexpected_type")
+        except WireError as error:  # a malformed option read on the way
+            stats.drop(error.reason)
+        return None
+
+    # -- message types -----------------------------------------------------------------
+
+    def _discover(
+        self, message: DhcpMessage, client: bytes, stats: Stats, now: float
+    ) -> DhcpReply | None:
+        address = self._choose(message, client, now)
+        if address is None:
+            stats.drop("dhcp_pool_exhausted")
+            log.warning("DHCP pool exhausted: no offer for %s", _mac(message))
+            return None
+        lease = self._record(client, address, message, now)
+        if not lease.bound or lease.expires < now:
+            lease.bound = False
+            lease.expires = now + OFFER_HOLD
+        return self._reply(message, MessageType.OFFER, address)
+
+    def _request(
+        self, message: DhcpMessage, client: bytes, stats: Stats, now: float
+    ) -> DhcpReply | None:
+        server_id = message.server_id
+        requested = message.requested_ip
+        if server_id is not None:  # SELECTING
+            if server_id != self.settings.gateway:
+                self._forget_offer(client)  # the client took another server's offer
+                return None
+            address = requested
+        elif requested is not None:  # INIT-REBOOT
+            address = requested
+        elif message.ciaddr != UNSPECIFIED:  # RENEWING or REBINDING
+            address = message.ciaddr
+        else:
+            address = None
+        if address is None or not self._free_for(address, client, message.chaddr, now):
+            stats.count("dhcp_nak")
+            return self._nak(message)
+        lease = self._record(client, address, message, now)
+        lease.bound = True
+        lease.expires = now + self.settings.lease_time
+        return self._reply(message, MessageType.ACK, address)
+
+    def _decline(self, message: DhcpMessage, client: bytes, now: float) -> None:
+        address = message.requested_ip
+        lease = self._leases.get(client)
+        if address is None or lease is None or lease.address != address:
+            return
+        # RFC 2131 §4.3.3: someone else answers for this address; keep it out of the pool.
+        log.warning("DHCP address %s declined by %s: in use", address, _mac(message))
+        self._declined[address] = now + DECLINE_HOLD
+        del self._leases[client]
+        del self._holder[address]
+
+    def _release(self, message: DhcpMessage, client: bytes, now: float) -> None:
+        lease = self._leases.get(client)
+        if lease is not None and lease.address == message.ciaddr:
+            lease.bound = False
+            lease.expires = now  # free for others, still this client's first choice
+
+    def _inform(self, message: DhcpMessage) -> DhcpReply | None:
+        if message.ciaddr == UNSPECIFIED:
+            return None
+        # RFC 2131 §3.4: configuration only; no lease time, no yiaddr.
+        reply = message.reply(
+            MessageType.ACK, self.settings.gateway, options=self._options(message, lease=False)
+        )
+        return DhcpReply(reply, message.ciaddr, message.chaddr)
+
+    # -- addresses ---------------------------------------------------------------------
+
+    def _choose(self, message: DhcpMessage, client: bytes, now: float) -> IPv4Address | None:
+        """RFC 2131 §4.3.1's order: static, the client's own, the requested, a free one."""
+        static = self._static.get(message.chaddr)
+        if static is not None:
+            return static
+        lease = self._leases.get(client)
+        candidates: list[IPv4Address] = []
+        if lease is not None:
+            candidates.append(lease.address)
+        requested = message.requested_ip
+        if requested is not None:
+            candidates.append(requested)
+        for address in candidates:
+            if self._free_for(address, client, message.chaddr, now):
+                return address
+        # Addresses nobody ever had first, so returning clients keep theirs longer.
+        for address in self._pool_order(now):
+            if self._free_for(address, client, message.chaddr, now):
+                return address
+        return None
+
+    def _pool_order(self, now: float) -> Iterator[IPv4Address]:
+        yield from (address for address in self._pool if address not in self._holder)
+        yield from (address for address in self._pool if address in self._holder)
+
+    def _free_for(self, address: IPv4Address, client: bytes, mac: bytes, now: float) -> bool:
+        owner = self._static_owner.get(address)
+        if owner is not None:
+            return owner == mac
+        if address not in self._pool or self._declined.get(address, 0.0) > now:
+            return False
+        holder = self._holder.get(address)
+        if holder is None or holder == client:
+            return True
+        return self._leases[holder].expires <= now
+
+    def _record(
+        self, client: bytes, address: IPv4Address, message: DhcpMessage, now: float
+    ) -> Lease:
+        """The client's record, now for ``address``; an expired holder of it is evicted."""
+        holder = self._holder.get(address)
+        if holder is not None and holder != client:
+            del self._leases[holder]
+        lease = self._leases.get(client)
+        if lease is None or lease.address != address:
+            if lease is not None:
+                del self._holder[lease.address]
+            lease = Lease(address, message.chaddr, None, now, bound=False)
+            self._leases[client] = lease
+            self._holder[address] = client
+        lease.mac = message.chaddr
+        lease.hostname = message.hostname or lease.hostname
+        return lease
+
+    def _forget_offer(self, client: bytes) -> None:
+        lease = self._leases.get(client)
+        if lease is not None and not lease.bound:
+            lease.expires = 0.0
+
+    # -- replies -----------------------------------------------------------------------
+
+    def _options(self, message: DhcpMessage, *, lease: bool) -> list[DhcpOption]:
+        settings = self.settings
+        options = [
+            DhcpOption.subnet_mask(settings.network.netmask),
+            DhcpOption.routers([settings.gateway]),
+            DhcpOption.dns_servers([settings.dns]),
+            DhcpOption.interface_mtu(settings.mtu),
+        ]
+        if lease:
+            # T1 and T2 at RFC 2131 §4.4.5's defaults: 0.5 and 0.875 of the lease.
+            options += [
+                DhcpOption.lease_time(settings.lease_time),
+                DhcpOption.renewal_time(settings.lease_time // 2),
+                DhcpOption.rebinding_time(settings.lease_time * 7 // 8),
+            ]
+        if settings.domain:
+            options.append(DhcpOption.domain_name(settings.domain))
+        if settings.search:
+            options.append(DhcpOption.domain_search(settings.search))
+        hostname = message.hostname
+        if hostname:
+            options.append(DhcpOption.hostname(hostname))
+        return options
+
+    def _reply(self, message: DhcpMessage, kind: MessageType, address: IPv4Address) -> DhcpReply:
+        reply = message.reply(
+            kind, self.settings.gateway, yiaddr=address, options=self._options(message, lease=True)
+        )
+        # RFC 2131 §4.1: unicast to a configured client, broadcast when it asked,
+        # otherwise unicast to the address being handed out.
+        if message.ciaddr != UNSPECIFIED:
+            return DhcpReply(reply, message.ciaddr, message.chaddr)
+        if message.broadcast:
+            return DhcpReply(reply, _LIMITED_BROADCAST, ethernet.BROADCAST)
+        return DhcpReply(reply, address, message.chaddr)
+
+    def _nak(self, message: DhcpMessage) -> DhcpReply:
+        # RFC 2131 §4.3.2: a NAK is broadcast, for the client may hold a wrong address.
+        reply = message.reply(MessageType.NAK, self.settings.gateway)
+        return DhcpReply(reply, _LIMITED_BROADCAST, ethernet.BROADCAST)
+
+
+def _mac(message: DhcpMessage) -> str:
+    return ethernet.format_mac(message.chaddr)

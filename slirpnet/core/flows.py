@@ -1,0 +1,85 @@
+"""NAT flows and the actions that ask the host for their sockets.
+
+The core never touches a socket.  It names each host socket by the flow that
+needs it; the shell keeps the socket beside the flow and reports back through
+the segment's ``flow_*`` methods.  Every flow that is opened is closed by a
+``CloseFlow``, whatever ends it: idle timeout, error, or its VM leaving.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from attrs import define, field, frozen
+
+from slirpnet.core.vm import Vm
+
+
+@frozen
+class Endpoint:
+    """Where a guest sent from: the address its replies go back to."""
+
+    mac: bytes
+    address: IPv4Address
+    port: int  # or the echo identifier
+
+
+UdpKey = tuple[int, int, int, int]  # guest address, guest port, destination, destination port
+
+
+@define(eq=False)
+class Flow:
+    """One host socket's worth of NAT state.  Compared by identity."""
+
+    vm: Vm = field(repr=False)
+    guest: Endpoint
+    host_address: IPv4Address  # where the host socket sends
+    host_port: int
+    deadline: float  # idle expiry, moved forward by traffic
+    closed: bool = field(default=False, init=False)
+
+
+@define(eq=False)
+class UdpFlow(Flow):
+    """A guest's UDP conversation with one destination: a connected host UDP socket."""
+
+    dst_address: IPv4Address  # as the guest addressed it, the source of its replies
+    dst_port: int
+
+    @property
+    def key(self) -> UdpKey:
+        return (int(self.guest.address), self.guest.port, int(self.dst_address), self.dst_port)
+
+
+@define(eq=False)
+class EchoFlow(Flow):
+    """A guest's ICMP echo identifier towards one destination: a ping or raw socket."""
+
+    dst_address: IPv4Address
+
+
+@define(eq=False)
+class DnsFlow(Flow):
+    """One guest query on its way to one upstream resolver over UDP."""
+
+    query: bytes
+    attempt: int  # which upstream, in order
+
+
+@frozen
+class OpenFlow:
+    flow: Flow
+
+
+@frozen
+class SendFlow:
+    flow: Flow
+    payload: bytes
+
+
+@frozen
+class CloseFlow:
+    flow: Flow
+
+
+Action = OpenFlow | SendFlow | CloseFlow

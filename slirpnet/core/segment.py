@@ -1,0 +1,550 @@
+"""One namespace's virtual Ethernet segment, with the gateway that serves it.  No I/O.
+
+Theory of operation
+-------------------
+Every VM of a namespace is a port (``Vm``) of one learning switch.  A frame from
+a port is switched by destination MAC: to another port, flooded when it is
+broadcast, multicast or unknown, or handed to the gateway when addressed to it
+(or broadcast).  So VMs of a namespace reach each other directly at L2, and
+different namespaces are different ``Segment`` objects that share nothing.
+
+The gateway owns two addresses (``gateway``, which stands for the host, and
+``dns``) behind one MAC.  It answers ARP for them, serves DHCP, answers or
+forwards DNS, answers pings, and NATs the guests' UDP and ICMP echo: each flow
+becomes a host socket that the shell opens, feeds and closes on the core's
+``actions``; the shell reports what the host socket receives through
+``flow_received`` and ``flow_error``.  Frames for a VM collect in ``vm.outbox``.
+
+Time is only ever what the caller passes in: ``get_timer()`` says when
+``handle_timer(now)`` is next due (idle flows, DNS retries).
+
+Bad input never raises: every frame that is not used is counted under a reason
+in the sending VM's ``stats.drops`` and logged at debug level.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from ipaddress import IPv4Address
+
+from slirpnet.core.dhcp import DhcpServer
+from slirpnet.core.dns import DnsService
+from slirpnet.core.flows import (
+    Action,
+    CloseFlow,
+    DnsFlow,
+    EchoFlow,
+    Endpoint,
+    Flow,
+    OpenFlow,
+    SendFlow,
+    UdpFlow,
+)
+from slirpnet.core.settings import HOST_LOOPBACK, NetworkSettings
+from slirpnet.core.timers import Deadlines
+from slirpnet.core.vm import Vm
+from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, udp
+from slirpnet.wire.errors import WireError
+
+log = logging.getLogger(__name__)
+
+MAX_MACS_PER_VM = 16  # a guest spraying source addresses cannot grow the switch table
+MAX_FLOWS_PER_VM = 4096
+DNS_FLOW_IDLE = 10.0  # UDP flows to port 53 anywhere: one query, one answer
+ECHO_FLOW_IDLE = 10.0
+FLOW_REFUSED = "refused"  # the host said port unreachable
+FLOW_UNREACHABLE = "unreachable"  # the host said host or network unreachable
+FLOW_FAILED = "failed"  # no host socket could be had
+
+_ETHERNET = struct.Struct("!6s6sH")
+_IP_UDP_HEADERS = ipv4.MIN_HEADER_LEN + udp.HEADER_LEN
+
+
+def _martian(address: IPv4Address) -> bool:
+    """Never a NAT destination: loopback, unspecified, multicast, reserved, link-local."""
+    return (
+        address.is_loopback
+        or address.is_unspecified
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_link_local
+        or address == IPv4Address("255.255.255.255")
+    )
+
+
+class Segment:
+    def __init__(self, settings: NetworkSettings) -> None:
+        self.settings = settings
+        # libslirp's convention: 52:55 then the gateway's IPv4 address.
+        self.gateway_mac = b"\x52\x55" + settings.gateway.packed
+        self.vms: list[Vm] = []
+        self.dhcp = DhcpServer(settings)
+        self.dns = DnsService(
+            settings.local_records(), settings.dns_upstreams, settings.dns_timeout
+        )
+        self._switch: dict[bytes, Vm] = {}  # learned source MAC -> port
+        self._actions: list[Action] = []
+        self._deadlines: Deadlines[Flow] = Deadlines()
+        self._ip_ident = 0
+        network = settings.network
+        self._own = frozenset((settings.gateway, settings.dns))
+        self._not_guests = frozenset(
+            (settings.gateway, settings.dns, network.network_address, network.broadcast_address)
+        )
+
+    # -- ports -------------------------------------------------------------------------
+
+    def attach(self, name: str) -> Vm:
+        vm = Vm(name)
+        self.vms.append(vm)
+        return vm
+
+    def detach(self, vm: Vm) -> None:
+        """The VM is gone: close every flow of its and forget its MACs.  Leases stay."""
+        if not vm.attached:
+            return
+        vm.attached = False
+        self.vms.remove(vm)
+        for mac in vm.macs:
+            if self._switch.get(mac) is vm:
+                del self._switch[mac]
+        for flow in [*vm.udp_flows.values(), *vm.echo_flows.values(), *vm.dns_flows]:
+            self._close(flow)
+        vm.outbox.clear()
+
+    def take_actions(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    # -- frames from a VM --------------------------------------------------------------
+
+    def receive(self, vm: Vm, frame: bytes, now: float) -> None:
+        """One Ethernet frame from ``vm``'s NIC."""
+        if not vm.attached:
+            return
+        vm.stats.frames_in += 1
+        vm.stats.bytes_in += len(frame)
+        try:
+            eth = ethernet.EthernetFrame.parse(frame)
+        except WireError as error:
+            self._drop(vm, error.reason)
+            return
+        if ethernet.is_multicast(eth.src) or eth.src == self.gateway_mac:
+            self._drop(vm, "eth_bad_source")
+            return
+        if not self._learn(vm, eth.src):
+            return
+        if eth.dst == self.gateway_mac:
+            self._to_gateway(vm, eth, now)
+        elif eth.dst == ethernet.BROADCAST:
+            self._flood(vm, frame)
+            self._to_gateway(vm, eth, now)
+        elif ethernet.is_multicast(eth.dst):
+            if not self._flood(vm, frame):
+                self._drop(vm, "eth_multicast")
+        else:
+            port = self._switch.get(eth.dst)
+            if port is vm:
+                self._drop(vm, "eth_to_self")
+            elif port is not None:
+                port.send(frame)
+            elif not self._flood(vm, frame):
+                self._drop(vm, "eth_unknown_destination")
+
+    def _learn(self, vm: Vm, mac: bytes) -> bool:
+        if mac in vm.macs:
+            self._switch[mac] = vm
+            return True
+        if len(vm.macs) >= MAX_MACS_PER_VM:
+            self._drop(vm, "eth_mac_limit")
+            return False
+        vm.macs.add(mac)
+        self._switch[mac] = vm
+        return True
+
+    def _flood(self, source: Vm, frame: bytes) -> bool:
+        """Send to every other port; False when there is none."""
+        others = [vm for vm in self.vms if vm is not source]
+        for vm in others:
+            vm.send(frame)
+        return bool(others)
+
+    def _to_gateway(self, vm: Vm, eth: ethernet.EthernetFrame, now: float) -> None:
+        if eth.ethertype == ethernet.ETHERTYPE_ARP:
+            self._arp(vm, eth)
+        elif eth.ethertype == ethernet.ETHERTYPE_IPV4:
+            self._ipv4(vm, eth, now)
+        elif eth.ethertype == ethernet.ETHERTYPE_IPV6:
+            self._drop(vm, "ipv6_unsupported")
+        else:
+            self._drop(vm, "eth_unknown_ethertype")
+
+    # -- ARP (RFC 826, probes per RFC 5227) ----------------------------------------------
+
+    def _arp(self, vm: Vm, eth: ethernet.EthernetFrame) -> None:
+        try:
+            packet = arp.ArpPacket.parse(eth.payload)
+        except WireError as error:
+            self._drop(vm, error.reason)
+            return
+        if packet.op != arp.OP_REQUEST or packet.target_ip not in self._own:
+            return  # another VM's business, or a reply nobody asked us to read
+        if packet.sender_ip == packet.target_ip:
+            self._drop(vm, "arp_claims_gateway")  # an announcement of an address we own
+            return
+        # A probe (sender 0.0.0.0) gets a reply too: its target is ours, so it is taken.
+        reply = packet.reply(self.gateway_mac)
+        vm.send(self._ethernet(packet.sender_mac, ethernet.ETHERTYPE_ARP) + reply.encode())
+
+    # -- IPv4 --------------------------------------------------------------------------
+
+    def _ipv4(self, vm: Vm, eth: ethernet.EthernetFrame, now: float) -> None:
+        try:
+            packet = ipv4.IPv4Packet.parse(eth.payload)
+        except WireError as error:
+            self._drop(vm, error.reason)
+            return
+        if packet.is_fragment:
+            # We never reassemble (see wire/ipv4.py); a guest with our MTU never fragments.
+            self._drop(vm, "ipv4_fragment")
+            return
+        if packet.protocol == ipv4.PROTO_UDP:
+            self._udp(vm, eth, packet, now)
+        elif packet.protocol == ipv4.PROTO_ICMP:
+            self._icmp(vm, eth, packet, now)
+        elif packet.protocol == ipv4.PROTO_TCP:
+            self._drop(vm, "tcp_not_implemented")
+        else:
+            self._drop(vm, "ipv4_unsupported_protocol")
+
+    def _guest_source(self, vm: Vm, packet: ipv4.IPv4Packet) -> bool:
+        """The source must be a guest address of our network: no spoofing the gateway."""
+        source = packet.src
+        if source in self.settings.network and source not in self._not_guests:
+            return True
+        self._drop(vm, "ipv4_bad_source")
+        return False
+
+    def _host_destination(self, vm: Vm, packet: ipv4.IPv4Packet) -> IPv4Address | None:
+        """Where a guest's packet to ``packet.dst`` goes on the host, or None (counted)."""
+        settings = self.settings
+        dst = packet.dst
+        reason = None
+        if dst == settings.gateway:
+            if settings.restrict:
+                reason = "restricted"
+            elif not settings.host_loopback:
+                reason = "host_loopback_disabled"
+            else:
+                return HOST_LOOPBACK
+        elif dst in settings.network or _martian(dst):
+            self._drop(vm, "no_route")
+            return None
+        elif settings.restrict:
+            reason = "restricted"
+        else:
+            return dst
+        self._drop(vm, reason)
+        # RFC 1812 §5.2.7.1: tell the guest at once rather than let it time out.
+        self._icmp_error(vm, packet, icmp.TYPE_DEST_UNREACHABLE, icmp.CODE_ADMIN_PROHIBITED)
+        return None
+
+    # -- UDP: DHCP, DNS, NAT -----------------------------------------------------------
+
+    def _udp(
+        self, vm: Vm, eth: ethernet.EthernetFrame, packet: ipv4.IPv4Packet, now: float
+    ) -> None:
+        try:
+            datagram = udp.UdpDatagram.parse(packet.payload, packet.src, packet.dst)
+        except WireError as error:
+            self._drop(vm, error.reason)
+            return
+        dst = packet.dst
+        if datagram.dst_port == dhcp.SERVER_PORT and (
+            dst.packed == b"\xff\xff\xff\xff" or dst == self.settings.gateway
+        ):
+            self._dhcp(vm, datagram, now)
+            return
+        if dst.packed == b"\xff\xff\xff\xff" or dst == self.settings.network.broadcast_address:
+            self._drop(vm, "udp_broadcast")
+            return
+        if dst.is_multicast:
+            self._drop(vm, "udp_multicast")
+            return
+        if not self._guest_source(vm, packet):
+            return
+        guest = Endpoint(eth.src, packet.src, datagram.src_port)
+        if dst == self.settings.dns:
+            if datagram.dst_port == 53:
+                self._dns_query(vm, guest, bytes(datagram.payload), now)
+            else:
+                self._drop(vm, "no_service")
+                self._icmp_error(vm, packet, icmp.TYPE_DEST_UNREACHABLE, icmp.CODE_PORT_UNREACHABLE)
+            return
+        key = (int(packet.src), datagram.src_port, int(dst), datagram.dst_port)
+        flow = vm.udp_flows.get(key)
+        if flow is None:
+            host = self._host_destination(vm, packet)
+            if host is None or not self._room_for_flow(vm):
+                return
+            flow = UdpFlow(
+                vm=vm,
+                guest=guest,
+                host_address=host,
+                host_port=datagram.dst_port,
+                deadline=now,
+                dst_address=dst,
+                dst_port=datagram.dst_port,
+            )
+            vm.udp_flows[key] = flow
+            self._open(flow)
+        flow.deadline = now + self._udp_idle(flow)
+        self._actions.append(SendFlow(flow, bytes(datagram.payload)))
+
+    def _udp_idle(self, flow: UdpFlow) -> float:
+        return DNS_FLOW_IDLE if flow.dst_port == 53 else self.settings.udp_idle_timeout
+
+    def _dhcp(self, vm: Vm, datagram: udp.UdpDatagram, now: float) -> None:
+        try:
+            message = dhcp.DhcpMessage.parse(datagram.payload)
+        except WireError as error:
+            self._drop(vm, error.reason)
+            return
+        reply = self.dhcp.handle(message, vm.stats, now)
+        if reply is None:
+            return
+        if reply.message.message_type == dhcp.MessageType.ACK and reply.message.yiaddr:
+            log.info(
+                "lease %s to %s",
+                reply.message.yiaddr,
+                ethernet.format_mac(message.chaddr),
+                extra={"vm": vm.name},
+            )
+        client = Endpoint(reply.dst_mac, reply.dst_address, dhcp.CLIENT_PORT)
+        self._send_udp(vm, client, self.settings.gateway, dhcp.SERVER_PORT, reply.message.encode())
+
+    def _dns_query(self, vm: Vm, guest: Endpoint, query: bytes, now: float) -> None:
+        answer = self.dns.local_answer(vm, query)
+        if answer is not None:
+            self._send_udp(vm, guest, self.settings.dns, 53, answer)
+        elif self.dns.upstreams and self._room_for_flow(vm):
+            self._ask_upstream(vm, guest, query, 0, now)
+
+    def _ask_upstream(
+        self, vm: Vm, guest: Endpoint, query: bytes, attempt: int, now: float
+    ) -> None:
+        flow = self.dns.flow(vm, guest, query, attempt, now)
+        vm.dns_flows.add(flow)
+        self._open(flow)
+        self._actions.append(SendFlow(flow, query))
+
+    # -- ICMP --------------------------------------------------------------------------
+
+    def _icmp(
+        self, vm: Vm, eth: ethernet.EthernetFrame, packet: ipv4.IPv4Packet, now: float
+    ) -> None:
+        try:
+            message = icmp.IcmpMessage.parse(packet.payload)
+        except WireError as error:
+            self._drop(vm, error.reason)
+            return
+        if message.type != icmp.TYPE_ECHO_REQUEST:
+            self._drop(vm, "icmp_unsupported_type")
+            return
+        if not self._guest_source(vm, packet):
+            return
+        guest = Endpoint(eth.src, packet.src, message.ident)
+        if packet.dst in self._own:
+            reply = icmp.IcmpMessage.echo(
+                icmp.TYPE_ECHO_REPLY, message.ident, message.seq, message.payload
+            )
+            self._send_ip(vm, eth.src, packet.dst, packet.src, ipv4.PROTO_ICMP, reply.encode())
+            return
+        key = (int(packet.dst), message.ident)
+        flow = vm.echo_flows.get(key)
+        if flow is None:
+            host = self._host_destination(vm, packet)
+            if host is None or not self._room_for_flow(vm):
+                return
+            flow = EchoFlow(
+                vm=vm,
+                guest=guest,
+                host_address=host,
+                host_port=0,
+                deadline=now,
+                dst_address=packet.dst,
+            )
+            vm.echo_flows[key] = flow
+            self._open(flow)
+        flow.deadline = now + ECHO_FLOW_IDLE
+        self._actions.append(SendFlow(flow, bytes(packet.payload)))
+
+    def _icmp_error(self, vm: Vm, packet: ipv4.IPv4Packet, type_: int, code: int) -> None:
+        """An ICMP error about ``packet`` to the guest that sent it, from the gateway."""
+        mac = self._mac_of(vm, packet.src)
+        if mac is None:
+            return
+        quoted = packet.encode_header() + bytes(packet.payload[:8])
+        message = icmp.IcmpMessage.error(type_, code, quoted)
+        self._send_ip(vm, mac, self.settings.gateway, packet.src, ipv4.PROTO_ICMP, message.encode())
+
+    def _mac_of(self, vm: Vm, address: IPv4Address) -> bytes | None:
+        lease = self.dhcp.mac_of(address)
+        if lease is not None and lease in vm.macs:
+            return lease
+        # Without a lease (a static guest address) the VM's one MAC will do.
+        return next(iter(vm.macs)) if len(vm.macs) == 1 else None
+
+    # -- events from host sockets ------------------------------------------------------
+
+    def flow_received(self, flow: Flow, payload: bytes, now: float) -> None:
+        """The host socket of ``flow`` received ``payload`` from its peer."""
+        if flow.closed:
+            return
+        vm = flow.vm
+        if isinstance(flow, UdpFlow):
+            if len(payload) + _IP_UDP_HEADERS > self.settings.mtu:
+                self._drop(vm, "udp_reply_over_mtu")
+                return
+            flow.deadline = now + self._udp_idle(flow)
+            self._send_udp(vm, flow.guest, flow.dst_address, flow.dst_port, payload)
+        elif isinstance(flow, EchoFlow):
+            self._echo_reply(flow, payload, now)
+        elif isinstance(flow, DnsFlow):
+            if DnsService.matches(flow, payload):
+                self._send_udp(vm, flow.guest, self.settings.dns, 53, payload)
+                self._close(flow)
+            else:
+                self._drop(vm, "dns_reply_mismatch")
+
+    def _echo_reply(self, flow: EchoFlow, payload: bytes, now: float) -> None:
+        try:
+            message = icmp.IcmpMessage.parse(payload, verify_checksum=False)
+        except WireError as error:
+            self._drop(flow.vm, error.reason)
+            return
+        if message.type != icmp.TYPE_ECHO_REPLY:
+            return
+        flow.deadline = now + ECHO_FLOW_IDLE
+        # A ping socket rewrites the identifier to its own; the guest wants its own back.
+        reply = icmp.IcmpMessage.echo(
+            icmp.TYPE_ECHO_REPLY, flow.guest.port, message.seq, message.payload
+        )
+        self._send_ip(
+            flow.vm,
+            flow.guest.mac,
+            flow.dst_address,
+            flow.guest.address,
+            ipv4.PROTO_ICMP,
+            reply.encode(),
+        )
+
+    def flow_error(self, flow: Flow, kind: str, now: float) -> None:
+        """The host socket of ``flow`` failed: ``FLOW_REFUSED``, ``_UNREACHABLE`` or ``_FAILED``."""
+        if flow.closed:
+            return
+        vm = flow.vm
+        if isinstance(flow, DnsFlow):
+            self._dns_failed(flow, now)
+            return
+        if kind == FLOW_FAILED:
+            self._drop(vm, "host_socket_failed")
+            self._close(flow)
+            return
+        if isinstance(flow, UdpFlow):
+            code = (
+                icmp.CODE_PORT_UNREACHABLE if kind == FLOW_REFUSED else icmp.CODE_HOST_UNREACHABLE
+            )
+            header = udp.UdpDatagram(flow.guest.port, flow.dst_port, b"").encode(
+                flow.guest.address, flow.dst_address
+            )
+            original = ipv4.IPv4Packet(flow.guest.address, flow.dst_address, ipv4.PROTO_UDP, header)
+            message = icmp.IcmpMessage.error(icmp.TYPE_DEST_UNREACHABLE, code, original.encode())
+            source = self.settings.gateway if kind == FLOW_UNREACHABLE else flow.dst_address
+            self._send_ip(
+                vm, flow.guest.mac, source, flow.guest.address, ipv4.PROTO_ICMP, message.encode()
+            )
+
+    def _dns_failed(self, flow: DnsFlow, now: float) -> None:
+        """This upstream did not answer: ask the next, or tell the guest SERVFAIL."""
+        self._close(flow)
+        vm = flow.vm
+        vm.stats.count("dns_upstream_failed")
+        attempt = flow.attempt + 1
+        if attempt < len(self.dns.upstreams) and vm.attached:
+            self._ask_upstream(vm, flow.guest, flow.query, attempt, now)
+            return
+        answer = DnsService.servfail(flow.query)
+        if answer is not None and vm.attached:
+            self._send_udp(vm, flow.guest, self.settings.dns, 53, answer)
+
+    # -- timers ------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` should next run (possibly early), or None."""
+        return self._deadlines.next_time()
+
+    def handle_timer(self, now: float) -> None:
+        for flow in self._deadlines.pop_due(now):
+            if flow.closed:
+                continue
+            if flow.deadline > now:
+                self._deadlines.push(flow.deadline, flow)
+            elif isinstance(flow, DnsFlow):
+                self._dns_failed(flow, now)
+            else:
+                self._close(flow)
+
+    # -- flows -------------------------------------------------------------------------
+
+    def _room_for_flow(self, vm: Vm) -> bool:
+        if vm.flow_count < MAX_FLOWS_PER_VM:
+            return True
+        self._drop(vm, "flow_limit")
+        return False
+
+    def _open(self, flow: Flow) -> None:
+        self._actions.append(OpenFlow(flow))
+        self._deadlines.push(flow.deadline, flow)
+
+    def _close(self, flow: Flow) -> None:
+        if flow.closed:
+            return
+        flow.closed = True
+        vm = flow.vm
+        if isinstance(flow, UdpFlow):
+            vm.udp_flows.pop(flow.key, None)
+        elif isinstance(flow, EchoFlow):
+            vm.echo_flows.pop((int(flow.dst_address), flow.guest.port), None)
+        elif isinstance(flow, DnsFlow):
+            vm.dns_flows.discard(flow)
+        self._actions.append(CloseFlow(flow))
+
+    # -- building frames ---------------------------------------------------------------
+
+    def _ethernet(self, dst_mac: bytes, ethertype: int) -> bytes:
+        return _ETHERNET.pack(dst_mac, self.gateway_mac, ethertype)
+
+    def _send_ip(
+        self,
+        vm: Vm,
+        dst_mac: bytes,
+        src: IPv4Address,
+        dst: IPv4Address,
+        protocol: int,
+        payload: bytes,
+    ) -> None:
+        self._ip_ident = (self._ip_ident + 1) & 0xFFFF
+        header = ipv4.IPv4Packet(src, dst, protocol, payload, ident=self._ip_ident).encode_header()
+        vm.send(b"".join((self._ethernet(dst_mac, ethernet.ETHERTYPE_IPV4), header, payload)))
+
+    def _send_udp(
+        self, vm: Vm, dst: Endpoint, src: IPv4Address, src_port: int, payload: bytes
+    ) -> None:
+        datagram = udp.UdpDatagram(src_port, dst.port, payload).encode(src, dst.address)
+        self._send_ip(vm, dst.mac, src, dst.address, ipv4.PROTO_UDP, datagram)
+
+    def _drop(self, vm: Vm, reason: str) -> None:
+        vm.stats.drop(reason)
+        log.debug("drop %s", reason, extra={"vm": vm.name})

@@ -1,0 +1,86 @@
+"""What one virtual network looks like: addresses, services and policy.
+
+Defaults are libslirp's (QEMU ``-netdev user``), so a user switching backends
+changes one flag: 10.0.2.0/24, gateway 10.0.2.2 standing for the host, DNS on
+10.0.2.3, leases from 10.0.2.15 for 24 hours.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+from attrs import frozen
+
+# passt's choice: the largest MTU a 65535-byte stream frame carries with room to spare.
+# Fewer, larger frames are what make a Python data path fast.
+DEFAULT_MTU = 65520
+VDE_MTU = 1500
+MIN_MTU = 576  # RFC 791: every host must accept datagrams this large
+DEFAULT_HOST_NAME = "host.slirpnet.internal"
+HOST_LOOPBACK = IPv4Address("127.0.0.1")
+
+
+@frozen
+class Upstream:
+    address: IPv4Address
+    port: int = 53
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@frozen
+class StaticLease:
+    mac: bytes
+    address: IPv4Address
+
+
+@frozen(kw_only=True)
+class NetworkSettings:
+    network: IPv4Network = IPv4Network("10.0.2.0/24")
+    gateway: IPv4Address = IPv4Address("10.0.2.2")
+    dns: IPv4Address = IPv4Address("10.0.2.3")
+    dhcp_start: IPv4Address = IPv4Address("10.0.2.15")
+    mtu: int = DEFAULT_MTU
+    lease_time: int = 24 * 3600
+    domain: str | None = None
+    search: tuple[str, ...] = ()
+    dns_upstreams: tuple[Upstream, ...] = ()
+    dns_records: tuple[tuple[str, IPv4Address], ...] = ()
+    host_name: str | None = DEFAULT_HOST_NAME  # a local record for the gateway, i.e. the host
+    static_leases: tuple[StaticLease, ...] = ()
+    host_loopback: bool = True
+    restrict: bool = False
+    udp_idle_timeout: float = 60.0
+    dns_timeout: float = 2.0  # per upstream, before the next one is tried
+
+    def __attrs_post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError(problems[0])
+
+    def problems(self) -> list[str]:
+        """What is inconsistent, each naming the field; empty when all is well."""
+        found = []
+        net = self.network
+        for name in ("gateway", "dns", "dhcp_start"):
+            address = getattr(self, name)
+            if address not in net or address in (net.network_address, net.broadcast_address):
+                found.append(f"{name}: {address} is not a host address of {net}")
+        if self.gateway == self.dns:
+            found.append(f"dns: {self.dns} is the gateway's address too")
+        if not MIN_MTU <= self.mtu <= DEFAULT_MTU:
+            found.append(f"mtu: {self.mtu} is outside {MIN_MTU}..{DEFAULT_MTU}")
+        if net.prefixlen > 30:
+            found.append(f"network: {net} has no room for a gateway, DNS and a guest")
+        for lease in self.static_leases:
+            if lease.address not in net:
+                found.append(f"static_leases: {lease.address} is outside {net}")
+        return found
+
+    def local_records(self) -> dict[str, IPv4Address]:
+        """Names answered without asking upstream, lower-cased (RFC 4343: case-insensitive)."""
+        records = {name.lower().rstrip("."): address for name, address in self.dns_records}
+        if self.host_name:
+            records.setdefault(self.host_name.lower(), self.gateway)
+        return records

@@ -1,0 +1,39 @@
+"""One VM on a segment: its counters, the frames waiting for it, and its flows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from attrs import define, field
+
+from slirpnet.core.stats import Stats
+
+if TYPE_CHECKING:
+    from slirpnet.core.flows import DnsFlow, EchoFlow, UdpFlow, UdpKey
+
+
+@define(eq=False)
+class Vm:
+    """A port of the segment: one connection from a VM's NIC.  Compared by identity."""
+
+    name: str  # for logs: the transport and peer, e.g. "unix:/run/vm.sock#2"
+    stats: Stats = field(factory=Stats)
+    macs: set[bytes] = field(factory=set)  # source addresses seen on this port
+    outbox: list[bytes] = field(factory=list)  # frames for the VM, drained by the shell
+    udp_flows: dict[UdpKey, UdpFlow] = field(factory=dict)
+    echo_flows: dict[tuple[int, int], EchoFlow] = field(factory=dict)  # (dst, ident)
+    dns_flows: set[DnsFlow] = field(factory=set)
+    attached: bool = True
+
+    def send(self, frame: bytes) -> None:
+        self.outbox.append(frame)
+        self.stats.frames_out += 1
+        self.stats.bytes_out += len(frame)
+
+    def take_frames(self) -> list[bytes]:
+        frames, self.outbox = self.outbox, []
+        return frames
+
+    @property
+    def flow_count(self) -> int:
+        return len(self.udp_flows) + len(self.echo_flows) + len(self.dns_flows)
