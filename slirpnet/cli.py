@@ -3,9 +3,46 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
 
 from slirpnet import __version__
+from slirpnet.config import (
+    DEFAULT_NAMESPACE,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    ConfigError,
+    ServerConfig,
+    load_file,
+    namespace_from_values,
+    validate,
+    with_default_listener,
+)
+from slirpnet.logs import configure
+from slirpnet.shell.server import qemu_arguments, run_server
+
+# Flags that map onto config keys, with their help.  Repeatable ones collect lists.
+_VALUE_FLAGS = (
+    ("--listen", True, "unix:PATH, tcp:HOST:PORT or unixgram:PATH; each connection is a VM"),
+    ("--connect", True, "unix:PATH or tcp:HOST:PORT of a QEMU with server=on"),
+    ("--stdio", False, "qemu or vde: one VM on stdin/stdout (dpipe vde_plug SWITCH = ...)"),
+    ("--net", False, "the guests' IPv4 network (default 10.0.2.0/24)"),
+    ("--gateway", False, "the gateway's address, standing for the host (default 10.0.2.2)"),
+    ("--dns", False, "the DNS server's address (default 10.0.2.3)"),
+    ("--dhcp-start", False, "the first address DHCP leases (default 10.0.2.15)"),
+    ("--mtu", False, "the MTU given by DHCP (default 65520; 1500 with --stdio vde)"),
+    ("--domain", False, "the domain name given by DHCP"),
+    ("--search", True, "a DNS search domain given by DHCP (option 119)"),
+    ("--dns-upstream", True, "HOST[:PORT] of a resolver (default: /etc/resolv.conf)"),
+    ("--dns-record", True, "NAME=IPV4 answered locally (host.slirpnet.internal is the host)"),
+    ("--static-lease", True, "MAC=IPV4, a fixed DHCP lease"),
+    ("--udp-idle-timeout", False, "seconds before an idle UDP flow is closed (default 60)"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,12 +54,89 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"slirpnet {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. With no flags it listens on a unix socket and prints "
+        "the QEMU arguments that connect a VM to it.",
+    )
+    for flag, repeatable, text in _VALUE_FLAGS:
+        serve.add_argument(flag, action="append" if repeatable else "store", help=text)
+    serve.add_argument(
+        "--no-host-loopback",
+        action="store_true",
+        default=None,
+        help="the gateway address does not lead to the host's loopback",
+    )
+    serve.add_argument(
+        "--restrict",
+        action="store_true",
+        default=None,
+        help="guests reach only the built-in services and forwards",
+    )
+    serve.add_argument("--config", type=Path, help="a TOML file with the same keys")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    serve.add_argument("--log-format", choices=LOG_FORMATS, help="default text")
     return parser
 
 
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """Flags alone, or a file; flags and a file together are an error (one truth)."""
+    values: dict[str, Any] = {}
+    for flag, _, _ in _VALUE_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            values[flag[2:]] = value
+    for flag in ("no-host-loopback", "restrict"):
+        if getattr(args, flag.replace("-", "_")):
+            values[flag] = True
+    if args.config is not None:
+        if values:
+            raise ConfigError("config", f"use either --config or the flags {sorted(values)}")
+        config = load_file(args.config)
+    else:
+        config = validate(ServerConfig((namespace_from_values(DEFAULT_NAMESPACE, values),)))
+    return ServerConfig(
+        config.namespaces,
+        log_level=args.log_level or config.log_level,
+        log_format=args.log_format or config.log_format,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; argparse exits 2 with a one-line error on a bad flag."""
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        parser.print_help()
+        return 0
+    try:
+        config = config_from_args(args)
+    except ConfigError as error:
+        parser.error(str(error))  # one line, exit 2
+    config = with_default_listener(config)
+    configure(config.log_level, config.log_format)
+    if not any(ns.stdio for ns in config.namespaces):
+        for namespace in config.namespaces:
+            for address in namespace.listen:
+                print(f"{namespace.name}: qemu-system-x86_64 ... {qemu_arguments(address)}")
+        sys.stdout.flush()
+    try:
+        trio.run(_serve_until_signal, config)
+    except* ConfigError as group:
+        parser.error(str(group.exceptions[0]))
     return 0
+
+
+async def _serve_until_signal(config: ServerConfig) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
+            await run_server(config)
+            nursery.cancel_scope.cancel()  # the stdio VM left
+
+
+async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return

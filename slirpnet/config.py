@@ -1,0 +1,311 @@
+"""Server configuration: from command-line flags or a TOML file, with the same keys.
+
+A config is a set of namespaces, each with its listeners and its network
+settings.  Flags describe one namespace, ``default``; a file's top-level keys
+describe ``default`` too (and are inherited by the others), and each
+``[namespace.NAME]`` table describes another namespace.
+
+Every problem is a ``ConfigError`` naming the key, so the command line can say
+in one line what is wrong (and exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from attrs import evolve, frozen
+
+from slirpnet.core.settings import VDE_MTU, NetworkSettings, StaticLease, Upstream
+from slirpnet.wire.ethernet import parse_mac
+
+DEFAULT_NAMESPACE = "default"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@frozen
+class Address:
+    """Where to listen or connect: ``unix:PATH``, ``tcp:HOST:PORT`` or ``unixgram:PATH``."""
+
+    kind: str
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}" if self.path else f"{self.kind}:{self.host}:{self.port}"
+
+
+@frozen
+class NamespaceConfig:
+    name: str
+    settings: NetworkSettings
+    listen: tuple[Address, ...] = ()
+    connect: tuple[Address, ...] = ()
+    stdio: str | None = None  # "qemu" or "vde": one VM on stdin/stdout
+
+
+@frozen
+class ServerConfig:
+    namespaces: tuple[NamespaceConfig, ...]
+    log_level: str = "info"
+    log_format: str = "text"
+
+
+# -- one parser per key, shared by flags and the file -----------------------------------
+
+
+def parse_address(text: str, kinds: tuple[str, ...], key: str) -> Address:
+    kind, _, rest = text.partition(":")
+    if kind not in kinds or not rest:
+        raise ConfigError(key, f"{text!r} is not one of {', '.join(k + ':...' for k in kinds)}")
+    if kind in ("unix", "unixgram"):
+        return Address(kind, path=rest)
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    return Address(kind, host=host, port=_port(port, key))
+
+
+def _port(text: str, key: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(key, f"{text!r} is not a port number")
+    return int(text)
+
+
+def _address(text: str, key: str) -> IPv4Address:
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not an IPv4 address") from None
+
+
+def _network(text: str, key: str) -> IPv4Network:
+    try:
+        return IPv4Network(text, strict=False)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not an IPv4 network like 10.0.2.0/24") from None
+
+
+def parse_upstream(text: str, key: str = "dns-upstream") -> Upstream:
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host, port = text, "53"
+    return Upstream(_address(host.strip("[]"), key), _port(port, key))
+
+
+_NAME = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$")
+
+
+def _domain(text: str, key: str) -> str:
+    if not _NAME.match(text):
+        raise ConfigError(key, f"{text!r} is not a domain name")
+    return text.rstrip(".")
+
+
+def parse_record(text: str, key: str = "dns-record") -> tuple[str, IPv4Address]:
+    name, equals, address = text.partition("=")
+    if not equals:
+        raise ConfigError(key, f"{text!r} is not NAME=IPV4")
+    return _domain(name.strip(), key), _address(address.strip(), key)
+
+
+def _static_lease(text: str, key: str) -> StaticLease:
+    mac, equals, address = text.partition("=")
+    try:
+        mac_bytes = parse_mac(mac.strip())
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not MAC=IPV4") from None
+    if not equals:
+        raise ConfigError(key, f"{text!r} is not MAC=IPV4")
+    return StaticLease(mac_bytes, _address(address.strip(), key))
+
+
+def _int(text: str, key: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not a whole number") from None
+
+
+def _seconds(text: str, key: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ConfigError(key, "must be more than 0 seconds")
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(text: str, key: str) -> str:
+        if text not in choices:
+            raise ConfigError(key, f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+# Keys of a namespace: name -> (parser of one value, repeatable).  The file uses the
+# same names as the flags; underscores are accepted for dashes.
+_SCALAR: dict[str, Callable[[str, str], Any]] = {
+    "net": _network,
+    "gateway": _address,
+    "dns": _address,
+    "dhcp-start": _address,
+    "mtu": _int,
+    "lease-time": _int,
+    "domain": _domain,
+    "udp-idle-timeout": _seconds,
+    "dns-timeout": _seconds,
+    "stdio": _choice(("qemu", "vde")),
+}
+_LISTS: dict[str, Callable[[str, str], Any]] = {
+    "listen": lambda text, key: parse_address(text, ("unix", "tcp", "unixgram"), key),
+    "connect": lambda text, key: parse_address(text, ("unix", "tcp"), key),
+    "dns-upstream": parse_upstream,
+    "dns-record": parse_record,
+    "search": _domain,
+    "static-lease": _static_lease,
+}
+_FLAGS = ("no-host-loopback", "restrict")
+_SETTINGS_FIELDS = {
+    "net": "network",
+    "gateway": "gateway",
+    "dns": "dns",
+    "dhcp-start": "dhcp_start",
+    "mtu": "mtu",
+    "lease-time": "lease_time",
+    "domain": "domain",
+    "udp-idle-timeout": "udp_idle_timeout",
+    "dns-timeout": "dns_timeout",
+    "dns-upstream": "dns_upstreams",
+    "dns-record": "dns_records",
+    "search": "search",
+    "static-lease": "static_leases",
+    "restrict": "restrict",
+}
+
+
+def namespace_from_values(name: str, values: Mapping[str, Any], where: str = "") -> NamespaceConfig:
+    """A namespace from parsed key/values: strings (or lists of them) and booleans."""
+    parsed: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = raw_key.replace("_", "-")
+        label = f"{where}{key}"
+        if key in _SCALAR:
+            parsed[key] = _SCALAR[key](_text(value, label), label)
+        elif key in _LISTS:
+            items = value if isinstance(value, list) else [value]
+            parsed[key] = tuple(_LISTS[key](_text(item, label), label) for item in items)
+        elif key in _FLAGS:
+            if not isinstance(value, bool):
+                raise ConfigError(label, f"{value!r} is not true or false")
+            parsed[key] = value
+        else:
+            raise ConfigError(label, "unknown key")
+    fields = {_SETTINGS_FIELDS[k]: v for k, v in parsed.items() if k in _SETTINGS_FIELDS}
+    fields["host_loopback"] = not parsed.get("no-host-loopback", False)
+    network = fields.get("network")
+    if network is not None:
+        # A network without its own addresses gets libslirp's offsets within it.
+        base = int(network.network_address)
+        fields.setdefault("gateway", IPv4Address(base + 2))
+        fields.setdefault("dns", IPv4Address(base + 3))
+        fields.setdefault("dhcp_start", IPv4Address(base + 15))
+    if parsed.get("stdio") == "vde" and "mtu" not in parsed:
+        fields["mtu"] = VDE_MTU  # vde_plug carries at most 9236 bytes; vde-2 only 1521
+    try:
+        settings = NetworkSettings(**fields)
+    except ValueError as error:
+        key, _, message = str(error).partition(": ")
+        raise ConfigError(f"{where}{_flag_for(key)}", message) from None
+    return NamespaceConfig(
+        name,
+        settings,
+        listen=parsed.get("listen", ()),
+        connect=parsed.get("connect", ()),
+        stdio=parsed.get("stdio"),
+    )
+
+
+def _flag_for(field: str) -> str:
+    names = {v: k for k, v in _SETTINGS_FIELDS.items()}
+    return names.get(field, field)
+
+
+def _text(value: object, key: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(key, f"{value!r} should be a string")
+    return str(value)
+
+
+def load_file(path: Path) -> ServerConfig:
+    """A server config from a TOML file."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError("config", f"cannot read {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("config", f"{path}: {error}") from None
+    log_level = _choice(LOG_LEVELS)(
+        _text(document.pop("log-level", "info"), "log-level"), "log-level"
+    )
+    log_format = _choice(LOG_FORMATS)(
+        _text(document.pop("log-format", "text"), "log-format"), "log-format"
+    )
+    tables = document.pop("namespace", {})
+    if not isinstance(tables, dict):
+        raise ConfigError("namespace", "should be tables: [namespace.NAME]")
+    namespaces = []
+    if document or not tables:
+        namespaces.append(namespace_from_values(DEFAULT_NAMESPACE, document))
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"namespace.{name}", "should be a table")
+        inherited = {k: v for k, v in document.items() if k not in ("listen", "connect", "stdio")}
+        namespaces.append(
+            namespace_from_values(name, {**inherited, **table}, where=f"namespace.{name}.")
+        )
+    return validate(ServerConfig(tuple(namespaces), log_level, log_format))
+
+
+def validate(config: ServerConfig) -> ServerConfig:
+    """Checks across namespaces: something to serve, no address used twice."""
+    seen: dict[str, str] = {}
+    stdio = [ns.name for ns in config.namespaces if ns.stdio]
+    if len(stdio) > 1:
+        raise ConfigError("stdio", f"only one namespace can use stdin/stdout, not {stdio}")
+    for namespace in config.namespaces:
+        for address in (*namespace.listen, *namespace.connect):
+            if str(address) in seen:
+                raise ConfigError("listen", f"{address} is used by {seen[str(address)]} already")
+            seen[str(address)] = namespace.name
+    return config
+
+
+def default_socket_path() -> Path:
+    """Where ``slirpnet serve`` with no flags listens."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime_dir or os.getcwd()) / "slirpnet.sock"
+
+
+def with_default_listener(config: ServerConfig) -> ServerConfig:
+    """A config that serves nothing gets a unix socket in the default place."""
+    if any(ns.listen or ns.connect or ns.stdio for ns in config.namespaces):
+        return config
+    first, *rest = config.namespaces
+    listener = Address("unix", path=str(default_socket_path()))
+    return evolve(config, namespaces=(evolve(first, listen=(listener,)), *rest))

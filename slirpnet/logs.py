@@ -1,0 +1,56 @@
+"""Log lines that always say which namespace and which VM they are about.
+
+The namespace comes from a context variable that every task of a namespace
+inherits; the VM from the ``extra={"vm": ...}`` of the call, since one task
+(a flush) may speak for any VM of its namespace.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+
+namespace_var: contextvars.ContextVar[str] = contextvars.ContextVar("slirpnet_ns", default="-")
+
+
+class _Context(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "ns"):
+            record.ns = namespace_var.get()
+        if not hasattr(record, "vm"):
+            record.vm = "-"
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "ns": getattr(record, "ns", "-"),
+            "vm": getattr(record, "vm", "-"),
+            "msg": record.getMessage(),
+            "logger": record.name,
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_Context())
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s ns=%(ns)s vm=%(vm)s %(message)s")
+        )
+    root = logging.getLogger("slirpnet")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

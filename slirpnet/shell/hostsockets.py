@@ -1,0 +1,182 @@
+"""Host sockets for the core's flows: opened, fed and closed on its actions.
+
+UDP and DNS flows each get a connected UDP socket, so the kernel filters replies
+to the one destination and reports its ICMP errors on that socket.  Echo flows
+get an unprivileged ping socket where ``net.ipv4.ping_group_range`` allows one,
+otherwise a share of one raw ICMP socket where we are privileged, otherwise they
+fail with a single warning.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import TYPE_CHECKING
+
+import trio
+
+from slirpnet.core.flows import (
+    Action,
+    CloseFlow,
+    DnsFlow,
+    EchoFlow,
+    Flow,
+    OpenFlow,
+    SendFlow,
+    UdpFlow,
+)
+from slirpnet.core.segment import FLOW_FAILED, FLOW_REFUSED, FLOW_UNREACHABLE
+from slirpnet.shell.rawicmp import RawIcmp
+
+if TYPE_CHECKING:
+    from slirpnet.shell.runtime import NamespaceRuntime
+
+log = logging.getLogger(__name__)
+
+RECEIVE_SIZE = 65535
+_UNREACHABLE = frozenset((errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN))
+
+
+def error_kind(error: OSError) -> str:
+    """How the core should hear about a socket error."""
+    if error.errno == errno.ECONNREFUSED:
+        return FLOW_REFUSED
+    if error.errno in _UNREACHABLE:
+        return FLOW_UNREACHABLE
+    return FLOW_FAILED
+
+
+class _Handle:
+    __slots__ = ("scope", "sock")
+
+    def __init__(self, sock: socket.socket | None) -> None:
+        self.sock = sock  # None for an echo flow on the shared raw socket
+        self.scope = trio.CancelScope()
+
+
+class HostSockets:
+    def __init__(self, runtime: NamespaceRuntime) -> None:
+        self.runtime = runtime
+        self._handles: dict[Flow, _Handle] = {}
+        self._ping_sockets = True  # until the kernel says no
+        self._raw: RawIcmp | None = None
+        self._echo_warned = False
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def apply(self, action: Action) -> None:
+        if isinstance(action, OpenFlow):
+            self._open(action.flow)
+        elif isinstance(action, SendFlow):
+            self._send(action.flow, action.payload)
+        elif isinstance(action, CloseFlow):
+            self._close(action.flow)
+
+    def _open(self, flow: Flow) -> None:
+        sock: socket.socket | None
+        try:
+            if isinstance(flow, UdpFlow | DnsFlow):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.setblocking(False)
+                try:
+                    sock.connect((str(flow.host_address), flow.host_port))
+                except OSError:
+                    sock.close()
+                    raise
+            elif isinstance(flow, EchoFlow):
+                sock = self._echo_socket(flow)
+            else:
+                raise TypeError(f"no host socket for {flow!r}")
+        except OSError as error:
+            log.info("no host socket for a flow to %s: %s", flow.host_address, error)
+            self.runtime.report_error(flow, error_kind(error))
+            return
+        handle = _Handle(sock)
+        self._handles[flow] = handle
+        if sock is not None:
+            self.runtime.port_of(flow.vm).nursery.start_soon(self._receive, flow, handle)
+
+    def _echo_socket(self, flow: EchoFlow) -> socket.socket | None:
+        if self._ping_sockets:
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+            except PermissionError:
+                self._ping_sockets = False
+            else:
+                sock.setblocking(False)
+                return sock
+        if self._raw is None:
+            try:
+                self._raw = RawIcmp.open(self.runtime)
+            except PermissionError as error:
+                if not self._echo_warned:
+                    self._echo_warned = True
+                    log.warning(
+                        "ICMP echo to the outside is off: no ping socket (see sysctl "
+                        "net.ipv4.ping_group_range) and no raw socket (needs CAP_NET_RAW)"
+                    )
+                raise error
+        self._raw.add(flow)
+        return None
+
+    def _send(self, flow: Flow, payload: bytes) -> None:
+        handle = self._handles.get(flow)
+        if handle is None:
+            return  # opening failed, and the core has heard
+        try:
+            if handle.sock is None:
+                assert self._raw is not None
+                self._raw.send(flow, payload)
+            elif isinstance(flow, EchoFlow):
+                handle.sock.sendto(payload, (str(flow.host_address), 0))
+            else:
+                handle.sock.send(payload)
+        except BlockingIOError:
+            flow.vm.stats.drop("host_socket_busy")  # datagrams may be lost; so is this one
+        except OSError as error:
+            self.runtime.report_error(flow, error_kind(error))
+
+    def _close(self, flow: Flow) -> None:
+        handle = self._handles.pop(flow, None)
+        if handle is None:
+            return
+        # The receiving task owns the socket and closes it as it leaves.
+        handle.scope.cancel()
+        if handle.sock is None and self._raw is not None:
+            self._raw.remove(flow)
+
+    def close_all(self) -> None:
+        for flow in list(self._handles):
+            self._close(flow)
+        if self._raw is not None:
+            self._raw.close()
+
+    async def _receive(self, flow: Flow, handle: _Handle) -> None:
+        sock = handle.sock
+        assert sock is not None
+        try:
+            with handle.scope:
+                while True:
+                    await trio.lowlevel.wait_readable(sock)
+                    if not self._drain(flow, sock):
+                        return
+        finally:
+            sock.close()
+
+    def _drain(self, flow: Flow, sock: socket.socket) -> bool:
+        """Hand every waiting datagram to the core; False when the socket is done for."""
+        while True:
+            try:
+                data = sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                return True
+            except OSError as error:
+                # A connected UDP socket reports the peer's ICMP error once and goes on.
+                kind = error_kind(error)
+                self.runtime.report_error(flow, kind)
+                if kind == FLOW_FAILED:
+                    return False
+                continue
+            self.runtime.report_received(flow, data)

@@ -1,0 +1,82 @@
+"""A VM's attachment to a running namespace: frames in, frames out.
+
+This is also the embedding API: whatever carries a VM's frames (a QEMU socket,
+a VDE plug, the user's own code) feeds them to ``Port.feed`` and sends what
+``Port.receive`` returns, like the Go library's ``HandleOutboundIPv4`` plus a
+writer callback.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import trio
+
+from slirpnet.core.vm import Vm
+
+if TYPE_CHECKING:
+    from slirpnet.shell.runtime import NamespaceRuntime
+
+# Frames for a VM that has stopped reading are dropped past this much: a stalled
+# guest must not grow the server's memory.  TCP recovers by retransmission.
+MAX_QUEUED_BYTES = 8 * 1024 * 1024
+
+
+class Port:
+    def __init__(self, runtime: NamespaceRuntime, vm: Vm, nursery: trio.Nursery) -> None:
+        self.runtime = runtime
+        self.vm = vm
+        self.nursery = nursery  # the VM's own: its host sockets' tasks live here
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._wakeup = trio.Event()
+        self.closed = False
+
+    @property
+    def name(self) -> str:
+        return self.vm.name
+
+    def feed(self, frame: bytes) -> None:
+        """One Ethernet frame from the VM."""
+        self.feed_many((frame,))
+
+    def feed_many(self, frames: Iterable[bytes]) -> None:
+        """Frames from the VM, handled in order before any output is flushed."""
+        if self.closed:
+            return
+        segment = self.runtime.segment
+        now = trio.current_time()
+        for frame in frames:
+            segment.receive(self.vm, frame, now)
+        self.runtime.flush()
+
+    async def receive(self) -> list[bytes]:
+        """Every frame waiting for the VM, at least one; waits while there are none.
+
+        Raises ``trio.ClosedResourceError`` once the port is closed and drained.
+        """
+        while not self._queue:
+            if self.closed:
+                raise trio.ClosedResourceError("port closed")
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+        frames = list(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        return frames
+
+    def enqueue(self, frames: list[bytes]) -> None:
+        """Called by the runtime with the frames the core produced for this VM."""
+        for frame in frames:
+            if self._queued_bytes + len(frame) > MAX_QUEUED_BYTES:
+                self.vm.stats.drop("vm_queue_full")
+                continue
+            self._queue.append(frame)
+            self._queued_bytes += len(frame)
+        self._wakeup.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wakeup.set()

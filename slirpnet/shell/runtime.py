@@ -1,0 +1,125 @@
+"""A namespace on trio: its core ``Segment``, the host sockets of its flows, its timer.
+
+Every input (a frame from a VM, a datagram on a host socket, a timer) is handed
+to the segment and followed by ``flush``, which carries out the actions the
+core asked for and moves the frames it produced to the VMs' ports.  Nothing
+here decides anything about the network; that is the core's job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from slirpnet.core.flows import Flow
+from slirpnet.core.segment import Segment
+from slirpnet.core.settings import NetworkSettings
+from slirpnet.core.vm import Vm
+from slirpnet.shell.hostsockets import HostSockets
+from slirpnet.shell.port import Port
+
+log = logging.getLogger(__name__)
+
+
+class NamespaceRuntime:
+    def __init__(self, name: str, settings: NetworkSettings, nursery: trio.Nursery) -> None:
+        self.name = name
+        self.segment = Segment(settings)
+        self.nursery = nursery
+        self.host = HostSockets(self)
+        self._ports: dict[Vm, Port] = {}
+        self._timer_scope = trio.CancelScope()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, name: str, settings: NetworkSettings) -> AsyncIterator[NamespaceRuntime]:
+        """Run a namespace for the body of the ``async with``; everything closes after."""
+        async with trio.open_nursery() as nursery:
+            runtime = cls(name, settings, nursery)
+            nursery.start_soon(runtime._timers)
+            try:
+                yield runtime
+            finally:
+                for port in list(runtime._ports.values()):
+                    runtime._detach(port)
+                runtime.host.close_all()
+                nursery.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def attach(self, name: str) -> AsyncIterator[Port]:
+        """A port for one VM, open for the body of the ``async with``.
+
+        The port's nursery holds the VM's host sockets; leaving closes them all.
+        """
+        async with trio.open_nursery() as nursery:
+            vm = self.segment.attach(name)
+            port = Port(self, vm, nursery)
+            self._ports[vm] = port
+            log.info("VM connected", extra={"vm": name, "ns": self.name})
+            try:
+                yield port
+            finally:
+                self._detach(port)
+                nursery.cancel_scope.cancel()
+
+    def _detach(self, port: Port) -> None:
+        if port.closed:
+            return
+        port.close()
+        self.segment.detach(port.vm)
+        self.flush()
+        del self._ports[port.vm]
+        stats = port.vm.stats
+        log.info(
+            "VM disconnected after %d frames in, %d out",
+            stats.frames_in,
+            stats.frames_out,
+            extra={"vm": port.name, "ns": self.name},
+        )
+
+    @property
+    def ports(self) -> list[Port]:
+        return list(self._ports.values())
+
+    def port_of(self, vm: Vm) -> Port:
+        return self._ports[vm]
+
+    # -- events from host sockets ------------------------------------------------------
+
+    def report_received(self, flow: Flow, payload: bytes) -> None:
+        self.segment.flow_received(flow, payload, trio.current_time())
+        self.flush()
+
+    def report_error(self, flow: Flow, kind: str) -> None:
+        self.segment.flow_error(flow, kind, trio.current_time())
+        self.flush()
+
+    # -- carrying out the core's output ------------------------------------------------
+
+    def flush(self) -> None:
+        """Do what the core asked: host socket actions, frames to VMs, the next timer."""
+        segment = self.segment
+        while actions := segment.take_actions():
+            for action in actions:
+                self.host.apply(action)
+        for vm, port in self._ports.items():
+            if vm.outbox:
+                port.enqueue(vm.take_frames())
+        deadline = segment.get_timer()
+        self._timer_scope.deadline = math.inf if deadline is None else deadline
+
+    async def _timers(self) -> None:
+        while True:
+            with trio.CancelScope() as self._timer_scope:
+                deadline = self.segment.get_timer()
+                self._timer_scope.deadline = math.inf if deadline is None else deadline
+                await trio.sleep_forever()
+            now = trio.current_time()
+            deadline = self.segment.get_timer()
+            if deadline is not None and deadline <= now:
+                self.segment.handle_timer(now)
+                self.flush()
