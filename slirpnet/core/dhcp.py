@@ -111,7 +111,7 @@ class DhcpServer:
             elif kind == MessageType.RELEASE:
                 self._release(message, client, now)
             elif kind == MessageType.INFORM:
-                return self._inform(message)
+                return self._inform(message, stats)
             else:
                 stats.drop("dhcp_unexpected_type")
         except WireError as error:  # a malformed option read on the way
@@ -129,7 +129,7 @@ class DhcpServer:
             log.warning("DHCP pool exhausted: no offer for %s", _mac(message))
             return None
         lease = self._record(client, address, message, now)
-        if not lease.bound or lease.expires < now:
+        if not lease.bound or lease.expires <= now:  # expired exactly now: see _free_for
             lease.bound = False
             lease.expires = now + OFFER_HOLD
         return self._reply(message, MessageType.OFFER, address)
@@ -175,8 +175,9 @@ class DhcpServer:
             lease.bound = False
             lease.expires = now  # free for others, still this client's first choice
 
-    def _inform(self, message: DhcpMessage) -> DhcpReply | None:
+    def _inform(self, message: DhcpMessage, stats: Stats) -> DhcpReply | None:
         if message.ciaddr == UNSPECIFIED:
+            stats.drop("dhcp_inform_without_ciaddr")  # RFC 2131 table 5: ciaddr is set
             return None
         # RFC 2131 §3.4: configuration only; no lease time, no yiaddr.
         reply = message.reply(
@@ -215,6 +216,8 @@ class DhcpServer:
         owner = self._static_owner.get(address)
         if owner is not None:
             return owner == mac
+        if mac in self._static:
+            return False  # a client with a static lease has that address and no other
         if address not in self._pool or self._declined.get(address, 0.0) > now:
             return False
         holder = self._holder.get(address)
@@ -226,6 +229,7 @@ class DhcpServer:
         self, client: bytes, address: IPv4Address, message: DhcpMessage, now: float
     ) -> Lease:
         """The client's record, now for ``address``; an expired holder of it is evicted."""
+        hostname = message.hostname  # may raise: before any change, so a drop leaves no trace
         holder = self._holder.get(address)
         if holder is not None and holder != client:
             del self._leases[holder]
@@ -237,7 +241,7 @@ class DhcpServer:
             self._leases[client] = lease
             self._holder[address] = client
         lease.mac = message.chaddr
-        lease.hostname = message.hostname or lease.hostname
+        lease.hostname = hostname or lease.hostname
         return lease
 
     def _forget_offer(self, client: bytes) -> None:

@@ -17,6 +17,7 @@ from slirpnet.wire import dns
 from slirpnet.wire.errors import WireError
 
 LOCAL_TTL = 60
+DROPPED = b""  # local_answer's verdict on a message to neither answer nor forward
 
 
 class DnsService:
@@ -28,7 +29,10 @@ class DnsService:
         self.timeout = timeout  # per upstream
 
     def local_answer(self, vm: Vm, payload: bytes) -> bytes | None:
-        """The reply when we can give it ourselves: a local name, or nobody to ask."""
+        """The reply when we can give it ourselves: a local name, or nobody to ask.
+
+        None when the query is to be forwarded; ``DROPPED`` when it was counted as a drop.
+        """
         try:
             query = dns.DnsQuery.parse(payload)
         except WireError as error:
@@ -38,7 +42,7 @@ class DnsService:
             return dns.error_for_unparsed(payload, dns.RCODE_FORMERR)
         if query.is_response:
             vm.stats.drop("dns_not_a_query")
-            return None
+            return DROPPED
         address = self.records.get(query.question.name.lower())
         if address is not None:
             if query.question.qtype in (dns.TYPE_A, dns.TYPE_ANY):

@@ -297,6 +297,7 @@ class Segment:
                 dst_address=dst,
                 dst_port=datagram.dst_port,
             )
+            flow.deadline = now + self._udp_idle(flow)  # before _open queues it
             vm.udp_flows[key] = flow
             self._open(flow)
         flow.deadline = now + self._udp_idle(flow)
@@ -314,7 +315,10 @@ class Segment:
         reply = self.dhcp.handle(message, vm.stats, now)
         if reply is None:
             return
-        if reply.message.message_type == dhcp.MessageType.ACK and reply.message.yiaddr:
+        if (
+            reply.message.message_type == dhcp.MessageType.ACK
+            and reply.message.yiaddr != dhcp.UNSPECIFIED
+        ):
             log.info(
                 "lease %s to %s",
                 reply.message.yiaddr,
@@ -327,7 +331,8 @@ class Segment:
     def _dns_query(self, vm: Vm, guest: Endpoint, query: bytes, now: float) -> None:
         answer = self.dns.local_answer(vm, query)
         if answer is not None:
-            self._send_udp(vm, guest, self.settings.dns, 53, answer)
+            if answer:  # not DROPPED
+                self._send_udp(vm, guest, self.settings.dns, 53, answer)
         elif self.dns.upstreams and self._room_for_flow(vm):
             self._ask_upstream(vm, guest, query, 0, now)
 
@@ -372,7 +377,7 @@ class Segment:
                 guest=guest,
                 host_address=host,
                 host_port=0,
-                deadline=now,
+                deadline=now + ECHO_FLOW_IDLE,
                 dst_address=packet.dst,
             )
             vm.echo_flows[key] = flow

@@ -73,9 +73,15 @@ class NetworkSettings:
             found.append(f"mtu: {self.mtu} is outside {MIN_MTU}..{DEFAULT_MTU}")
         if net.prefixlen > 30:
             found.append(f"network: {net} has no room for a gateway, DNS and a guest")
+        reserved = {self.gateway, self.dns, net.network_address, net.broadcast_address}
+        macs, addresses = set(), set()
         for lease in self.static_leases:
-            if lease.address not in net:
-                found.append(f"static_leases: {lease.address} is outside {net}")
+            if lease.address not in net or lease.address in reserved:
+                found.append(f"static_leases: {lease.address} is not a guest address of {net}")
+            if lease.mac in macs or lease.address in addresses:
+                found.append(f"static_leases: {lease.address} or its MAC is given twice")
+            macs.add(lease.mac)
+            addresses.add(lease.address)
         return found
 
     def local_records(self) -> dict[str, IPv4Address]:

@@ -1,0 +1,174 @@
+"""Flags and TOML files make the same config; every mistake names its key."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from slirpnet.cli import build_parser, config_from_args
+from slirpnet.config import (
+    Address,
+    ConfigError,
+    ServerConfig,
+    load_file,
+    with_default_listener,
+)
+from slirpnet.core.settings import VDE_MTU, StaticLease, Upstream
+
+
+def from_flags(*argv: str) -> ServerConfig:
+    return config_from_args(build_parser().parse_args(["serve", *argv]))
+
+
+def test_defaults_are_libslirps() -> None:
+    (namespace,) = from_flags().namespaces
+    settings = namespace.settings
+    assert settings.network == IPv4Network("10.0.2.0/24")
+    assert (settings.gateway, settings.dns, settings.dhcp_start) == (
+        IPv4Address("10.0.2.2"),
+        IPv4Address("10.0.2.3"),
+        IPv4Address("10.0.2.15"),
+    )
+    assert settings.mtu == 65520
+    assert settings.host_loopback and not settings.restrict
+    assert settings.local_records() == {"host.slirpnet.internal": IPv4Address("10.0.2.2")}
+
+
+def test_flags() -> None:
+    (namespace,) = from_flags(
+        "--listen",
+        "unix:/run/a.sock",
+        "--listen",
+        "tcp:127.0.0.1:7000",
+        "--connect",
+        "unix:/run/qemu.sock",
+        "--net",
+        "192.168.76.0/24",
+        "--dns-upstream",
+        "127.0.0.1:5353",
+        "--dns-upstream",
+        "127.0.0.2",
+        "--dns-record",
+        "db.test=192.168.76.9",
+        "--search",
+        "corp.test",
+        "--static-lease",
+        "52:54:00:00:00:01=192.168.76.50",
+        "--no-host-loopback",
+        "--restrict",
+    ).namespaces
+    assert namespace.listen == (
+        Address("unix", path="/run/a.sock"),
+        Address("tcp", host="127.0.0.1", port=7000),
+    )
+    assert namespace.connect == (Address("unix", path="/run/qemu.sock"),)
+    settings = namespace.settings
+    # A network alone gets libslirp's offsets inside it.
+    assert (settings.gateway, settings.dns, settings.dhcp_start) == (
+        IPv4Address("192.168.76.2"),
+        IPv4Address("192.168.76.3"),
+        IPv4Address("192.168.76.15"),
+    )
+    assert settings.dns_upstreams == (
+        Upstream(IPv4Address("127.0.0.1"), 5353),
+        Upstream(IPv4Address("127.0.0.2"), 53),
+    )
+    assert settings.local_records()["db.test"] == IPv4Address("192.168.76.9")
+    assert settings.search == ("corp.test",)
+    assert settings.static_leases == (
+        StaticLease(bytes.fromhex("525400000001"), IPv4Address("192.168.76.50")),
+    )
+    assert not settings.host_loopback and settings.restrict
+
+
+def test_vde_on_stdio_defaults_to_mtu_1500() -> None:
+    (namespace,) = from_flags("--stdio", "vde").namespaces
+    assert namespace.stdio == "vde"
+    assert namespace.settings.mtu == VDE_MTU
+
+
+def test_no_listener_means_the_default_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+    (namespace,) = with_default_listener(from_flags()).namespaces
+    assert namespace.listen == (Address("unix", path="/run/user/1000/slirpnet.sock"),)
+
+
+@pytest.mark.parametrize(
+    ("argv", "key"),
+    [
+        (["--listen", "udp:1.2.3.4:5"], "listen"),
+        (["--listen", "tcp:127.0.0.1:99999"], "listen"),
+        (["--net", "10.0.2.0/33"], "net"),
+        (["--gateway", "10.0.3.2"], "gateway"),
+        (["--dns", "10.0.2.2"], "dns"),
+        (["--mtu", "100"], "mtu"),
+        (["--mtu", "big"], "mtu"),
+        (["--dns-upstream", "resolver.test"], "dns-upstream"),
+        (["--dns-record", "noequals"], "dns-record"),
+        (["--static-lease", "zz=10.0.2.9"], "static-lease"),
+        (["--udp-idle-timeout", "-1"], "udp-idle-timeout"),
+        (["--stdio", "serial"], "stdio"),
+        (["--listen", "unix:/a", "--listen", "unix:/a"], "listen"),
+    ],
+)
+def test_bad_flags_name_their_key(argv: list[str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_flags(*argv)
+    assert info.value.key == key
+
+
+def test_toml_with_namespaces(tmp_path: Path) -> None:
+    path = tmp_path / "slirpnet.toml"
+    path.write_text(
+        """
+log-level = "debug"
+dns-upstream = ["127.0.0.1:5353"]
+listen = ["unix:/run/default.sock"]
+
+[namespace.lab]
+listen = ["unix:/run/lab.sock", "unixgram:/run/lab.dgram"]
+net = "10.9.0.0/24"
+restrict = true
+dns_record = ["printer.lab=10.9.0.200"]
+"""
+    )
+    config = load_file(path)
+    assert config.log_level == "debug"
+    default, lab = config.namespaces
+    assert default.name == "default"
+    assert default.listen == (Address("unix", path="/run/default.sock"),)
+    assert lab.name == "lab"
+    assert lab.listen[1] == Address("unixgram", path="/run/lab.dgram")
+    assert lab.settings.gateway == IPv4Address("10.9.0.2")
+    assert lab.settings.restrict and not default.settings.restrict
+    # Settings at the top are inherited; listeners are not.
+    assert lab.settings.dns_upstreams == default.settings.dns_upstreams
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("mtu = 'x'", "mtu"),
+        ("colour = 'blue'", "colour"),
+        ("restrict = 'yes'", "restrict"),
+        ("[namespace.a]\ngateway = '1.2.3.4'", "namespace.a.gateway"),
+        ("[namespace.a]\nstdio='vde'\n[namespace.b]\nstdio='qemu'", "stdio"),
+        ("this is not toml", "config"),
+    ],
+)
+def test_bad_files_name_their_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_file(path)
+    assert info.value.key == key
+
+
+def test_flags_and_file_together_are_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text("")
+    with pytest.raises(ConfigError) as info:
+        from_flags("--config", str(path), "--restrict")
+    assert info.value.key == "config"

@@ -1,0 +1,205 @@
+"""The trio shell with real host sockets on loopback and a scripted VM on a socket pair."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+import trio
+from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.layers.dns import DNS, DNSQR
+from scapy.layers.inet import ICMP, IP, UDP, UDPerror
+from scapy.layers.l2 import Ether
+
+from slirpnet.config import Address, ConfigError
+from slirpnet.core.settings import NetworkSettings, Upstream
+from slirpnet.framing import QEMU_STREAM
+from slirpnet.shell.runtime import NamespaceRuntime
+from slirpnet.shell.server import bind_unix
+from slirpnet.shell.transports import serve_datagrams, serve_stream
+
+GUEST_MAC = "52:54:00:12:34:56"
+GATEWAY_MAC = "52:55:0a:00:02:02"
+
+
+class FakeVm:
+    """The VM's end of a QEMU stream: frames in, frames out, with deadlines."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.decoder = QEMU_STREAM.decoder()
+        self.pending: list[bytes] = []
+
+    async def send(self, packet: Ether) -> None:
+        await self.stream.send_all(QEMU_STREAM.encode(bytes(packet)))
+
+    async def receive(self, timeout: float = 5.0) -> Ether:
+        with trio.fail_after(timeout):
+            while not self.pending:
+                data = await self.stream.receive_some(65536)
+                assert data, "slirpnet closed the connection"
+                self.pending += self.decoder.feed(data)
+        return Ether(self.pending.pop(0))
+
+    def udp(self, dst: str, dport: int, payload: bytes, sport: int = 40000) -> Ether:
+        return (
+            Ether(src=GUEST_MAC, dst=GATEWAY_MAC)
+            / IP(src="10.0.2.15", dst=dst)
+            / UDP(sport=sport, dport=dport)
+            / payload
+        )
+
+
+@asynccontextmanager
+async def running(settings: NetworkSettings) -> AsyncIterator[tuple[NamespaceRuntime, FakeVm]]:
+    async with NamespaceRuntime.open("test", settings) as runtime, trio.open_nursery() as nursery:
+        ours, theirs = trio.socket.socketpair()
+        nursery.start_soon(serve_stream, runtime, trio.SocketStream(theirs), "pair", QEMU_STREAM)
+        async with trio.SocketStream(ours) as stream:
+            yield runtime, FakeVm(stream)
+        nursery.cancel_scope.cancel()
+
+
+def udp_server() -> trio.socket.SocketType:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock._sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def test_dhcp_offer_over_a_stream() -> None:
+    async with running(NetworkSettings()) as (_, vm):
+        await vm.send(
+            Ether(src=GUEST_MAC, dst="ff:ff:ff:ff:ff:ff")
+            / IP(src="0.0.0.0", dst="255.255.255.255")
+            / UDP(sport=68, dport=67)
+            / BOOTP(chaddr=bytes.fromhex("525400123456"), xid=7)
+            / DHCP(options=[("message-type", "discover"), "end"])
+        )
+        offer = await vm.receive()
+        assert offer[BOOTP].yiaddr == "10.0.2.15"
+        assert ("message-type", 2) in offer[DHCP].options
+
+
+async def test_udp_to_the_gateway_reaches_host_loopback_and_back() -> None:
+    with udp_server() as server:
+        port = server.getsockname()[1]
+        async with running(NetworkSettings()) as (runtime, vm):
+            await vm.send(vm.udp("10.0.2.2", port, b"ping"))
+            with trio.fail_after(5):
+                data, peer = await server.recvfrom(100)
+            assert data == b"ping"
+            assert peer[0] == "127.0.0.1"
+            await server.sendto(b"pong", peer)
+            reply = await vm.receive()
+            assert (reply[IP].src, reply[UDP].sport, reply[UDP].dport) == ("10.0.2.2", port, 40000)
+            assert bytes(reply[UDP].payload) == b"pong"
+            assert len(runtime.host) == 1
+
+
+async def test_closed_host_port_gives_icmp_port_unreachable() -> None:
+    with udp_server() as server:
+        port = server.getsockname()[1]
+    async with running(NetworkSettings()) as (_, vm):
+        await vm.send(vm.udp("10.0.2.2", port, b"anyone?"))
+        error = await vm.receive()
+        assert (error[ICMP].type, error[ICMP].code) == (3, 3)
+        assert error[UDPerror].dport == port
+
+
+async def test_dns_goes_to_the_next_upstream_then_servfail() -> None:
+    with udp_server() as silent, udp_server() as answering:
+        upstreams = tuple(
+            Upstream(IPv4Address("127.0.0.1"), s.getsockname()[1]) for s in (silent, answering)
+        )
+        settings = NetworkSettings(dns_upstreams=upstreams, dns_timeout=0.2)
+        query = DNS(id=0x4242, rd=1, qd=DNSQR(qname="example.test"))
+        async with running(settings) as (_, vm):
+            await vm.send(vm.udp("10.0.2.3", 53, bytes(query), sport=5353))
+            with trio.fail_after(5):
+                first, _ = await silent.recvfrom(512)
+                second, peer = await answering.recvfrom(512)
+            assert first == second == bytes(query)
+            answer = DNS(id=0x4242, qr=1, rcode=3, qd=query.qd)
+            await answering.sendto(bytes(answer), peer)
+            reply = await vm.receive()
+            assert reply[IP].src == "10.0.2.3" and reply[UDP].sport == 53
+            assert reply[DNS].rcode == 3  # NXDOMAIN passed through
+
+            await vm.send(vm.udp("10.0.2.3", 53, bytes(query), sport=5354))
+            servfail = await vm.receive()
+            assert (servfail[DNS].id, servfail[DNS].rcode) == (0x4242, 2)
+
+
+async def test_disconnect_closes_every_host_socket() -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with udp_server() as server:
+        port = server.getsockname()[1]
+        before = open_fds()
+        async with running(NetworkSettings()) as (runtime, vm):
+            for sport in range(41000, 41020):
+                await vm.send(vm.udp("10.0.2.2", port, b"x", sport=sport))
+            with trio.fail_after(5):
+                for _ in range(20):
+                    await server.recvfrom(10)
+            assert len(runtime.host) == 20
+            await vm.stream.aclose()
+            with trio.fail_after(5):
+                while runtime.ports:
+                    await trio.sleep(0.01)
+            assert len(runtime.host) == 0
+        await trio.sleep(0.05)
+        assert open_fds() == before
+
+
+async def test_a_bad_length_closes_the_connection() -> None:
+    async with running(NetworkSettings()) as (runtime, vm):
+        await vm.stream.send_all(struct.pack("!I", 13) + b"x" * 13)
+        with trio.fail_after(5):
+            assert await vm.stream.receive_some(100) == b""
+        assert runtime.ports == []
+
+
+async def test_datagram_peers_are_vms(tmp_path: Path) -> None:
+    server_path = tmp_path / "slirpnet.sock"
+    sock = trio.socket.from_stdlib_socket(bind_unix(server_path, socket.SOCK_DGRAM))
+    guest = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await guest.bind(str(tmp_path / "qemu.sock"))
+    async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
+        runtime.nursery.start_soon(serve_datagrams, runtime, sock, "unixgram")
+        ping = (
+            Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / IP(src="10.0.2.15", dst="10.0.2.2") / ICMP(id=9)
+        )
+        await guest.sendto(bytes(ping), str(server_path))
+        with trio.fail_after(5):
+            reply = Ether(await guest.recv(65536))
+        assert reply[ICMP].type == 0 and reply[ICMP].id == 9
+        assert len(runtime.ports) == 1
+    guest.close()
+
+
+def test_unix_socket_is_owner_only_and_a_stale_one_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "vm.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))
+    dead.close()  # the file stays behind, as after a crash
+    live = bind_unix(path, socket.SOCK_STREAM)
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ConfigError, match="in use by a running server"):
+        bind_unix(path, socket.SOCK_STREAM)
+    live.close()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="not a socket"):
+        bind_unix(tmp_path / "file", socket.SOCK_STREAM)
+
+
+def test_address_str_round_trips() -> None:
+    assert str(Address("tcp", host="127.0.0.1", port=5555)) == "tcp:127.0.0.1:5555"
+    assert str(Address("unix", path="/run/vm.sock")) == "unix:/run/vm.sock"
