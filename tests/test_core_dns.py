@@ -1,0 +1,392 @@
+"""The core ``Segment``'s DNS service on 10.0.2.3:53, on a fake clock, scapy as oracle.
+
+See ``test_core_segment.py`` for the harness.  Upstream resolvers are addresses
+in 192.0.2.0/24 that only ever appear as values: nothing is sent anywhere.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from ipaddress import IPv4Address
+
+import pytest
+from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRROPT
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from slirpnet.core.flows import CloseFlow, DnsFlow, OpenFlow, SendFlow
+from slirpnet.core.segment import FLOW_FAILED, FLOW_REFUSED, FLOW_UNREACHABLE, Segment
+from slirpnet.core.settings import Upstream
+from slirpnet.core.vm import Vm
+from tests.test_core_segment import (
+    DNS_IP,
+    GATEWAY_IP,
+    GUEST_IP,
+    UPSTREAM_1,
+    UPSTREAM_2,
+    Shell,
+    closes,
+    from_gateway,
+    new_segment,
+    one_frame,
+    udp_frame,
+)
+
+SPORT = 33333
+
+
+def query(name: str = "example.com", qtype: str | int = "A", ident: int = 0x1234) -> bytes:
+    return bytes(DNS(id=ident, rd=1, qd=DNSQR(qname=name, qtype=qtype)))
+
+
+def ask(segment: Segment, vm: Vm, payload: bytes, now: float = 0.0) -> None:
+    segment.receive(vm, udp_frame(DNS_IP, 53, payload, sport=SPORT), now)
+
+
+def answer_frame(vm: Vm) -> DNS:
+    """The one frame for the guest: a DNS reply from 10.0.2.3:53 to its port."""
+    frame = one_frame(vm)
+    assert (frame[IP].src, frame[IP].dst) == (DNS_IP, GUEST_IP)
+    assert (frame[UDP].sport, frame[UDP].dport) == (53, SPORT)
+    return frame[DNS]
+
+
+def forwarded(shell: Shell, payload: bytes, upstream: Upstream, attempt: int = 0) -> DnsFlow:
+    flow, sent = shell.opened_one(DnsFlow)
+    assert isinstance(flow, DnsFlow)
+    assert sent == payload  # byte for byte
+    assert (flow.host_address, flow.host_port, flow.attempt) == (
+        upstream.address,
+        upstream.port,
+        attempt,
+    )
+    assert (flow.guest.address, flow.guest.port) == (IPv4Address(GUEST_IP), SPORT)
+    return flow
+
+
+def assert_servfail(reply: DNS, sent: bytes) -> None:
+    asked = DNS(sent)
+    assert (reply.id, reply.qr, reply.rcode, reply.rd, reply.ra) == (asked.id, 1, 2, 1, 1)
+    assert (reply.qdcount, reply.ancount, reply.nscount, reply.arcount) == (1, 0, 0, 0)
+    assert bytes(reply.qd[0]) == bytes(asked.qd[0])
+
+
+@pytest.fixture
+def segment() -> Segment:
+    return new_segment(dns_upstreams=(UPSTREAM_1, UPSTREAM_2))
+
+
+@pytest.fixture
+def vm(segment: Segment) -> Vm:
+    return segment.attach("guest")
+
+
+@pytest.fixture
+def shell(segment: Segment) -> Shell:
+    return Shell(segment)
+
+
+# -- local records -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["host.slirpnet.internal", "HOST.SLIRPNET.INTERNAL", "Host.SlirpNet.Internal."]
+)
+@pytest.mark.parametrize("upstreams", [(), (UPSTREAM_1,)])
+def test_host_name_answered_locally(name: str, upstreams: tuple[Upstream, ...]) -> None:
+    segment = new_segment(dns_upstreams=upstreams)
+    vm = segment.attach("guest")
+    ask(segment, vm, query(name, ident=0xABCD))
+    assert segment.take_actions() == []
+    reply = answer_frame(vm)
+    assert (reply.id, reply.qr, reply.aa, reply.rd, reply.ra, reply.rcode) == (
+        0xABCD,
+        1,
+        1,
+        1,
+        1,
+        0,
+    )
+    assert (reply.qdcount, reply.ancount) == (1, 1)
+    # The question comes back as asked, case and all (RFC 1035 §2.3.3, 0x20 encoding).
+    assert reply.qd[0].qname == name.rstrip(".").encode() + b"."
+    record = reply.an[0]
+    assert (record.type, record.rclass, record.ttl, record.rdata) == (1, 1, 60, GATEWAY_IP)
+    assert record.rrname.lower() == b"host.slirpnet.internal."
+    assert vm.stats.drops == Counter()
+    assert segment.get_timer() is None
+
+
+def test_any_query_for_local_name_gets_the_address(segment: Segment, vm: Vm) -> None:
+    ask(segment, vm, query("host.slirpnet.internal", "ALL"))
+    assert answer_frame(vm).an[0].rdata == GATEWAY_IP
+
+
+@pytest.mark.parametrize("qtype", ["AAAA", "MX", "TXT"])
+def test_other_types_for_local_name_are_nodata(
+    segment: Segment, vm: Vm, shell: Shell, qtype: str
+) -> None:
+    ask(segment, vm, query("host.slirpnet.internal", qtype))
+    assert shell.actions() == []
+    reply = answer_frame(vm)
+    assert (reply.rcode, reply.aa, reply.ancount, reply.qd[0].qtype) == (
+        0,
+        1,
+        0,
+        DNSQR(qtype=qtype).qtype,
+    )
+
+
+def test_configured_records_answered() -> None:
+    segment = new_segment(
+        dns_upstreams=(UPSTREAM_1,),
+        dns_records=(
+            ("printer.lan", IPv4Address("10.0.2.50")),
+            ("DB.Example.", IPv4Address("192.0.2.9")),
+            ("host.slirpnet.internal", IPv4Address("10.0.2.60")),  # overrides the host name
+        ),
+    )
+    vm = segment.attach("guest")
+    for name, address in [
+        ("printer.lan", "10.0.2.50"),
+        ("db.example", "192.0.2.9"),
+        ("PRINTER.LAN", "10.0.2.50"),
+        ("host.slirpnet.internal", "10.0.2.60"),
+    ]:
+        ask(segment, vm, query(name))
+        reply = answer_frame(vm)
+        assert (reply.aa, reply.an[0].rdata) == (1, address), name
+    assert segment.take_actions() == []
+    # Subdomains of a record are not the record.
+    ask(segment, vm, query("www.printer.lan"))
+    assert len(segment.take_actions()) == 2
+
+
+def test_host_name_can_be_changed_or_disabled() -> None:
+    segment = new_segment(host_name="gw.test", dns_upstreams=(UPSTREAM_1,))
+    vm = segment.attach("guest")
+    ask(segment, vm, query("gw.test"))
+    assert answer_frame(vm).an[0].rdata == GATEWAY_IP
+    ask(segment, vm, query("host.slirpnet.internal"))
+    assert len(segment.take_actions()) == 2  # forwarded
+    segment = new_segment(host_name=None)
+    vm = segment.attach("guest")
+    ask(segment, vm, query("host.slirpnet.internal"))
+    assert answer_frame(vm).rcode == 2  # not ours, and nobody to ask
+
+
+# -- forwarding --------------------------------------------------------------------
+
+
+def test_other_names_forwarded_unchanged(segment: Segment, vm: Vm, shell: Shell) -> None:
+    sent = bytes(
+        DNS(id=0x4242, rd=1, qd=DNSQR(qname="ExAmPlE.com", qtype="AAAA"), ar=DNSRROPT(rclass=1232))
+    )
+    ask(segment, vm, sent)
+    forwarded(shell, sent, UPSTREAM_1)
+    assert vm.take_frames() == []
+    assert segment.get_timer() == 2.0
+    assert vm.stats.drops == Counter()
+
+
+def test_upstream_reply_relayed_and_flow_closed(segment: Segment, vm: Vm, shell: Shell) -> None:
+    sent = query(ident=7)
+    ask(segment, vm, sent, 10.0)
+    flow = forwarded(shell, sent, UPSTREAM_1)
+    reply = bytes(
+        DNS(
+            id=7,
+            qr=1,
+            rd=1,
+            ra=1,
+            qd=DNSQR(qname="example.com"),
+            an=DNSRR(rrname="example.com", rdata="192.0.2.80"),
+        )
+    )
+    segment.flow_received(flow, reply, 10.1)
+    from_gateway(
+        vm.take_frames()[0], IP(src=DNS_IP, dst=GUEST_IP) / UDP(sport=53, dport=SPORT) / reply
+    )
+    assert closes(shell.actions()) == [flow]
+    assert vm.dns_flows == set()
+    segment.handle_timer(12.0)  # its old deadline passes quietly
+    assert shell.actions() == []
+    assert vm.take_frames() == []
+    assert vm.stats.drops == Counter()
+    assert vm.stats.events == Counter()
+
+
+def test_reply_with_wrong_id_ignored_and_counted(segment: Segment, vm: Vm, shell: Shell) -> None:
+    sent = query(ident=0x0102)
+    ask(segment, vm, sent)
+    flow = forwarded(shell, sent, UPSTREAM_1)
+    segment.flow_received(flow, bytes(DNS(id=0x0201, qr=1)), 0.5)
+    segment.flow_received(flow, b"\x01\x02\x81", 0.5)  # right ID, shorter than a header
+    assert vm.take_frames() == []
+    assert shell.actions() == []
+    assert vm.stats.drops == Counter({"dns_reply_mismatch": 2})
+    good = bytes(DNS(id=0x0102, qr=1, rcode=3, qd=DNSQR(qname="example.com")))
+    segment.flow_received(flow, good, 1.0)
+    assert bytes(answer_frame(vm)) == good
+    assert closes(shell.actions()) == [flow]
+
+
+def test_concurrent_queries_have_their_own_flows(segment: Segment, vm: Vm, shell: Shell) -> None:
+    first, second = query("a.example", ident=1), query("b.example", ident=2)
+    ask(segment, vm, first)
+    one = forwarded(shell, first, UPSTREAM_1)
+    ask(segment, vm, second)
+    two = forwarded(shell, second, UPSTREAM_1)
+    assert vm.dns_flows == {one, two}
+    segment.flow_received(two, bytes(DNS(id=2, qr=1)), 0.5)
+    assert answer_frame(vm).id == 2
+    assert closes(shell.actions()) == [two]
+    segment.flow_received(one, bytes(DNS(id=1, qr=1)), 0.6)
+    assert answer_frame(vm).id == 1
+
+
+def test_timeout_moves_to_next_upstream_then_servfail(
+    segment: Segment, vm: Vm, shell: Shell
+) -> None:
+    sent = query(ident=0x5151)
+    ask(segment, vm, sent, 100.0)
+    first = forwarded(shell, sent, UPSTREAM_1)
+    segment.handle_timer(101.999)
+    assert shell.actions() == []
+    segment.handle_timer(102.0)
+    actions = shell.actions()
+    assert [type(a) for a in actions] == [CloseFlow, OpenFlow, SendFlow]
+    assert actions[0].flow is first
+    second = actions[1].flow
+    assert isinstance(second, DnsFlow)
+    assert actions[2] == SendFlow(second, sent)
+    assert (second.host_address, second.host_port, second.attempt) == (
+        UPSTREAM_2.address,
+        5353,
+        1,
+    )
+    assert vm.take_frames() == []
+    assert vm.stats.events == Counter({"dns_upstream_failed": 1})
+    # A late answer from the first upstream is too late.
+    segment.flow_received(first, bytes(DNS(id=0x5151, qr=1)), 102.5)
+    assert vm.take_frames() == []
+    assert segment.get_timer() == 104.0
+    segment.handle_timer(104.0)
+    assert closes(shell.actions()) == [second]
+    assert_servfail(answer_frame(vm), sent)
+    assert vm.stats.events == Counter({"dns_upstream_failed": 2})
+    assert vm.stats.drops == Counter()
+    assert vm.dns_flows == set()
+    assert shell.open == set()
+
+
+def test_dns_timeout_is_configurable(shell: Shell) -> None:
+    segment = new_segment(dns_upstreams=(UPSTREAM_1,), dns_timeout=0.5)
+    shell = Shell(segment)
+    vm = segment.attach("guest")
+    sent = query()
+    ask(segment, vm, sent)
+    forwarded(shell, sent, UPSTREAM_1)
+    assert segment.get_timer() == 0.5
+    segment.handle_timer(0.5)
+    assert len(closes(shell.actions())) == 1
+    assert_servfail(answer_frame(vm), sent)
+
+
+@pytest.mark.parametrize("kind", [FLOW_REFUSED, FLOW_UNREACHABLE, FLOW_FAILED])
+def test_flow_error_moves_to_next_upstream_at_once(
+    segment: Segment, vm: Vm, shell: Shell, kind: str
+) -> None:
+    sent = query(ident=9)
+    ask(segment, vm, sent)
+    first = forwarded(shell, sent, UPSTREAM_1)
+    segment.flow_error(first, kind, 0.1)
+    actions = shell.actions()
+    assert [type(a) for a in actions] == [CloseFlow, OpenFlow, SendFlow]
+    second = actions[1].flow
+    assert isinstance(second, DnsFlow)
+    assert (second.host_address, second.attempt, second.deadline) == (UPSTREAM_2.address, 1, 2.1)
+    segment.flow_error(second, kind, 0.2)
+    assert closes(shell.actions()) == [second]
+    assert_servfail(answer_frame(vm), sent)
+    assert vm.stats.drops == Counter()
+    assert vm.stats.events == Counter({"dns_upstream_failed": 2})
+
+
+def test_no_upstreams_is_servfail_at_once() -> None:
+    segment = new_segment()
+    vm = segment.attach("guest")
+    for qtype in ("A", "AAAA"):
+        sent = query(qtype=qtype, ident=77)
+        ask(segment, vm, sent)
+        assert segment.take_actions() == []
+        assert_servfail(answer_frame(vm), sent)
+    assert vm.stats.drops == Counter()
+
+
+def test_unreadable_query_without_upstreams_is_formerr() -> None:
+    segment = new_segment()
+    vm = segment.attach("guest")
+    ask(segment, vm, bytes(DNS(id=0x0BAD, rd=1, qd=[])))  # no question
+    reply = answer_frame(vm)
+    assert (reply.id, reply.qr, reply.rcode, reply.qdcount) == (0x0BAD, 1, 1, 0)
+    ask(segment, vm, b"\x0b\xad\x01")  # not even an ID and flags: nothing to answer
+    assert vm.take_frames() == []
+    assert vm.stats.drops == Counter({"dns_no_question": 1, "dns_truncated": 1})
+
+
+def test_unreadable_query_is_forwarded_then_servfail_by_id(
+    segment: Segment, vm: Vm, shell: Shell
+) -> None:
+    sent = bytes(DNS(id=0x0BAD, rd=1, qd=[])) + b"\xff"
+    ask(segment, vm, sent)
+    first = forwarded(shell, sent, UPSTREAM_1)
+    assert vm.stats.drops == Counter()
+    segment.flow_error(first, FLOW_REFUSED, 0.1)
+    second = shell.actions()[1].flow
+    segment.flow_error(second, FLOW_REFUSED, 0.2)
+    reply = answer_frame(vm)
+    assert (reply.id, reply.qr, reply.rcode, reply.qdcount) == (0x0BAD, 1, 2, 0)
+
+
+@pytest.mark.parametrize("upstreams", [(), (UPSTREAM_1,)])
+def test_a_response_sent_to_the_resolver_is_dropped(upstreams: tuple[Upstream, ...]) -> None:
+    segment = new_segment(dns_upstreams=upstreams)
+    vm = segment.attach("guest")
+    ask(segment, vm, bytes(DNS(id=5, qr=1, qd=DNSQR(qname="example.com"))))
+    ask(segment, vm, bytes(DNS(id=6, qr=1, qd=DNSQR(qname="host.slirpnet.internal"))))
+    assert segment.take_actions() == []  # counted as a drop, so never forwarded either
+    assert vm.take_frames() == []
+    assert vm.stats.drops == Counter({"dns_not_a_query": 2})
+
+
+def test_detach_abandons_pending_queries(segment: Segment, vm: Vm, shell: Shell) -> None:
+    sent = query()
+    ask(segment, vm, sent)
+    flow = forwarded(shell, sent, UPSTREAM_1)
+    segment.detach(vm)
+    assert closes(shell.actions()) == [flow]
+    segment.handle_timer(10.0)
+    segment.flow_error(flow, FLOW_REFUSED, 10.0)
+    assert shell.actions() == []
+    assert vm.take_frames() == []
+    assert vm.stats.events == Counter()
+
+
+def test_dns_answers_are_sent_to_the_asking_mac(segment: Segment, shell: Shell) -> None:
+    a = segment.attach("a")
+    b = segment.attach("b")
+    other_mac = "52:54:00:65:43:21"
+    frame = udp_frame(DNS_IP, 53, query(ident=3), sport=SPORT, src=other_mac, src_ip="10.0.2.16")
+    segment.receive(b, frame, 0.0)
+    flow = forwarded_any(shell)
+    segment.flow_received(flow, bytes(DNS(id=3, qr=1)), 0.1)
+    assert a.take_frames() == []
+    got = Ether(b.take_frames()[0])
+    assert (got.dst, got[IP].dst) == (other_mac, "10.0.2.16")
+
+
+def forwarded_any(shell: Shell) -> DnsFlow:
+    flow, _ = shell.opened_one(DnsFlow)
+    assert isinstance(flow, DnsFlow)
+    return flow
