@@ -8,10 +8,12 @@ the segment's ``flow_*`` methods.  Every flow that is opened is closed by a
 
 from __future__ import annotations
 
+import math
 from ipaddress import IPv4Address
 
 from attrs import define, field, frozen
 
+from slirpnet.core.tcp import TcpEndpoint
 from slirpnet.core.vm import Vm
 
 
@@ -24,7 +26,7 @@ class Endpoint:
     port: int  # or the echo identifier
 
 
-UdpKey = tuple[int, int, int, int]  # guest address, guest port, destination, destination port
+FlowKey = tuple[int, int, int, int]  # guest address, guest port, destination, destination port
 
 
 @define(eq=False)
@@ -37,6 +39,7 @@ class Flow:
     host_port: int
     deadline: float  # idle expiry, moved forward by traffic
     closed: bool = field(default=False, init=False)
+    scheduled: float = field(default=math.inf, init=False)  # earliest timer entry queued
 
 
 @define(eq=False)
@@ -47,7 +50,21 @@ class UdpFlow(Flow):
     dst_port: int
 
     @property
-    def key(self) -> UdpKey:
+    def key(self) -> FlowKey:
+        return (int(self.guest.address), self.guest.port, int(self.dst_address), self.dst_port)
+
+
+@define(eq=False)
+class TcpFlow(Flow):
+    """A guest's TCP connection: our endpoint facing the guest, a host socket behind it."""
+
+    dst_address: IPv4Address
+    dst_port: int
+    endpoint: TcpEndpoint = field(repr=False)
+    host_closed: bool = field(default=False, init=False)
+
+    @property
+    def key(self) -> FlowKey:
         return (int(self.guest.address), self.guest.port, int(self.dst_address), self.dst_port)
 
 
@@ -78,8 +95,23 @@ class SendFlow:
 
 
 @frozen
-class CloseFlow:
+class ShutdownFlow:
+    """After what was sent, shut the host socket for writing (the guest's FIN)."""
+
     flow: Flow
 
 
-Action = OpenFlow | SendFlow | CloseFlow
+@frozen
+class ResumeFlow:
+    """The flow can take host data again: read from the host socket."""
+
+    flow: Flow
+
+
+@frozen
+class CloseFlow:
+    flow: Flow
+    abort: bool = False  # with a RST: SO_LINGER 0
+
+
+Action = OpenFlow | SendFlow | ShutdownFlow | ResumeFlow | CloseFlow

@@ -25,6 +25,7 @@ in the sending VM's ``stats.drops`` and logged at debug level.
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from ipaddress import IPv4Address
 
@@ -38,13 +39,17 @@ from slirpnet.core.flows import (
     Endpoint,
     Flow,
     OpenFlow,
+    ResumeFlow,
     SendFlow,
+    ShutdownFlow,
+    TcpFlow,
     UdpFlow,
 )
 from slirpnet.core.settings import HOST_LOOPBACK, NetworkSettings
+from slirpnet.core.tcp import HostOp, TcpEndpoint
 from slirpnet.core.timers import Deadlines
 from slirpnet.core.vm import Vm
-from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, udp
+from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
 from slirpnet.wire.errors import WireError
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,7 @@ DNS_FLOW_IDLE = 10.0  # UDP flows to port 53 anywhere: one query, one answer
 ECHO_FLOW_IDLE = 10.0
 FLOW_REFUSED = "refused"  # the host said port unreachable
 FLOW_UNREACHABLE = "unreachable"  # the host said host or network unreachable
+FLOW_RESET = "reset"  # the host peer reset the connection
 FLOW_FAILED = "failed"  # no host socket could be had
 
 _ETHERNET = struct.Struct("!6s6sH")
@@ -109,8 +115,13 @@ class Segment:
         for mac in vm.macs:
             if self._switch.get(mac) is vm:
                 del self._switch[mac]
-        for flow in [*vm.udp_flows.values(), *vm.echo_flows.values(), *vm.dns_flows]:
-            self._close(flow)
+        for flow in [
+            *vm.udp_flows.values(),
+            *vm.tcp_flows.values(),
+            *vm.echo_flows.values(),
+            *vm.dns_flows,
+        ]:
+            self._close(flow, abort=True)
         vm.outbox.clear()
 
     def take_actions(self) -> list[Action]:
@@ -214,7 +225,7 @@ class Segment:
         elif packet.protocol == ipv4.PROTO_ICMP:
             self._icmp(vm, eth, packet, now)
         elif packet.protocol == ipv4.PROTO_TCP:
-            self._drop(vm, "tcp_not_implemented")
+            self._tcp(vm, eth, packet, now)
         else:
             self._drop(vm, "ipv4_unsupported_protocol")
 
@@ -344,6 +355,97 @@ class Segment:
         self._open(flow)
         self._actions.append(SendFlow(flow, query))
 
+    # -- TCP ---------------------------------------------------------------------------
+
+    def _tcp(
+        self, vm: Vm, eth: ethernet.EthernetFrame, packet: ipv4.IPv4Packet, now: float
+    ) -> None:
+        try:
+            segment = tcp.TcpSegment.parse(packet.payload, packet.src, packet.dst)
+        except WireError as error:
+            self._drop(vm, error.reason)
+            return
+        if not self._guest_source(vm, packet):
+            return
+        key = (int(packet.src), segment.src_port, int(packet.dst), segment.dst_port)
+        flow = vm.tcp_flows.get(key)
+        if flow is not None:
+            flow.endpoint.segment_received(segment, now)
+            self._tcp_output(flow, now)
+            return
+        if segment.flags & tcp.RST:
+            self._drop(vm, "tcp_no_flow")
+            return
+        if segment.flags & (tcp.SYN | tcp.ACK) != tcp.SYN:
+            self._drop(vm, "tcp_no_flow")
+            self._tcp_refuse(vm, eth.src, packet, segment)
+            return
+        host = self._host_destination(vm, packet)
+        if host is None:
+            return
+        if not self._room_for_flow(vm):
+            self._tcp_refuse(vm, eth.src, packet, segment)
+            return
+        endpoint = TcpEndpoint.from_syn(segment, self.settings.mtu - 40, now)
+        flow = TcpFlow(
+            vm=vm,
+            guest=Endpoint(eth.src, packet.src, segment.src_port),
+            host_address=host,
+            host_port=segment.dst_port,
+            deadline=endpoint.deadline(),
+            dst_address=packet.dst,
+            dst_port=segment.dst_port,
+            endpoint=endpoint,
+        )
+        vm.tcp_flows[key] = flow
+        self._open(flow)
+
+    def _tcp_refuse(
+        self, vm: Vm, mac: bytes, packet: ipv4.IPv4Packet, segment: tcp.TcpSegment
+    ) -> None:
+        """RFC 9293 §3.10.7.1: what a closed port answers."""
+        if segment.flags & tcp.ACK:
+            seq, ack, flags = segment.ack, 0, tcp.RST
+        else:
+            length = len(segment.payload) + (segment.flags & tcp.SYN) // tcp.SYN
+            length += segment.flags & tcp.FIN
+            seq, ack, flags = 0, (segment.seq + length) & 0xFFFFFFFF, tcp.RST | tcp.ACK
+        reset = tcp.TcpSegment(segment.dst_port, segment.src_port, seq, ack, flags, 0)
+        self._send_ip(
+            vm, mac, packet.dst, packet.src, ipv4.PROTO_TCP, reset.encode(packet.dst, packet.src)
+        )
+
+    def _tcp_output(self, flow: TcpFlow, now: float) -> None:
+        """Move what the endpoint produced: segments to the guest, operations to the host."""
+        endpoint = flow.endpoint
+        vm = flow.vm
+        guest = flow.guest
+        for segment in endpoint.segments:
+            self._send_ip(
+                vm,
+                guest.mac,
+                flow.dst_address,
+                guest.address,
+                ipv4.PROTO_TCP,
+                segment.encode(flow.dst_address, guest.address),
+            )
+        endpoint.segments.clear()
+        for op in endpoint.host_ops:
+            if isinstance(op, bytes):
+                self._actions.append(SendFlow(flow, op))
+            elif op is HostOp.SHUTDOWN:
+                self._actions.append(ShutdownFlow(flow))
+            elif op is HostOp.RESUME:
+                self._actions.append(ResumeFlow(flow))
+            elif not flow.host_closed:
+                flow.host_closed = True
+                self._actions.append(CloseFlow(flow, abort=op is HostOp.ABORT))
+        endpoint.host_ops.clear()
+        if endpoint.closed:
+            self._close(flow)
+        else:
+            self._reschedule(flow, endpoint.deadline())
+
     # -- ICMP --------------------------------------------------------------------------
 
     def _icmp(
@@ -403,12 +505,33 @@ class Segment:
 
     # -- events from host sockets ------------------------------------------------------
 
+    def flow_connected(self, flow: Flow, now: float) -> None:
+        """The host socket of a TCP flow is connected."""
+        if isinstance(flow, TcpFlow) and not flow.closed:
+            flow.endpoint.host_connected(now)
+            self._tcp_output(flow, now)
+
+    def flow_eof(self, flow: Flow, now: float) -> None:
+        """The host peer of a TCP flow closed its side (a read returned nothing)."""
+        if isinstance(flow, TcpFlow) and not flow.closed:
+            flow.endpoint.host_eof(now)
+            self._tcp_output(flow, now)
+
+    def flow_written(self, flow: Flow, count: int, now: float) -> None:
+        """The host socket of a TCP flow took ``count`` bytes of what it was sent."""
+        if isinstance(flow, TcpFlow) and not flow.closed:
+            flow.endpoint.host_written(count, now)
+            self._tcp_output(flow, now)
+
     def flow_received(self, flow: Flow, payload: bytes, now: float) -> None:
         """The host socket of ``flow`` received ``payload`` from its peer."""
         if flow.closed:
             return
         vm = flow.vm
-        if isinstance(flow, UdpFlow):
+        if isinstance(flow, TcpFlow):
+            flow.endpoint.host_data(payload, now)
+            self._tcp_output(flow, now)
+        elif isinstance(flow, UdpFlow):
             if len(payload) + _IP_UDP_HEADERS > self.settings.mtu:
                 self._drop(vm, "udp_reply_over_mtu")
                 return
@@ -453,6 +576,11 @@ class Segment:
         if isinstance(flow, DnsFlow):
             self._dns_failed(flow, now)
             return
+        if isinstance(flow, TcpFlow):
+            vm.stats.count(f"tcp_host_{kind}")
+            flow.endpoint.host_failed(now)
+            self._tcp_output(flow, now)
+            return
         if kind == FLOW_FAILED:
             self._drop(vm, "host_socket_failed")
             self._close(flow)
@@ -494,8 +622,12 @@ class Segment:
         for flow in self._deadlines.pop_due(now):
             if flow.closed:
                 continue
+            flow.scheduled = math.inf
             if flow.deadline > now:
-                self._deadlines.push(flow.deadline, flow)
+                self._reschedule(flow, flow.deadline)
+            elif isinstance(flow, TcpFlow):
+                flow.endpoint.handle_timer(now)
+                self._tcp_output(flow, now)
             elif isinstance(flow, DnsFlow):
                 self._dns_failed(flow, now)
             else:
@@ -511,20 +643,36 @@ class Segment:
 
     def _open(self, flow: Flow) -> None:
         self._actions.append(OpenFlow(flow))
-        self._deadlines.push(flow.deadline, flow)
+        self._reschedule(flow, flow.deadline)
 
-    def _close(self, flow: Flow) -> None:
+    def _reschedule(self, flow: Flow, deadline: float) -> None:
+        """Make sure the timer queue holds an entry no later than ``deadline``.
+
+        Deadlines that move later cost nothing (the entry is re-queued when it comes
+        due); only one that moves earlier, like a TCP retransmission, needs a push.
+        """
+        flow.deadline = deadline
+        if deadline < flow.scheduled:
+            flow.scheduled = deadline
+            self._deadlines.push(deadline, flow)
+
+    def _close(self, flow: Flow, *, abort: bool = False) -> None:
         if flow.closed:
             return
         flow.closed = True
         vm = flow.vm
-        if isinstance(flow, UdpFlow):
+        if isinstance(flow, TcpFlow):
+            vm.tcp_flows.pop(flow.key, None)
+            if flow.host_closed:
+                return
+            flow.host_closed = True
+        elif isinstance(flow, UdpFlow):
             vm.udp_flows.pop(flow.key, None)
         elif isinstance(flow, EchoFlow):
             vm.echo_flows.pop((int(flow.dst_address), flow.guest.port), None)
         elif isinstance(flow, DnsFlow):
             vm.dns_flows.discard(flow)
-        self._actions.append(CloseFlow(flow))
+        self._actions.append(CloseFlow(flow, abort=abort))
 
     # -- building frames ---------------------------------------------------------------
 

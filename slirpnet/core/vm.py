@@ -9,7 +9,7 @@ from attrs import define, field
 from slirpnet.core.stats import Stats
 
 if TYPE_CHECKING:
-    from slirpnet.core.flows import DnsFlow, EchoFlow, UdpFlow, UdpKey
+    from slirpnet.core.flows import DnsFlow, EchoFlow, FlowKey, TcpFlow, UdpFlow
 
 
 @define(eq=False)
@@ -20,7 +20,8 @@ class Vm:
     stats: Stats = field(factory=Stats)
     macs: set[bytes] = field(factory=set)  # source addresses seen on this port
     outbox: list[bytes] = field(factory=list)  # frames for the VM, drained by the shell
-    udp_flows: dict[UdpKey, UdpFlow] = field(factory=dict)
+    udp_flows: dict[FlowKey, UdpFlow] = field(factory=dict)
+    tcp_flows: dict[FlowKey, TcpFlow] = field(factory=dict)
     echo_flows: dict[tuple[int, int], EchoFlow] = field(factory=dict)  # (dst, ident)
     dns_flows: set[DnsFlow] = field(factory=set)
     attached: bool = True
@@ -36,4 +37,6 @@ class Vm:
 
     @property
     def flow_count(self) -> int:
-        return len(self.udp_flows) + len(self.echo_flows) + len(self.dns_flows)
+        return (
+            len(self.udp_flows) + len(self.tcp_flows) + len(self.echo_flows) + len(self.dns_flows)
+        )

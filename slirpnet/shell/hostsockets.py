@@ -5,6 +5,12 @@ to the one destination and reports its ICMP errors on that socket.  Echo flows
 get an unprivileged ping socket where ``net.ipv4.ping_group_range`` allows one,
 otherwise a share of one raw ICMP socket where we are privileged, otherwise they
 fail with a single warning.
+
+TCP flows get a stream socket, connected without blocking anyone: the connect
+runs in the flow's own task, and the core hears ``flow_connected`` or
+``flow_error``.  Then a reader takes from the host only what the core's
+``read_allowance`` permits (the guest's pace), and a writer sends what the
+guest sent, reporting each write so the core can open its window again.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import struct
+from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
@@ -23,10 +31,13 @@ from slirpnet.core.flows import (
     EchoFlow,
     Flow,
     OpenFlow,
+    ResumeFlow,
     SendFlow,
+    ShutdownFlow,
+    TcpFlow,
     UdpFlow,
 )
-from slirpnet.core.segment import FLOW_FAILED, FLOW_REFUSED, FLOW_UNREACHABLE
+from slirpnet.core.segment import FLOW_FAILED, FLOW_REFUSED, FLOW_RESET, FLOW_UNREACHABLE
 from slirpnet.shell.rawicmp import RawIcmp
 
 if TYPE_CHECKING:
@@ -35,7 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 65535
+TCP_READ_SIZE = 256 * 1024
+TCP_WRITE_BATCH = 1 << 20
 _UNREACHABLE = frozenset((errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN))
+_RESET = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED))
+_LINGER_ABORT = struct.pack("ii", 1, 0)  # close with a RST
 
 
 def error_kind(error: OSError) -> str:
@@ -44,15 +59,25 @@ def error_kind(error: OSError) -> str:
         return FLOW_REFUSED
     if error.errno in _UNREACHABLE:
         return FLOW_UNREACHABLE
+    if error.errno in _RESET:
+        return FLOW_RESET
     return FLOW_FAILED
 
 
 class _Handle:
-    __slots__ = ("scope", "sock")
-
     def __init__(self, sock: socket.socket | None) -> None:
         self.sock = sock  # None for an echo flow on the shared raw socket
         self.scope = trio.CancelScope()
+
+
+class _TcpHandle(_Handle):
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.outgoing: deque[bytes] = deque()
+        self.shutdown = False  # after ``outgoing``, shut the socket for writing
+        self.abort = False
+        self.writable = trio.Event()  # something to write, or to shut down
+        self.readable = trio.Event()  # the core has room for host data again
 
 
 class HostSockets:
@@ -72,11 +97,26 @@ class HostSockets:
         elif isinstance(action, SendFlow):
             self._send(action.flow, action.payload)
         elif isinstance(action, CloseFlow):
-            self._close(action.flow)
+            self._close(action.flow, abort=action.abort)
+        else:
+            handle = self._handles.get(action.flow)
+            if isinstance(handle, _TcpHandle):
+                if isinstance(action, ShutdownFlow):
+                    handle.shutdown = True
+                    handle.writable.set()
+                elif isinstance(action, ResumeFlow):
+                    handle.readable.set()
 
     def _open(self, flow: Flow) -> None:
         sock: socket.socket | None
         try:
+            if isinstance(flow, TcpFlow):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                tcp_handle = _TcpHandle(sock)
+                self._handles[flow] = tcp_handle
+                self.runtime.port_of(flow.vm).nursery.start_soon(self._tcp, flow, tcp_handle)
+                return
             if isinstance(flow, UdpFlow | DnsFlow):
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sock.setblocking(False)
@@ -125,6 +165,10 @@ class HostSockets:
         handle = self._handles.get(flow)
         if handle is None:
             return  # opening failed, and the core has heard
+        if isinstance(handle, _TcpHandle):
+            handle.outgoing.append(payload)
+            handle.writable.set()
+            return
         try:
             if handle.sock is None:
                 assert self._raw is not None
@@ -138,11 +182,13 @@ class HostSockets:
         except OSError as error:
             self.runtime.report_error(flow, error_kind(error))
 
-    def _close(self, flow: Flow) -> None:
+    def _close(self, flow: Flow, *, abort: bool = False) -> None:
         handle = self._handles.pop(flow, None)
         if handle is None:
             return
-        # The receiving task owns the socket and closes it as it leaves.
+        if isinstance(handle, _TcpHandle):
+            handle.abort = abort
+        # The flow's task owns the socket and closes it as it leaves.
         handle.scope.cancel()
         if handle.sock is None and self._raw is not None:
             self._raw.remove(flow)
@@ -180,3 +226,81 @@ class HostSockets:
                     return False
                 continue
             self.runtime.report_received(flow, data)
+
+    # -- TCP ---------------------------------------------------------------------------
+
+    async def _tcp(self, flow: TcpFlow, handle: _TcpHandle) -> None:
+        assert handle.sock is not None
+        sock = trio.socket.from_stdlib_socket(handle.sock)
+        try:
+            with handle.scope:
+                try:
+                    await sock.connect((str(flow.host_address), flow.host_port))
+                except OSError as error:
+                    self.runtime.report_error(flow, error_kind(error))
+                    return
+                self.runtime.report_connected(flow)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._tcp_reader, flow, handle, sock)
+                    await self._tcp_writer(flow, handle, sock)
+        finally:
+            if handle.abort:
+                handle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+            sock.close()
+
+    async def _tcp_reader(
+        self, flow: TcpFlow, handle: _TcpHandle, sock: trio.socket.SocketType
+    ) -> None:
+        while True:
+            allowance = flow.endpoint.read_allowance
+            if allowance <= 0:
+                if flow.endpoint.fin_queued or flow.closed:
+                    return
+                await handle.readable.wait()
+                handle.readable = trio.Event()
+                continue
+            try:
+                data = await sock.recv(min(allowance, TCP_READ_SIZE))
+            except OSError as error:
+                self.runtime.report_error(flow, error_kind(error))
+                return
+            if not data:
+                self.runtime.report_eof(flow)
+                return
+            self.runtime.report_received(flow, data)
+
+    async def _tcp_writer(
+        self, flow: TcpFlow, handle: _TcpHandle, sock: trio.socket.SocketType
+    ) -> None:
+        """Write what the guest sent, in order, then the shutdown if one was asked for."""
+        while True:
+            if not handle.outgoing:
+                if handle.shutdown:
+                    try:
+                        sock.shutdown(socket.SHUT_WR)
+                    except OSError as error:
+                        self.runtime.report_error(flow, error_kind(error))
+                    await trio.sleep_forever()  # the reader, or the core's close, ends us
+                await handle.writable.wait()
+                handle.writable = trio.Event()
+                continue
+            data = _take(handle.outgoing, TCP_WRITE_BATCH)
+            view = memoryview(data)
+            try:
+                while view:
+                    sent = await sock.send(view)
+                    view = view[sent:]
+                    self.runtime.report_written(flow, sent)
+            except OSError as error:
+                self.runtime.report_error(flow, error_kind(error))
+                await trio.sleep_forever()
+
+
+def _take(queue: deque[bytes], limit: int) -> bytes:
+    """Up to about ``limit`` bytes from the front of ``queue``, as one buffer."""
+    parts = [queue.popleft()]
+    size = len(parts[0])
+    while queue and size + len(queue[0]) <= limit:
+        size += len(queue[0])
+        parts.append(queue.popleft())
+    return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -94,6 +94,18 @@ class NamespaceRuntime:
         self.segment.flow_received(flow, payload, trio.current_time())
         self.flush()
 
+    def report_connected(self, flow: Flow) -> None:
+        self.segment.flow_connected(flow, trio.current_time())
+        self.flush()
+
+    def report_eof(self, flow: Flow) -> None:
+        self.segment.flow_eof(flow, trio.current_time())
+        self.flush()
+
+    def report_written(self, flow: Flow, count: int) -> None:
+        self.segment.flow_written(flow, count, trio.current_time())
+        self.flush()
+
     def report_error(self, flow: Flow, kind: str) -> None:
         self.segment.flow_error(flow, kind, trio.current_time())
         self.flush()
