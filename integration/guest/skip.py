@@ -18,7 +18,7 @@ from integration.guest.qemu import QEMU
 def image_or_skip() -> GuestImage:
     """Build (or take from the cache) the guest; skip when QEMU or the packages are missing.
 
-    integration/guest/install-deps.sh installs what it needs.
+    integration/install-deps.sh installs what it needs.
     """
     if shutil.which(QEMU) is None:
         pytest.skip(f"{QEMU} is not installed (Debian package qemu-system-x86)")

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages that the integration tests need; safe to run again.
+# The guest's kernel and busybox-static are not installed here: integration/guest/build.py
+# fetches them with `apt-get download`, from the package lists this update brings.
+set -euo pipefail
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    sudo=(sudo)
+fi
+"${sudo[@]}" apt-get update -q
+# qemu-system-x86: the guests; zstd: kernel modules shipped .ko.zst; vde2: vde_switch,
+# vde_plug and dpipe; iproute2: network namespaces and taps for the Linux-stack guest.
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends qemu-system-x86 zstd vde2 iproute2
