@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,12 +109,14 @@ async def open_linux_guest(
     backend: Backend = "slirpnet",
     faults: Faults | None = None,
     *,
+    slirpnet_args: Sequence[str] = (),
     log_level: str | None = None,
 ) -> AsyncIterator[LinuxGuest]:
     """A namespace with a leased address behind ``backend``, through a lossy relay if ``faults``.
 
-    ``log_level`` is slirpnet's (default: $SLIRPNET_TEST_LOG_LEVEL, else info); its log
-    and QEMU's go to ``workdir``.
+    ``slirpnet_args`` go to ``slirpnet serve`` (``--mtu 1500``, say).  ``log_level`` is
+    slirpnet's (default: $SLIRPNET_TEST_LOG_LEVEL, else info); its log and QEMU's go to
+    ``workdir``.
     """
     reason = system.missing()
     if reason is not None:
@@ -160,6 +162,7 @@ async def open_linux_guest(
                 [
                     *(sys.executable, "-m", "slirpnet", "serve", *where),
                     *("--dns-upstream", _DNS_UPSTREAM, "--log-level", level),
+                    *slirpnet_args,
                 ],
                 ready=nic_path.exists,
             )
