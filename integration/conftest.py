@@ -37,3 +37,12 @@ async def lossy_guest(tmp_path: Path) -> AsyncIterator[LinuxGuest]:
     print(f"slirpnet, relay and QEMU logs: {tmp_path}")
     async with open_linux_guest(tmp_path, faults=LOSSY) as guest:
         yield guest
+
+
+@pytest.fixture
+async def lossy_guest_mtu_1500(tmp_path: Path) -> AsyncIterator[LinuxGuest]:
+    """The lossy link at Ethernet's MTU: 40 times the frames, so 40 times the faults."""
+    skip_unless_linux_guest()
+    print(f"slirpnet, relay and QEMU logs: {tmp_path}")
+    async with open_linux_guest(tmp_path, faults=LOSSY, slirpnet_args=["--mtu", "1500"]) as guest:
+        yield guest

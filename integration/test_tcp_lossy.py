@@ -49,6 +49,24 @@ async def test_one_connection_carries_50_mb_each_way_at_once(lossy_guest: LinuxG
     assert_the_link_was_lossy(await relay_counters(lossy_guest))
 
 
+async def test_eight_connections_at_mtu_1500_carry_16_mb_each_way_at_once(
+    lossy_guest_mtu_1500: LinuxGuest,
+) -> None:
+    guest = lossy_guest_mtu_1500
+    assert guest.mtu == 1500
+    server = TransferServer()
+    async with loopback_server(server.handle) as port:
+        with trio.fail_after(300):
+            transfers = await parallel_transfers(
+                lambda: guest.connect(GATEWAY, port), server, 8, 2 * MB, 2 * MB, 400
+            )
+
+    assert transfers.problems() == []
+    counters = await relay_counters(guest)
+    assert_the_link_was_lossy(counters)
+    assert min(direction.dropped for direction in counters.values()) > 100
+
+
 async def test_half_close_both_ways_in_turn(lossy_guest: LinuxGuest) -> None:
     """The guest sends and half-closes, the host answers after EOF and closes: both whole."""
     received: list[Received] = []
