@@ -10,6 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 "${sudo[@]}" apt-get update -q
 # qemu-system-x86: the guests; zstd: kernel modules shipped .ko.zst; vde2: vde_switch,
-# vde_plug and dpipe; iproute2: network namespaces and taps for the Linux-stack guest.
+# vde_plug and dpipe; iproute2: network namespaces and taps for the Linux-stack guest;
+# busybox-static: its udhcpc takes that guest's lease; nftables: the blackholed namespace host.
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends qemu-system-x86 zstd vde2 iproute2
+    apt-get install -y -q --no-install-recommends qemu-system-x86 zstd vde2 iproute2 \
+    busybox-static nftables

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 RECEIVE_SIZE = 65535
 TCP_READ_SIZE = 256 * 1024
 TCP_WRITE_BATCH = 1 << 20
+# How long a closed TCP flow may still take to write what the guest sent before it.
+CLOSE_LINGER = 60.0
 _UNREACHABLE = frozenset((errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN))
 _RESET = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED))
 _LINGER_ABORT = struct.pack("ii", 1, 0)  # close with a RST
@@ -75,6 +77,8 @@ class _TcpHandle(_Handle):
         super().__init__(sock)
         self.outgoing: deque[bytes] = deque()
         self.shutdown = False  # after ``outgoing``, shut the socket for writing
+        self.connected = False
+        self.closing = False  # after ``outgoing``, close the socket
         self.abort = False
         self.writable = trio.Event()  # something to write, or to shut down
         self.readable = trio.Event()  # the core has room for host data again
@@ -187,6 +191,12 @@ class HostSockets:
         if handle is None:
             return
         if isinstance(handle, _TcpHandle):
+            if handle.connected and not abort:
+                # The guest's data is acknowledged to it: the host must still get it all.
+                handle.closing = True
+                handle.writable.set()
+                handle.scope.deadline = trio.current_time() + CLOSE_LINGER
+                return
             handle.abort = abort
         # The flow's task owns the socket and closes it as it leaves.
         handle.scope.cancel()
@@ -239,10 +249,12 @@ class HostSockets:
                 except OSError as error:
                     self.runtime.report_error(flow, error_kind(error))
                     return
+                handle.connected = True
                 self.runtime.report_connected(flow)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._tcp_reader, flow, handle, sock)
                     await self._tcp_writer(flow, handle, sock)
+                    nursery.cancel_scope.cancel()
         finally:
             if handle.abort:
                 handle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
@@ -272,28 +284,35 @@ class HostSockets:
     async def _tcp_writer(
         self, flow: TcpFlow, handle: _TcpHandle, sock: trio.socket.SocketType
     ) -> None:
-        """Write what the guest sent, in order, then the shutdown if one was asked for."""
+        """Write what the guest sent, in order, then the shutdown if one was asked for.
+
+        Returns once all is written after the flow closed, or on an error.
+        """
+        shut = False
         while True:
-            if not handle.outgoing:
-                if handle.shutdown:
-                    try:
-                        sock.shutdown(socket.SHUT_WR)
-                    except OSError as error:
-                        self.runtime.report_error(flow, error_kind(error))
-                    await trio.sleep_forever()  # the reader, or the core's close, ends us
-                await handle.writable.wait()
-                handle.writable = trio.Event()
+            if handle.outgoing:
+                data = _take(handle.outgoing, TCP_WRITE_BATCH)
+                view = memoryview(data)
+                try:
+                    while view:
+                        sent = await sock.send(view)
+                        view = view[sent:]
+                        self.runtime.report_written(flow, sent)
+                except OSError as error:
+                    self.runtime.report_error(flow, error_kind(error))
+                    return
                 continue
-            data = _take(handle.outgoing, TCP_WRITE_BATCH)
-            view = memoryview(data)
-            try:
-                while view:
-                    sent = await sock.send(view)
-                    view = view[sent:]
-                    self.runtime.report_written(flow, sent)
-            except OSError as error:
-                self.runtime.report_error(flow, error_kind(error))
-                await trio.sleep_forever()
+            if handle.shutdown and not shut:
+                shut = True
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError as error:
+                    self.runtime.report_error(flow, error_kind(error))
+                    return
+            if handle.closing:
+                return
+            await handle.writable.wait()
+            handle.writable = trio.Event()
 
 
 def _take(queue: deque[bytes], limit: int) -> bytes:

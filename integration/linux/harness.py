@@ -1,0 +1,248 @@
+"""The real Linux TCP stack as a guest: a network namespace whose NIC is a tap behind QEMU.
+
+QEMU runs with no machine at all, only a hub joining a tap to the backend under test:
+
+    netns [tap] ── QEMU hub ── -netdev dgram ──────────► slirpnet serve --listen unixgram:
+    netns [tap] ── QEMU hub ── -netdev user (libslirp, in QEMU)
+
+and with a lossy link (``faults``) the relay sits between them:
+
+    netns [tap] ── hub 0 ── dgram ─► relay ◄─ stream ─ slirpnet serve --connect unix:
+    netns [tap] ── hub 0 ── dgram ─► relay ◄─ dgram ── hub 1 ── -netdev user
+
+QEMU's side is a datagram socket, never ``-netdev stream``: QEMU 7.2 corrupts frames
+that a hub sends into a full stream socket.  When a write is partial, the stream
+remembers how far it got (``send_index``) and queues the frame; when the socket drains,
+``qemu_flush_queued_packets`` first flushes the hub's other ports, whose next frame
+is then written from ``send_index`` on: the old frame's head with the new one's tail.
+(A NIC peered straight to the stream, as users run it, has no hub and no such bug.)
+
+The tap is made in the root namespace (QEMU attaches to it there, so libslirp's sockets
+are the root namespace's, as slirpnet's are), then moved into a fresh namespace where
+busybox udhcpc takes the backend's lease.  Sockets the test makes with ``guest.socket()``
+live in that namespace and use the Linux TCP stack through the backend; the gateway
+10.0.2.2 reaches the host's loopback.
+
+Everything is torn down when the ``async with`` ends, failed or not.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import trio
+
+from integration.linux import system
+from integration.linux.relay import Faults
+
+Backend = Literal["slirpnet", "libslirp"]
+QEMU = "qemu-system-x86_64"
+REPO = Path(__file__).resolve().parents[2]
+_UDHCPC_SCRIPT = Path(__file__).resolve().with_name("udhcpc.sh")
+STARTUP_TIMEOUT = 30.0
+# A loopback port nobody serves: slirpnet must never ask the machine's own resolver.
+_DNS_UPSTREAM = "127.0.0.1:9"
+
+
+class HarnessError(RuntimeError):
+    """The guest's network could not be set up; the message points at the logs."""
+
+
+@dataclass
+class LinuxGuest:
+    netns: str
+    interface: str
+    backend: Backend
+    workdir: Path
+    lease: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return self.lease["ip"]
+
+    @property
+    def mtu(self) -> int:
+        return int(self.lease.get("mtu", "1500"))
+
+    def socket(self) -> trio.socket.SocketType:
+        """A TCP socket in the guest's namespace."""
+        return trio.socket.from_stdlib_socket(system.netns_socket(self.netns))
+
+    async def connect(self, host: str, port: int) -> trio.SocketStream:
+        """A TCP connection from the guest to ``host:port`` (10.0.2.2 is the host's loopback)."""
+        sock = self.socket()
+        try:
+            await sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+
+    @property
+    def relay_stats(self) -> Path:
+        """Where the lossy relay keeps its counters (see ``relay.read_stats``)."""
+        return self.workdir / "relay-stats.json"
+
+    def command(self, *argv: str) -> list[str]:
+        """``argv`` to run in the guest's namespace."""
+        return ["ip", "netns", "exec", self.netns, *argv]
+
+    def logs(self) -> str:
+        """The backend's and the relay's logs, for a failing test to show."""
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            text = path.read_text(errors="replace")
+            parts.append(f"--- {path.name} (last 4000 chars) ---\n{text[-4000:]}")
+        return "\n".join(parts)
+
+
+@asynccontextmanager
+async def open_linux_guest(
+    workdir: Path,
+    backend: Backend = "slirpnet",
+    faults: Faults | None = None,
+    *,
+    slirpnet_args: Sequence[str] = (),
+    log_level: str | None = None,
+) -> AsyncIterator[LinuxGuest]:
+    """A namespace with a leased address behind ``backend``, through a lossy relay if ``faults``.
+
+    ``slirpnet_args`` go to ``slirpnet serve`` (``--mtu 1500``, say).  ``log_level`` is
+    slirpnet's (default: $SLIRPNET_TEST_LOG_LEVEL, else info); its log and QEMU's go to
+    ``workdir``.
+    """
+    reason = system.missing()
+    if reason is not None:
+        raise HarnessError(f"the Linux-stack guest cannot run here: {reason}")
+    system.sweep_stale()
+    workdir.mkdir(parents=True, exist_ok=True)
+    tap = system.unique_name("t")
+    guest = LinuxGuest(system.unique_name("ns"), tap, backend, workdir)
+    level = log_level or os.environ.get("SLIRPNET_TEST_LOG_LEVEL", "info")
+    async with AsyncExitStack() as stack:
+        stack.callback(_remove_links, guest.netns, tap)
+        system.ip("netns", "add", guest.netns)
+        system.ip("tuntap", "add", "dev", tap, "mode", "tap")
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(nursery.cancel_scope.cancel)
+        nic_path = workdir / "nic.sock"  # where QEMU's hub 0 sends the guest's frames
+        backend_path = workdir / "backend.sock"  # the relay's other side
+        netdevs = [f"tap,id=t0,ifname={tap},script=no,downscript=no"]
+        if faults is not None:
+            await _start(
+                nursery,
+                workdir / "relay.log",
+                [
+                    *(sys.executable, "-m", "integration.linux.relay"),
+                    *("--guest", str(nic_path), "--backend", str(backend_path)),
+                    *("--backend-kind", "stream" if backend == "slirpnet" else "dgram"),
+                    *("--loss", str(faults.loss), "--duplicate", str(faults.duplicate)),
+                    *("--reorder", str(faults.reorder), "--seed", str(faults.seed)),
+                    *("--stats", str(guest.relay_stats)),
+                ],
+                ready=lambda: nic_path.exists() and backend_path.exists(),
+            )
+        if backend == "slirpnet":
+            # Without the relay, slirpnet takes datagrams itself; behind it, a stream.
+            where = (
+                ["--listen", f"unixgram:{nic_path}"]
+                if faults is None
+                else ["--connect", f"unix:{backend_path}"]
+            )
+            await _start(
+                nursery,
+                workdir / "slirpnet.log",
+                [
+                    *(sys.executable, "-m", "slirpnet", "serve", *where),
+                    *("--dns-upstream", _DNS_UPSTREAM, "--log-level", level),
+                    *slirpnet_args,
+                ],
+                ready=nic_path.exists,
+            )
+            netdevs.append(_dgram_netdev("s0", nic_path))
+        elif faults is None:
+            netdevs.append("user,id=s0,ipv6=off")
+        else:
+            netdevs.append(_dgram_netdev("s0", nic_path))
+            netdevs += [_dgram_netdev("s1", backend_path), "user,id=u0,ipv6=off"]
+            netdevs += ["hubport,id=h2,hubid=1,netdev=s1", "hubport,id=h3,hubid=1,netdev=u0"]
+        netdevs += ["hubport,id=h0,hubid=0,netdev=t0", "hubport,id=h1,hubid=0,netdev=s0"]
+        qemu = [QEMU, "-machine", "none", "-nodefaults", "-display", "none"]
+        for netdev in netdevs:
+            qemu += ["-netdev", netdev]
+        process = await _start(nursery, workdir / "qemu.log", qemu, ready=lambda: True)
+        await _wait_for(lambda: system.tap_attached(process.pid, tap), process, "QEMU's tap")
+        # QEMU holds the tap open by its file descriptor: it follows the tap into the namespace.
+        system.ip("link", "set", tap, "netns", guest.netns)
+        system.ip("link", "set", "lo", "up", netns=guest.netns)
+        system.ip("link", "set", tap, "up", netns=guest.netns)
+        guest.lease = await _dhcp(guest)
+        yield guest
+
+
+def _dgram_netdev(name: str, path: Path) -> str:
+    """QEMU's side of a unix datagram link to ``path``, bound at ``path.qemu``."""
+    return (
+        f"dgram,id={name},local.type=unix,local.path={path}.qemu,"
+        f"remote.type=unix,remote.path={path}"
+    )
+
+
+async def _start(
+    nursery: trio.Nursery,
+    log: Path,
+    argv: list[str],
+    ready: Callable[[], bool],
+) -> trio.Process:
+    """Start ``argv`` (stopped when the nursery is cancelled) and wait until ``ready()``."""
+    with log.open("ab") as out:
+        process: trio.Process = await nursery.start(
+            lambda task_status: trio.run_process(
+                argv,
+                check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                task_status=task_status,
+            )
+        )
+    await _wait_for(ready, process, log.name)
+    return process
+
+
+async def _wait_for(ready: Callable[[], bool], process: trio.Process, what: str) -> None:
+    with trio.move_on_after(STARTUP_TIMEOUT):
+        while not ready():
+            if process.returncode is not None:
+                raise HarnessError(f"{what}: the process exited with {process.returncode}")
+            await trio.sleep(0.02)
+        return
+    raise HarnessError(f"{what}: not ready after {STARTUP_TIMEOUT} s")
+
+
+async def _dhcp(guest: LinuxGuest) -> dict[str, str]:
+    argv = guest.command(
+        *("busybox", "udhcpc", "-i", guest.interface, "-s", str(_UDHCPC_SCRIPT)),
+        *("-n", "-q", "-f", "-t", "10", "-T", "1", "-O", "mtu"),
+    )
+    with trio.move_on_after(STARTUP_TIMEOUT):
+        result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+        for line in result.stdout.decode().splitlines():
+            if line.startswith("LEASE "):
+                return dict(item.partition("=")[::2] for item in line.split()[1:])
+    raise HarnessError(f"no DHCP lease in {guest.netns}\n{guest.logs()}")
+
+
+def _remove_links(netns: str, tap: str) -> None:
+    # Deleting the namespace deletes the tap in it; a tap never moved is deleted here.
+    system.ip("netns", "delete", netns, check=False)
+    system.ip("link", "delete", tap, check=False)

@@ -1,0 +1,22 @@
+#!/bin/sh
+# udhcpc's hook in the guest's namespace: apply address, MTU and default route, and print the
+# lease as one "LEASE key=value ..." line.  /etc/resolv.conf is the host's here: never touched.
+case "$1" in
+deconfig)
+    ip addr flush dev "$interface"
+    ip link set dev "$interface" up
+    ;;
+bound | renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    line=LEASE
+    for key in ip mask router dns mtu; do
+        eval "value=\$$key"
+        [ -n "$value" ] && line="$line $key=$(echo $value | tr ' ' ,)"
+    done
+    echo "$line"
+    ;;
+esac
+exit 0
