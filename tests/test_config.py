@@ -172,3 +172,27 @@ def test_flags_and_file_together_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         from_flags("--config", str(path), "--restrict")
     assert info.value.key == "config"
+
+
+def test_top_level_settings_alone_make_no_namespace_of_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "two.toml"
+    path.write_text(
+        """
+dns-upstream = "127.0.0.1:5353"
+[namespace.a]
+listen = "unix:/run/a.sock"
+[namespace.b]
+listen = "unix:/run/b.sock"
+"""
+    )
+    a, b = load_file(path).namespaces
+    assert (a.name, b.name) == ("a", "b")
+    assert a.settings.dns_upstreams == b.settings.dns_upstreams != ()
+
+
+def test_a_bad_inherited_key_is_named_at_the_top(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("mtu = 1\n[namespace.a]\nlisten = 'unix:/run/a.sock'\n")
+    with pytest.raises(ConfigError) as info:
+        load_file(path)
+    assert info.value.key == "mtu"
