@@ -7,6 +7,7 @@ arguments, which it does only after every listener is bound; leaving stops it wi
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import signal
@@ -34,6 +35,59 @@ check() {
 }
 """
 _CHECK = re.compile(r"^CHECK (\S+) (ok|failed \d+)$", re.MULTILINE)
+
+# What every transport must carry, checked against integration/services.py's servers.
+RECORDS = {"www.slirpnet.test": "192.0.2.10"}  # an answer only: nobody ever sends there
+BLOB = bytes(range(256)) * 80  # 20480 bytes: 41 TFTP blocks of 512, 2 of 16384
+
+
+def network_script(tftp_port: int, *, large_udp: bool = True) -> str:
+    """Ping the gateway, resolve names, fetch BLOB over UDP; each step prints a CHECK line.
+
+    ``large_udp`` fetches it again in 16 KiB datagrams, which needs an MTU above that.
+    """
+    script = GUEST_FUNCTIONS + (
+        "check ping-gateway ping -c 2 -W 5 10.0.2.2\n"
+        "check resolve nslookup www.slirpnet.test\n"
+        # NXDOMAIN makes nslookup fail; the test reads its message.
+        "nslookup missing.slirpnet.test\n"
+        "check host-name nslookup host.slirpnet.internal\n"
+        f"check udp tftp -g -r blob -l /tmp/blob 10.0.2.2 {tftp_port}\n"
+        "md5sum /tmp/blob\n"
+    )
+    if large_udp:
+        script += (
+            f"check udp-large tftp -b 16384 -g -r blob -l /tmp/blob16 10.0.2.2 {tftp_port}\n"
+            "md5sum /tmp/blob16\n"
+        )
+    return script
+
+
+def assert_network_works(output: str, *, large_udp: bool = True) -> None:
+    names = ["ping-gateway", "resolve", "host-name", "udp"] + ["udp-large"] * large_udp
+    assert {name: checks(output).get(name) for name in names} == dict.fromkeys(names, "ok"), output
+    assert "Name:\twww.slirpnet.test\nAddress: 192.0.2.10\n" in output
+    assert "** server can't find missing.slirpnet.test: NXDOMAIN" in output
+    assert "Name:\thost.slirpnet.internal\nAddress: 10.0.2.2\n" in output
+    digest = hashlib.md5(BLOB).hexdigest()
+    assert f"{digest}  /tmp/blob\n" in output
+    if large_udp:
+        assert f"{digest}  /tmp/blob16\n" in output
+
+
+def pacing(tftp_port: int) -> str:
+    """Shell functions: ``mark NAME`` leaves a mark on the loopback TFTP server of the test;
+    ``wait_for NAME`` waits (up to a minute) until someone has left it."""
+    return GUEST_FUNCTIONS + (
+        f'mark() {{ tftp -g -r "mark:$1" -l /tmp/marks 10.0.2.2 {tftp_port}; }}\n'
+        "wait_for() {\n"
+        "    for i in $(seq 120); do\n"
+        '        mark "" && grep -qx "$1" /tmp/marks && return 0\n'
+        "        sleep 0.5\n"
+        "    done\n"
+        "    return 1\n"
+        "}\n"
+    )
 
 
 def checks(output: str) -> dict[str, str]:

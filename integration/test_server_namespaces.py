@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from integration.guest import GuestImage, GuestRun, boot_async
-from integration.server import GUEST_FUNCTIONS, checks, serving
+from integration.server import checks, pacing, serving
 from integration.services import dns_upstream, tftp_server
 
 GUESTS = {
@@ -36,20 +36,6 @@ search = ["b.test"]
 mtu = 9000
 static-lease = ["52:54:00:00:0b:01=10.0.2.23"]
 """
-
-
-def pacing(tftp_port: int) -> str:
-    """``mark NAME`` leaves a mark; ``wait_for NAME`` waits (up to a minute) until it is left."""
-    return GUEST_FUNCTIONS + (
-        f'mark() {{ tftp -g -r "mark:$1" -l /tmp/marks 10.0.2.2 {tftp_port}; }}\n'
-        "wait_for() {\n"
-        "    for i in $(seq 120); do\n"
-        '        mark "" && grep -qx "$1" /tmp/marks && return 0\n'
-        "        sleep 0.5\n"
-        "    done\n"
-        "    return 1\n"
-        "}\n"
-    )
 
 
 def script_a(me: str, peer: str, tftp_port: int) -> str:
