@@ -180,3 +180,11 @@ def free_tcp_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def free_udp_port() -> int:
+    """A port of 127.0.0.1 where nobody received UDP a moment ago: the kernel refuses there."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
