@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, UDP, UDPerror
@@ -22,7 +24,7 @@ from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.framing import QEMU_STREAM
 from slirpnet.shell.runtime import NamespaceRuntime
 from slirpnet.shell.server import bind_unix
-from slirpnet.shell.transports import serve_datagrams, serve_stream
+from slirpnet.shell.transports import keep_connected, serve_datagrams, serve_stream
 
 GUEST_MAC = "52:54:00:12:34:56"
 GATEWAY_MAC = "52:55:0a:00:02:02"
@@ -203,3 +205,37 @@ def test_unix_socket_is_owner_only_and_a_stale_one_is_replaced(tmp_path: Path) -
 def test_address_str_round_trips() -> None:
     assert str(Address("tcp", host="127.0.0.1", port=5555)) == "tcp:127.0.0.1:5555"
     assert str(Address("unix", path="/run/vm.sock")) == "unix:/run/vm.sock"
+
+
+def test_a_stale_datagram_socket_is_replaced_and_a_live_one_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "vm.dgram"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dead.bind(str(path))
+    dead.close()
+    with (
+        bind_unix(path, socket.SOCK_DGRAM),
+        pytest.raises(ConfigError, match="in use by a running server"),
+    ):
+        bind_unix(path, socket.SOCK_DGRAM)
+
+
+async def test_connect_retries_with_doubling_backoff_and_starts_over_after_a_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    attempts: list[float] = []
+
+    async def open_stream() -> trio.abc.Stream:
+        attempts.append(trio.current_time())
+        if len(attempts) != 9:
+            raise ConnectionRefusedError
+        ours, theirs = trio.socket.socketpair()
+        ours.close()  # QEMU went away at once
+        return trio.SocketStream(theirs)
+
+    async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
+        with trio.move_on_after(30):
+            await keep_connected(runtime, open_stream, "unix:qemu.sock", QEMU_STREAM)
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(attempts)]
+    assert gaps[:8] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]  # doubling, capped at 5 s
+    assert gaps[8] == 0.1  # after a session, quick again
+    assert gaps[9:11] == [0.1, 0.2]
