@@ -121,6 +121,11 @@ class Served:
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def assert_clean_exit(self) -> None:
+        """After ``serving``: SIGTERM stopped it with status 0 and nothing went wrong on the way."""
+        assert self.process.returncode == 0, self.stderr()
+        assert "Traceback" not in self.stderr(), self.stderr()
+
     async def stop(self, signum: int = signal.SIGTERM) -> int:
         """Send ``signum`` and return the exit status."""
         self.process.send_signal(signum)

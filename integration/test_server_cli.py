@@ -49,6 +49,7 @@ async def test_no_flags_listens_in_xdg_runtime_dir_and_the_printed_arguments_wor
     assert run.rc == 0, run.output + server.stderr()
     assert run.lease["ip"] == "10.0.2.15"
     assert not socket_path.exists()
+    server.assert_clean_exit()
 
 
 async def test_no_flags_and_no_xdg_runtime_dir_listens_in_the_current_directory(
@@ -77,6 +78,27 @@ async def test_a_signal_stops_the_server_cleanly_with_a_vm_connected(
             assert await vm.receive_some() == b""  # the VM's connection was closed
         await vm.aclose()
     assert "Traceback" not in server.stderr()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_stops_a_server_on_stdin_and_stdout(tmp_path: Path, signum: int) -> None:
+    log = tmp_path / "log"
+    with log.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [*SLIRPNET, "serve", "--stdio", "vde", *NO_DNS],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+    with trio.fail_after(20):
+        while "VM connected" not in log.read_text():
+            await trio.sleep(0.05)
+        process.send_signal(signum)
+        assert await process.wait() == 0, log.read_text()
+    assert process.stdin is not None and process.stdout is not None
+    await process.stdin.aclose()
+    await process.stdout.aclose()
+    assert "Traceback" not in log.read_text()
 
 
 async def test_a_socket_left_by_a_killed_server_is_replaced(
@@ -149,6 +171,7 @@ async def test_connect_to_a_listening_qemu_and_again_after_it_restarts(
             assert run.rc == 0, run.output + server.stderr()
             assert run.lease["router"] == "10.0.2.2"
     assert server.stderr().count("VM connected") == 2
+    server.assert_clean_exit()
 
 
 async def test_connect_over_tcp(guest_image: GuestImage, tmp_path: Path) -> None:
@@ -160,3 +183,4 @@ async def test_connect_over_tcp(guest_image: GuestImage, tmp_path: Path) -> None
         run = await boot_async(guest_image, server.netdev(), PING_GATEWAY, timeout=60)
     assert run.rc == 0, run.output + server.stderr()
     assert run.lease["ip"] == "10.0.2.15"
+    server.assert_clean_exit()

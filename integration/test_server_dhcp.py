@@ -74,3 +74,4 @@ async def test_bound_renewed_released_and_bound_again(
     # /init's lease, then this client's: bound, renewed, bound again; always the same address.
     leases = re.findall(r"^LEASE ip=(\S+) .*lease=86400$", run.output, re.MULTILINE)
     assert leases == ["10.0.2.15"] * 4, run.output
+    server.assert_clean_exit()

@@ -115,3 +115,4 @@ async def test_failover_servfail_local_records_and_tcp(
     # the local name never left slirpnet.
     asked = {(transport, name) for transport, name, qtype in good.queries if qtype == 1}
     assert asked == {("udp", "www.slirpnet.test"), ("tcp", "www.slirpnet.test")}
+    server.assert_clean_exit()

@@ -114,3 +114,4 @@ async def test_two_guests_meet_and_a_second_namespace_is_apart(
     assert sorted(tftp.marks[:2]) == ["a1-saw-a2", "a2-saw-a1"]
     assert tftp.marks[2] == "b-tried"
     assert sorted(tftp.marks[3:]) == ["a1-done", "a2-done"]
+    server.assert_clean_exit()

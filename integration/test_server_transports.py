@@ -60,3 +60,4 @@ async def test_a_guest_on_each_transport(
         # The names that are not ours went upstream over UDP; the NXDOMAIN is the upstream's.
         asked = {(transport, name) for transport, name, qtype in dns.queries if qtype == 1}
         assert asked == {("udp", "www.slirpnet.test"), ("udp", "missing.slirpnet.test")}
+    server.assert_clean_exit()

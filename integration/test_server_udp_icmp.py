@@ -41,3 +41,4 @@ async def test_udp_to_the_host_its_errors_and_pings(
     assert re.search(r"^nslookup: (read|write to .*): Connection refused$", run.output, re.M)
     assert "60008 bytes from 10.0.2.2: seq=0" in run.output
     assert ("udp", "www.slirpnet.test", 1) in service.queries
+    server.assert_clean_exit()

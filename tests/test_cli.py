@@ -59,3 +59,11 @@ def test_a_socket_held_by_a_live_server_is_one_line_naming_listen_and_exit_2(
     assert captured.out == ""
     last = captured.err.strip().splitlines()[-1]
     assert last == f"slirpnet: error: listen: {path} is in use by a running server"
+
+
+def test_a_relative_path_is_printed_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    netdev = shlex.split(qemu_arguments(Address("unix", path="vm.sock")))[1]
+    assert netdev.endswith(f",addr.path={tmp_path}/vm.sock")

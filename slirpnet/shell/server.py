@@ -184,6 +184,7 @@ def qemu_arguments(address: Address, server: bool = False) -> str:
     return f"-netdev {shlex.quote(netdev)} -device virtio-net-pci,netdev=net0"
 
 
-def _qemu_value(text: str) -> str:
-    # QEMU's option syntax separates keys with commas; a comma in a value is doubled.
-    return text.replace(",", ",,")
+def _qemu_value(path: str) -> str:
+    # Absolute, for QEMU may run elsewhere; and QEMU's option syntax separates keys with
+    # commas, so a comma in a value is doubled.
+    return os.path.abspath(path).replace(",", ",,")
