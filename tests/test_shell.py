@@ -20,6 +20,7 @@ from scapy.layers.inet import ICMP, IP, UDP, UDPerror
 from scapy.layers.l2 import Ether
 
 from slirpnet.config import Address, ConfigError
+from slirpnet.core.flows import CloseFlow, EchoFlow, Endpoint, OpenFlow, SendFlow
 from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.framing import QEMU_STREAM
 from slirpnet.shell.runtime import NamespaceRuntime
@@ -239,3 +240,58 @@ async def test_connect_retries_with_doubling_backoff_and_starts_over_after_a_ses
     assert gaps[:8] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]  # doubling, capped at 5 s
     assert gaps[8] == 0.1  # after a session, quick again
     assert gaps[9:11] == [0.1, 0.2]
+
+
+def icmp_socket_allowed(kind: socket.SocketKind) -> bool:
+    try:
+        socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP).close()
+    except PermissionError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(
+            "ping socket",
+            marks=pytest.mark.skipif(
+                not icmp_socket_allowed(socket.SOCK_DGRAM),
+                reason="ping sockets are off here (sysctl net.ipv4.ping_group_range)",
+            ),
+        ),
+        pytest.param(
+            "raw socket",
+            marks=pytest.mark.skipif(
+                not icmp_socket_allowed(socket.SOCK_RAW), reason="raw sockets need CAP_NET_RAW"
+            ),
+        ),
+    ],
+)
+async def test_an_echo_flow_goes_through_a_host_socket_and_its_reply_back(kind: str) -> None:
+    # The core never NATs to loopback (a guest's 127.0.0.1 is its own); the flow is made
+    # here, so that the echo goes no further than this host.
+    async with (
+        NamespaceRuntime.open("test", NetworkSettings()) as runtime,
+        runtime.attach("vm") as port,
+    ):
+        runtime.host._ping_sockets = kind == "ping socket"
+        flow = EchoFlow(
+            vm=port.vm,
+            guest=Endpoint(bytes.fromhex("525400123456"), IPv4Address("10.0.2.15"), 0x1234),
+            host_address=IPv4Address("127.0.0.1"),
+            host_port=0,
+            deadline=trio.current_time() + 10,
+            dst_address=IPv4Address("192.0.2.1"),
+        )
+        request = bytes(ICMP(type=8, id=0x1234, seq=7) / b"are you there?")
+        runtime.host.apply(OpenFlow(flow))
+        runtime.host.apply(SendFlow(flow, request))
+        with trio.fail_after(5):
+            (frame,) = await port.receive()
+        reply = Ether(frame)
+        assert (reply[IP].src, reply[IP].dst) == ("192.0.2.1", "10.0.2.15")
+        assert (reply[ICMP].type, reply[ICMP].id, reply[ICMP].seq) == (0, 0x1234, 7)
+        assert bytes(reply[ICMP].payload) == b"are you there?"
+        runtime.host.apply(CloseFlow(flow))
+        assert len(runtime.host) == 0
