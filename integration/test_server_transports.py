@@ -61,3 +61,4 @@ async def test_a_guest_on_each_transport(
         asked = {(transport, name) for transport, name, qtype in dns.queries if qtype == 1}
         assert asked == {("udp", "www.slirpnet.test"), ("udp", "missing.slirpnet.test")}
     server.assert_clean_exit()
+    assert not (tmp_path / "vm.sock").exists() and not (tmp_path / "vm.dgram").exists()

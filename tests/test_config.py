@@ -196,3 +196,15 @@ def test_a_bad_inherited_key_is_named_at_the_top(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_file(path)
     assert info.value.key == "mtu"
+
+
+def test_the_readmes_config_file_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    path = tmp_path / "readme.toml"
+    path.write_text(readme.split("```toml\n", 1)[1].split("```", 1)[0])
+    web, lab = load_file(path).namespaces
+    assert (web.name, lab.name) == ("web", "lab")
+    assert web.settings.static_leases[0].address == IPv4Address("10.0.2.21")
+    assert lab.listen[1] == Address("tcp", host="127.0.0.1", port=7001)
+    assert lab.settings.gateway == IPv4Address("10.9.0.2") and lab.settings.restrict
+    assert web.settings.dns_upstreams == lab.settings.dns_upstreams

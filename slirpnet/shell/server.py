@@ -172,19 +172,19 @@ def qemu_arguments(address: Address, server: bool = False) -> str:
     """
     if address.kind == "unixgram":
         netdev = (
-            f"dgram,id=net0,local.type=unix,local.path={_qemu_value(address.path + '.qemu')},"
-            f"remote.type=unix,remote.path={_qemu_value(address.path)}"
+            f"dgram,id=net0,local.type=unix,local.path={_qemu_path(address.path + '.qemu')},"
+            f"remote.type=unix,remote.path={_qemu_path(address.path)}"
         )
     else:
         if address.kind == "unix":
-            where = f"addr.type=unix,addr.path={_qemu_value(address.path)}"
+            where = f"addr.type=unix,addr.path={_qemu_path(address.path)}"
         else:
             where = f"addr.type=inet,addr.host={address.host},addr.port={address.port}"
         netdev = f"stream,id=net0,server={'on' if server else 'off'},{where}"
     return f"-netdev {shlex.quote(netdev)} -device virtio-net-pci,netdev=net0"
 
 
-def _qemu_value(path: str) -> str:
+def _qemu_path(path: str) -> str:
     # Absolute, for QEMU may run elsewhere; and QEMU's option syntax separates keys with
     # commas, so a comma in a value is doubled.
     return os.path.abspath(path).replace(",", ",,")
