@@ -24,14 +24,17 @@ from integration.services import dns_upstream, tftp_server
 DHCP_FLAGS = ("--domain", "slirpnet.test", "--search", "a.slirpnet.test", "--search", "b.test")
 
 
-@pytest.mark.parametrize("transport", ["unix", "tcp", "unixgram"])
+# "socket" is QEMU's older -netdev socket,connect=, which frames like a stream over TCP.
+@pytest.mark.parametrize("transport", ["unix", "tcp", "unixgram", "socket"])
 async def test_a_guest_on_each_transport(
     guest_image: GuestImage, tmp_path: Path, transport: str
 ) -> None:
+    port = free_tcp_port()
     listen = {
         "unix": f"unix:{tmp_path}/vm.sock",
-        "tcp": f"tcp:127.0.0.1:{free_tcp_port()}",
+        "tcp": f"tcp:127.0.0.1:{port}",
         "unixgram": f"unixgram:{tmp_path}/vm.dgram",
+        "socket": f"tcp:127.0.0.1:{port}",
     }[transport]
     async with (
         dns_upstream(RECORDS) as dns,
@@ -39,9 +42,10 @@ async def test_a_guest_on_each_transport(
     ):
         args = ["--listen", listen, "--dns-upstream", f"127.0.0.1:{dns.port}", *DHCP_FLAGS]
         async with serving(args, tmp_path / "slirpnet.log") as server:
-            run = await boot_async(
-                guest_image, server.netdev(), network_script(tftp.port), timeout=90
-            )
+            netdev = server.netdev()
+            if transport == "socket":
+                netdev = ["-netdev", f"socket,id=n0,connect=127.0.0.1:{port}"]
+            run = await boot_async(guest_image, netdev, network_script(tftp.port), timeout=90)
         assert run.rc == 0, run.output + server.stderr()
         assert run.lease == {
             "ip": "10.0.2.15",
