@@ -36,6 +36,12 @@ check() {
 """
 _CHECK = re.compile(r"^CHECK (\S+) (ok|failed \d+)$", re.MULTILINE)
 
+
+def checks(output: str) -> dict[str, str]:
+    """The guest's ``check`` results by name: "ok" or "failed RC"."""
+    return dict(_CHECK.findall(output))
+
+
 # What every transport must carry, checked against integration/services.py's servers.
 RECORDS = {"www.slirpnet.test": "192.0.2.10"}  # an answer only: nobody ever sends there
 BLOB = bytes(range(256)) * 80  # 20480 bytes: 41 TFTP blocks of 512, 2 of 16384
@@ -88,11 +94,6 @@ def pacing(tftp_port: int) -> str:
         "    return 1\n"
         "}\n"
     )
-
-
-def checks(output: str) -> dict[str, str]:
-    """The guest's ``check`` results by name: "ok" or "failed RC"."""
-    return dict(_CHECK.findall(output))
 
 
 @dataclass
@@ -152,9 +153,9 @@ async def serving(
             env=env,
             cwd=cwd,
         )
+    assert process.stdout is not None
     server = Served(process, [], log)
     try:
-        assert process.stdout is not None
         received = b""
         with trio.move_on_after(READY_TIMEOUT):
             while received.count(b"\n") < lines:
@@ -177,6 +178,7 @@ async def serving(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+        await process.stdout.aclose()
 
 
 def free_tcp_port() -> int:

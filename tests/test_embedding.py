@@ -47,7 +47,9 @@ async def test_dhcp_discover_and_arp_request_get_their_replies() -> None:
         offer = await receive_one(port)
         assert offer[BOOTP].xid == 0x1234
         assert offer[BOOTP].yiaddr == "10.0.2.15"
-        options = dict(option for option in offer[DHCP].options if isinstance(option, tuple))
+        options: dict[str, object] = dict(
+            option for option in offer[DHCP].options if isinstance(option, tuple)
+        )
         assert options["message-type"] == 2  # OFFER
         assert options["router"] == "10.0.2.2"
         assert options["name_server"] == "10.0.2.3"
