@@ -7,12 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from integration.guest import GuestImage
+from integration.guest.skip import image_or_skip
 from integration.linux import system
 from integration.linux.harness import LinuxGuest, open_linux_guest
 from integration.linux.relay import Faults
 
 # The lossy link of issue 4: 2% loss, 5% reordering, 1% duplication, in each direction.
 LOSSY = Faults(loss=0.02, duplicate=0.01, reorder=0.05, seed=4)
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> GuestImage:
+    return image_or_skip()
 
 
 def skip_unless_linux_guest() -> None:

@@ -116,15 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))  # one line, exit 2
     config = with_default_listener(config)
     configure(config.log_level, config.log_format)
-    if not any(ns.stdio for ns in config.namespaces):
-        for namespace in config.namespaces:
-            for address in namespace.listen:
-                print(f"{namespace.name}: qemu-system-x86_64 ... {qemu_arguments(address)}")
-        sys.stdout.flush()
     try:
         trio.run(_serve_until_signal, config)
     except* ConfigError as group:
-        parser.error(str(group.exceptions[0]))
+        parser.error(str(_first_leaf(group)))
     return 0
 
 
@@ -132,11 +127,43 @@ async def _serve_until_signal(config: ServerConfig) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
-            await run_server(config)
-            nursery.cancel_scope.cancel()  # the stdio VM left
+            await nursery.start(_serve, config, nursery.cancel_scope)
+            # Printed once every listener is bound: the line doubles as a readiness signal.
+            if not any(ns.stdio for ns in config.namespaces):
+                for line in qemu_lines(config):
+                    print(line)
+                sys.stdout.flush()
+
+
+async def _serve(
+    config: ServerConfig,
+    done: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await run_server(config, task_status=task_status)
+    done.cancel()  # the stdio VM left
 
 
 async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
     async for _ in signals:
         scope.cancel()
         return
+
+
+def qemu_lines(config: ServerConfig) -> list[str]:
+    """For each listener and connect address, the QEMU arguments of a VM that uses it."""
+    return [
+        f"{namespace.name}: qemu-system-x86_64 ... {qemu_arguments(address, server)}"
+        for namespace in config.namespaces
+        for addresses, server in ((namespace.listen, False), (namespace.connect, True))
+        for address in addresses
+    ]
+
+
+def _first_leaf(group: BaseExceptionGroup[ConfigError]) -> BaseException:
+    """Nested nurseries nest exception groups; the user wants the error inside."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

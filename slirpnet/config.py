@@ -3,7 +3,8 @@
 A config is a set of namespaces, each with its listeners and its network
 settings.  Flags describe one namespace, ``default``; a file's top-level keys
 describe ``default`` too (and are inherited by the others), and each
-``[namespace.NAME]`` table describes another namespace.
+``[namespace.NAME]`` table describes another namespace.  Where there are tables,
+``default`` exists only if the top level gives it a listener of its own.
 
 Every problem is a ``ConfigError`` naming the key, so the command line can say
 in one line what is wrong (and exit 2).
@@ -270,8 +271,10 @@ def load_file(path: Path) -> ServerConfig:
     if not isinstance(tables, dict):
         raise ConfigError("namespace", "should be tables: [namespace.NAME]")
     namespaces = []
-    if document or not tables:
-        namespaces.append(namespace_from_values(DEFAULT_NAMESPACE, document))
+    # Parsed even when only inherited, so that a bad top-level key is named as such.
+    default = namespace_from_values(DEFAULT_NAMESPACE, document)
+    if not tables or default.listen or default.connect or default.stdio:
+        namespaces.append(default)
     for name, table in tables.items():
         if not isinstance(table, dict):
             raise ConfigError(f"namespace.{name}", "should be a table")

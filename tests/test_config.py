@@ -172,3 +172,39 @@ def test_flags_and_file_together_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         from_flags("--config", str(path), "--restrict")
     assert info.value.key == "config"
+
+
+def test_top_level_settings_alone_make_no_namespace_of_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "two.toml"
+    path.write_text(
+        """
+dns-upstream = "127.0.0.1:5353"
+[namespace.a]
+listen = "unix:/run/a.sock"
+[namespace.b]
+listen = "unix:/run/b.sock"
+"""
+    )
+    a, b = load_file(path).namespaces
+    assert (a.name, b.name) == ("a", "b")
+    assert a.settings.dns_upstreams == b.settings.dns_upstreams != ()
+
+
+def test_a_bad_inherited_key_is_named_at_the_top(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("mtu = 1\n[namespace.a]\nlisten = 'unix:/run/a.sock'\n")
+    with pytest.raises(ConfigError) as info:
+        load_file(path)
+    assert info.value.key == "mtu"
+
+
+def test_the_readmes_config_file_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    path = tmp_path / "readme.toml"
+    path.write_text(readme.split("```toml\n", 1)[1].split("```", 1)[0])
+    web, lab = load_file(path).namespaces
+    assert (web.name, lab.name) == ("web", "lab")
+    assert web.settings.static_leases[0].address == IPv4Address("10.0.2.21")
+    assert lab.listen[1] == Address("tcp", host="127.0.0.1", port=7001)
+    assert lab.settings.gateway == IPv4Address("10.9.0.2") and lab.settings.restrict
+    assert web.settings.dns_upstreams == lab.settings.dns_upstreams

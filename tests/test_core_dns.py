@@ -11,10 +11,10 @@ from ipaddress import IPv4Address
 
 import pytest
 from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRROPT
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from slirpnet.core.flows import CloseFlow, DnsFlow, OpenFlow, SendFlow
+from slirpnet.core.flows import CloseFlow, DnsFlow, OpenFlow, SendFlow, TcpFlow
 from slirpnet.core.segment import FLOW_FAILED, FLOW_REFUSED, FLOW_UNREACHABLE, Segment
 from slirpnet.core.settings import Upstream
 from slirpnet.core.vm import Vm
@@ -390,3 +390,40 @@ def forwarded_any(shell: Shell) -> DnsFlow:
     flow, _ = shell.opened_one(DnsFlow)
     assert isinstance(flow, DnsFlow)
     return flow
+
+
+# -- DNS over TCP ------------------------------------------------------------------
+
+
+def tcp_syn(dport: int) -> bytes:
+    return bytes(
+        Ether(src="52:54:00:12:34:56", dst="52:55:0a:00:02:02")
+        / IP(src=GUEST_IP, dst=DNS_IP)
+        / TCP(sport=SPORT, dport=dport, flags="S", seq=1000)
+    )
+
+
+def test_tcp_to_port_53_is_relayed_to_the_first_upstream(segment: Segment, vm: Vm) -> None:
+    segment.receive(vm, tcp_syn(53), 0.0)
+    (action,) = segment.take_actions()
+    assert isinstance(action, OpenFlow) and isinstance(action.flow, TcpFlow)
+    flow = action.flow
+    assert (flow.host_address, flow.host_port) == (UPSTREAM_1.address, UPSTREAM_1.port)
+    assert (flow.dst_address, flow.dst_port) == (IPv4Address(DNS_IP), 53)
+    assert vm.stats.drops == Counter()
+
+
+@pytest.mark.parametrize(("upstreams", "port"), [((UPSTREAM_1,), 80), ((), 53)])
+def test_tcp_to_the_dns_address_is_refused_without_a_service(
+    upstreams: tuple[Upstream, ...], port: int
+) -> None:
+    segment = new_segment(dns_upstreams=upstreams)
+    vm = segment.attach("guest")
+    segment.receive(vm, tcp_syn(port), 0.0)
+    assert segment.take_actions() == []
+    assert vm.stats.drops == Counter({"no_service": 1})
+    from_gateway(
+        vm.take_frames()[0],
+        IP(src=DNS_IP, dst=GUEST_IP)
+        / TCP(sport=port, dport=SPORT, seq=0, ack=1001, flags="RA", window=0),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
@@ -12,17 +13,19 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, UDP, UDPerror
 from scapy.layers.l2 import Ether
 
 from slirpnet.config import Address, ConfigError
+from slirpnet.core.flows import CloseFlow, EchoFlow, Endpoint, OpenFlow, SendFlow
 from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.framing import QEMU_STREAM
 from slirpnet.shell.runtime import NamespaceRuntime
 from slirpnet.shell.server import bind_unix
-from slirpnet.shell.transports import serve_datagrams, serve_stream
+from slirpnet.shell.transports import keep_connected, serve_datagrams, serve_stream
 
 GUEST_MAC = "52:54:00:12:34:56"
 GATEWAY_MAC = "52:55:0a:00:02:02"
@@ -203,3 +206,92 @@ def test_unix_socket_is_owner_only_and_a_stale_one_is_replaced(tmp_path: Path) -
 def test_address_str_round_trips() -> None:
     assert str(Address("tcp", host="127.0.0.1", port=5555)) == "tcp:127.0.0.1:5555"
     assert str(Address("unix", path="/run/vm.sock")) == "unix:/run/vm.sock"
+
+
+def test_a_stale_datagram_socket_is_replaced_and_a_live_one_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "vm.dgram"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dead.bind(str(path))
+    dead.close()
+    with (
+        bind_unix(path, socket.SOCK_DGRAM),
+        pytest.raises(ConfigError, match="in use by a running server"),
+    ):
+        bind_unix(path, socket.SOCK_DGRAM)
+
+
+async def test_connect_retries_with_doubling_backoff_and_starts_over_after_a_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    attempts: list[float] = []
+
+    async def open_stream() -> trio.abc.Stream:
+        attempts.append(trio.current_time())
+        if len(attempts) != 9:
+            raise ConnectionRefusedError
+        ours, theirs = trio.socket.socketpair()
+        ours.close()  # QEMU went away at once
+        return trio.SocketStream(theirs)
+
+    async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
+        with trio.move_on_after(30):
+            await keep_connected(runtime, open_stream, "unix:qemu.sock", QEMU_STREAM)
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(attempts)]
+    assert gaps[:8] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]  # doubling, capped at 5 s
+    assert gaps[8] == 0.1  # after a session, quick again
+    assert gaps[9:11] == [0.1, 0.2]
+
+
+def icmp_socket_allowed(kind: socket.SocketKind) -> bool:
+    try:
+        socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP).close()
+    except PermissionError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(
+            "ping socket",
+            marks=pytest.mark.skipif(
+                not icmp_socket_allowed(socket.SOCK_DGRAM),
+                reason="ping sockets are off here (sysctl net.ipv4.ping_group_range)",
+            ),
+        ),
+        pytest.param(
+            "raw socket",
+            marks=pytest.mark.skipif(
+                not icmp_socket_allowed(socket.SOCK_RAW), reason="raw sockets need CAP_NET_RAW"
+            ),
+        ),
+    ],
+)
+async def test_an_echo_flow_goes_through_a_host_socket_and_its_reply_back(kind: str) -> None:
+    # The core never NATs to loopback (a guest's 127.0.0.1 is its own); the flow is made
+    # here, so that the echo goes no further than this host.
+    async with (
+        NamespaceRuntime.open("test", NetworkSettings()) as runtime,
+        runtime.attach("vm") as port,
+    ):
+        runtime.host._ping_sockets = kind == "ping socket"
+        flow = EchoFlow(
+            vm=port.vm,
+            guest=Endpoint(bytes.fromhex("525400123456"), IPv4Address("10.0.2.15"), 0x1234),
+            host_address=IPv4Address("127.0.0.1"),
+            host_port=0,
+            deadline=trio.current_time() + 10,
+            dst_address=IPv4Address("192.0.2.1"),
+        )
+        request = bytes(ICMP(type=8, id=0x1234, seq=7) / b"are you there?")
+        runtime.host.apply(OpenFlow(flow))
+        runtime.host.apply(SendFlow(flow, request))
+        with trio.fail_after(5):
+            (frame,) = await port.receive()
+        reply = Ether(frame)
+        assert (reply[IP].src, reply[IP].dst) == ("192.0.2.1", "10.0.2.15")
+        assert (reply[ICMP].type, reply[ICMP].id, reply[ICMP].seq) == (0, 0x1234, 7)
+        assert bytes(reply[ICMP].payload) == b"are you there?"
+        runtime.host.apply(CloseFlow(flow))
+        assert len(runtime.host) == 0

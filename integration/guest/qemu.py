@@ -44,8 +44,14 @@ def qemu_command(
     netdev_args: Sequence[str],
     mac: str = DEFAULT_MAC,
     extra_qemu_args: Sequence[str] = (),
+    *,
+    nic: bool = True,
 ) -> list[str]:
-    """The QEMU command line; `netdev_args` must define the netdev ``n0`` the NIC plugs into."""
+    """The QEMU command line; `netdev_args` must define the netdev ``n0`` the NIC plugs into.
+
+    With ``nic=False`` the harness adds no NIC: `netdev_args` bring their own ``-device``
+    (and QEMU's default MAC), as with arguments copied from slirpnet's output.
+    """
     qemu = shutil.which(QEMU)
     if qemu is None:
         raise GuestUnavailableError(f"{QEMU} is not on PATH (Debian package qemu-system-x86)")
@@ -58,7 +64,11 @@ def qemu_command(
         # panic=-1 turns a crashed or exited /init into a reboot, which -no-reboot makes an exit.
         *("-append", "console=ttyS0 quiet panic=-1"),
         # romfile= skips the iPXE option ROM, which only slows the boot down.
-        *("-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile="),
+        *(
+            ("-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=")
+            if nic
+            else ("-global", "virtio-net-pci.romfile=")
+        ),
         *netdev_args,
         *extra_qemu_args,
     ]
@@ -72,6 +82,7 @@ async def boot_async(
     *,
     mac: str = DEFAULT_MAC,
     extra_qemu_args: Sequence[str] = (),
+    nic: bool = True,
 ) -> GuestRun:
     """Boot the guest, run `script` in it with busybox sh, and return when it powers off.
 
@@ -82,7 +93,7 @@ async def boot_async(
         # The kernel unpacks concatenated archives in turn, so /test.sh lands on top of the base.
         test_sh = CpioEntry("/test.sh", stat.S_IFREG | 0o755, script.encode())
         initrd.write_bytes(image.initramfs.read_bytes() + newc_archive([test_sh]))
-        command = qemu_command(image, initrd, netdev_args, mac, extra_qemu_args)
+        command = qemu_command(image, initrd, netdev_args, mac, extra_qemu_args, nic=nic)
         started = trio.current_time()
         output = bytearray()
         async with trio.open_nursery() as nursery:

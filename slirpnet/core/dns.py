@@ -4,6 +4,11 @@ Queries go to the upstream resolvers unchanged, every type passed through, one
 upstream at a time in order: when one does not answer within the timeout the
 next is asked, and when all have failed the guest gets SERVFAIL, never silence
 (a silent resolver costs a guest its full resolver timeout per name).
+
+DNS over TCP to the DNS address is not handled here: the segment relays such a
+connection, like any TCP flow, to the first upstream, which then also answers
+for local names (it does not know them; resolvers only use TCP after a
+truncated UDP answer, and local answers are never truncated).
 """
 
 from __future__ import annotations

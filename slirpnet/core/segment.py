@@ -380,8 +380,8 @@ class Segment:
             self._drop(vm, "tcp_no_flow")
             self._tcp_refuse(vm, eth.src, packet, segment)
             return
-        host = self._host_destination(vm, packet)
-        if host is None:
+        destination = self._tcp_destination(vm, eth.src, packet, segment)
+        if destination is None:
             return
         if not self._room_for_flow(vm):
             self._tcp_refuse(vm, eth.src, packet, segment)
@@ -390,8 +390,8 @@ class Segment:
         flow = TcpFlow(
             vm=vm,
             guest=Endpoint(eth.src, packet.src, segment.src_port),
-            host_address=host,
-            host_port=segment.dst_port,
+            host_address=destination[0],
+            host_port=destination[1],
             deadline=endpoint.deadline(),
             dst_address=packet.dst,
             dst_port=segment.dst_port,
@@ -399,6 +399,22 @@ class Segment:
         )
         vm.tcp_flows[key] = flow
         self._open(flow)
+
+    def _tcp_destination(
+        self, vm: Vm, mac: bytes, packet: ipv4.IPv4Packet, segment: tcp.TcpSegment
+    ) -> tuple[IPv4Address, int] | None:
+        """Where the host socket of a new connection goes, or None (counted, maybe refused)."""
+        if packet.dst == self.settings.dns:
+            # RFC 7766 §5: resolvers fall back to TCP (after a truncated answer, say), so
+            # the DNS address takes TCP on port 53 too and relays it to the first upstream.
+            if segment.dst_port == 53 and self.dns.upstreams:
+                upstream = self.dns.upstreams[0]
+                return upstream.address, upstream.port
+            self._drop(vm, "no_service")
+            self._tcp_refuse(vm, mac, packet, segment)
+            return None
+        host = self._host_destination(vm, packet)
+        return None if host is None else (host, segment.dst_port)
 
     def _tcp_refuse(
         self, vm: Vm, mac: bytes, packet: ipv4.IPv4Packet, segment: tcp.TcpSegment

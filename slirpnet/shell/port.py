@@ -3,7 +3,8 @@
 This is also the embedding API: whatever carries a VM's frames (a QEMU socket,
 a VDE plug, the user's own code) feeds them to ``Port.feed`` and sends what
 ``Port.receive`` returns, like the Go library's ``HandleOutboundIPv4`` plus a
-writer callback.
+writer callback.  Both are called from the namespace's trio run; neither
+raises on a bad frame, which is dropped and counted in ``stats.drops``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from slirpnet.core.stats import Stats
 from slirpnet.core.vm import Vm
 
 if TYPE_CHECKING:
@@ -37,6 +39,11 @@ class Port:
     @property
     def name(self) -> str:
         return self.vm.name
+
+    @property
+    def stats(self) -> Stats:
+        """This VM's counters: frames and bytes each way, drops by reason."""
+        return self.vm.stats
 
     def feed(self, frame: bytes) -> None:
         """One Ethernet frame from the VM."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import trio
 
@@ -23,6 +23,18 @@ from slirpnet.shell.hostsockets import HostSockets
 from slirpnet.shell.port import Port
 
 log = logging.getLogger(__name__)
+
+
+def open_namespace(
+    settings: NetworkSettings | None = None, name: str = "default"
+) -> AbstractAsyncContextManager[NamespaceRuntime]:
+    """A namespace running in the caller's trio program, for the body of an ``async with``.
+
+    The embedding API's entry point; ``attach`` on it gives a ``Port`` per VM.  Settings
+    are taken as given: with no ``dns_upstreams`` only local names resolve (pass
+    ``system_upstreams()`` for the host's resolvers, as ``slirpnet serve`` does).
+    """
+    return NamespaceRuntime.open(name, settings or NetworkSettings())
 
 
 class NamespaceRuntime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import socket
 import stat
 from collections.abc import Awaitable, Callable
@@ -164,19 +165,26 @@ async def _serve_stdio(
     stop_server()  # like slirpvde: the one VM is gone, so is the server
 
 
-def qemu_arguments(address: Address) -> str:
-    """The QEMU flags that connect a VM's NIC to ``address``."""
-    device = "-device virtio-net-pci,netdev=net0"
-    if address.kind == "unix":
-        netdev = f"stream,id=net0,server=off,addr.type=unix,addr.path={address.path}"
-    elif address.kind == "tcp":
+def qemu_arguments(address: Address, server: bool = False) -> str:
+    """The QEMU flags that plug a VM's NIC into ``address``, quoted for a shell.
+
+    ``server`` is for an address we connect to: QEMU listens there (``server=on``).
+    """
+    if address.kind == "unixgram":
         netdev = (
-            f"stream,id=net0,server=off,addr.type=inet,"
-            f"addr.host={address.host},addr.port={address.port}"
+            f"dgram,id=net0,local.type=unix,local.path={_qemu_path(address.path + '.qemu')},"
+            f"remote.type=unix,remote.path={_qemu_path(address.path)}"
         )
     else:
-        netdev = (
-            f"dgram,id=net0,local.type=unix,local.path={address.path}.qemu,"
-            f"remote.type=unix,remote.path={address.path}"
-        )
-    return f"-netdev {netdev} {device}"
+        if address.kind == "unix":
+            where = f"addr.type=unix,addr.path={_qemu_path(address.path)}"
+        else:
+            where = f"addr.type=inet,addr.host={address.host},addr.port={address.port}"
+        netdev = f"stream,id=net0,server={'on' if server else 'off'},{where}"
+    return f"-netdev {shlex.quote(netdev)} -device virtio-net-pci,netdev=net0"
+
+
+def _qemu_path(path: str) -> str:
+    # Absolute, for QEMU may run elsewhere; and QEMU's option syntax separates keys with
+    # commas, so a comma in a value is doubled.
+    return os.path.abspath(path).replace(",", ",,")

@@ -1,0 +1,69 @@
+"""``slirpnet serve``: the QEMU arguments it prints, and how it fails."""
+
+from __future__ import annotations
+
+import shlex
+import socket
+from pathlib import Path
+
+import pytest
+
+from slirpnet.cli import main, qemu_lines
+from slirpnet.config import Address, ServerConfig, namespace_from_values
+from slirpnet.shell.server import qemu_arguments
+
+
+def test_unix_arguments_escape_commas_and_quote_for_the_shell() -> None:
+    printed = qemu_arguments(Address("unix", path="/run/a b,c/vm.sock"))
+    assert shlex.split(printed) == [
+        "-netdev",
+        "stream,id=net0,server=off,addr.type=unix,addr.path=/run/a b,,c/vm.sock",
+        "-device",
+        "virtio-net-pci,netdev=net0",
+    ]
+
+
+def test_tcp_and_dgram_arguments() -> None:
+    assert shlex.split(qemu_arguments(Address("tcp", host="127.0.0.1", port=7000)))[1] == (
+        "stream,id=net0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=7000"
+    )
+    assert shlex.split(qemu_arguments(Address("unixgram", path="/run/d")))[1] == (
+        "dgram,id=net0,local.type=unix,local.path=/run/d.qemu,remote.type=unix,remote.path=/run/d"
+    )
+
+
+def test_a_line_per_listener_and_connect_address_where_qemu_listens() -> None:
+    namespace = namespace_from_values(
+        "lab", {"listen": ["unix:/run/l.sock"], "connect": ["tcp:127.0.0.1:7001"]}
+    )
+    assert qemu_lines(ServerConfig((namespace,))) == [
+        "lab: qemu-system-x86_64 ... -netdev stream,id=net0,server=off,addr.type=unix,"
+        "addr.path=/run/l.sock -device virtio-net-pci,netdev=net0",
+        "lab: qemu-system-x86_64 ... -netdev stream,id=net0,server=on,addr.type=inet,"
+        "addr.host=127.0.0.1,addr.port=7001 -device virtio-net-pci,netdev=net0",
+    ]
+
+
+def test_a_socket_held_by_a_live_server_is_one_line_naming_listen_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "vm.sock"
+    with socket.socket(socket.AF_UNIX) as live:
+        live.bind(str(path))
+        live.listen()
+        with pytest.raises(SystemExit) as info:
+            main(["serve", "--listen", f"unix:{path}", "--dns-upstream", "127.0.0.1:9"])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    # Nothing printed: the QEMU line comes only once the server really listens.
+    assert captured.out == ""
+    last = captured.err.strip().splitlines()[-1]
+    assert last == f"slirpnet: error: listen: {path} is in use by a running server"
+
+
+def test_a_relative_path_is_printed_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    netdev = shlex.split(qemu_arguments(Address("unix", path="vm.sock")))[1]
+    assert netdev.endswith(f",addr.path={tmp_path}/vm.sock")
