@@ -18,11 +18,16 @@ from slirpnet.config import (
     LOG_LEVELS,
     ConfigError,
     ServerConfig,
+    default_control_path,
     load_file,
     namespace_from_values,
+    parse_address,
+    parse_metrics,
+    parse_pcap_dir,
     validate,
     with_default_listener,
 )
+from slirpnet.control import client
 from slirpnet.logs import configure
 from slirpnet.shell.server import qemu_arguments, run_server
 
@@ -75,9 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="guests reach only the built-in services and forwards",
     )
+    serve.add_argument("--control", help="unix:PATH: serve the control API (slirpnet ctl) there")
+    serve.add_argument("--metrics", help="HOST:PORT: serve Prometheus metrics at /metrics")
+    serve.add_argument("--pcap", help="DIR: capture every VM's frames to a pcap file there")
     serve.add_argument("--config", type=Path, help="a TOML file with the same keys")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument("--log-format", choices=LOG_FORMATS, help="default text")
+    ctl = commands.add_parser(
+        "ctl",
+        help="talk to a running server's control API",
+        description="Show and change a running server: VMs, flows, leases, DNS, captures.",
+    )
+    client.add_arguments(ctl, str(default_control_path()))
     return parser
 
 
@@ -97,16 +111,25 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         config = load_file(args.config)
     else:
         config = validate(ServerConfig((namespace_from_values(DEFAULT_NAMESPACE, values),)))
-    return ServerConfig(
-        config.namespaces,
-        log_level=args.log_level or config.log_level,
-        log_format=args.log_format or config.log_format,
+    return validate(
+        ServerConfig(
+            config.namespaces,
+            log_level=args.log_level or config.log_level,
+            log_format=args.log_format or config.log_format,
+            control=parse_address(args.control, ("unix",), "control")
+            if args.control
+            else config.control,
+            metrics=parse_metrics(args.metrics) if args.metrics else config.metrics,
+            pcap_dir=parse_pcap_dir(args.pcap) if args.pcap else config.pcap_dir,
+        )
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "ctl":
+        return client.run(args)
     if args.command != "serve":
         parser.print_help()
         return 0

@@ -14,6 +14,9 @@ import trio
 from attrs import evolve
 
 from slirpnet.config import Address, ConfigError, NamespaceConfig, ServerConfig
+from slirpnet.control.api import ControlApi
+from slirpnet.control.http import serve_http
+from slirpnet.control.metrics import MetricsEndpoint
 from slirpnet.framing import QEMU_STREAM, VDE_STREAM
 from slirpnet.logs import namespace_var
 from slirpnet.shell.resolvconf import system_upstreams
@@ -36,11 +39,46 @@ async def run_server(
     error before anything runs), and their unix socket files are removed on exit.
     """
     async with trio.open_nursery() as nursery:
-        runtimes = []
+        runtimes: dict[str, NamespaceRuntime] = {}
         for namespace in config.namespaces:
             runtime = await nursery.start(_run_namespace, namespace, nursery.cancel_scope.cancel)
-            runtimes.append(runtime)
-        task_status.started(runtimes)
+            runtime.pcap_dir = config.pcap_dir
+            runtimes[namespace.name] = runtime
+        if config.control is not None:
+            await nursery.start(
+                _serve_control, config.control, ControlApi(runtimes, config.pcap_dir)
+            )
+        if config.metrics is not None:
+            listener = _tcp_listener(config.metrics, "metrics")
+            nursery.start_soon(serve_http, listener, MetricsEndpoint(runtimes))
+            log.info("metrics on http://%s:%d/metrics", config.metrics.host, config.metrics.port)
+        task_status.started(list(runtimes.values()))
+
+
+async def _serve_control(
+    address: Address,
+    api: ControlApi,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    path = Path(address.path)
+    sock = bind_unix(path, socket.SOCK_STREAM, "control")
+    try:
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        log.info("control API on %s", address)
+        task_status.started()
+        await serve_http(listener, api)
+    finally:
+        with suppress(OSError):
+            path.unlink()
+
+
+def _tcp_listener(address: Address, key: str) -> trio.SocketListener:
+    try:
+        sock = socket.create_server((address.host, address.port), backlog=BACKLOG)
+    except OSError as error:
+        raise ConfigError(key, f"{address}: {error.strerror}") from None
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 
 async def _run_namespace(
@@ -85,11 +123,7 @@ def _start_listener(
 ) -> None:
     label = str(address)
     if address.kind == "tcp":
-        try:
-            sock = socket.create_server((address.host, address.port), backlog=BACKLOG)
-        except OSError as error:
-            raise ConfigError("listen", f"{label}: {error.strerror}") from None
-        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        listener = _tcp_listener(address, "listen")
         nursery.start_soon(serve_listener, runtime, listener, label, QEMU_STREAM)
         return
     kind = socket.SOCK_STREAM if address.kind == "unix" else socket.SOCK_DGRAM
@@ -103,9 +137,9 @@ def _start_listener(
         nursery.start_soon(serve_datagrams, runtime, trio_sock, label)
 
 
-def bind_unix(path: Path, kind: socket.SocketKind) -> socket.socket:
+def bind_unix(path: Path, kind: socket.SocketKind, key: str = "listen") -> socket.socket:
     """A unix socket bound at ``path``, owner-only; a stale file from a dead server is replaced."""
-    _clear_stale(path, kind)
+    _clear_stale(path, kind, key)
     sock = socket.socket(socket.AF_UNIX, kind)
     try:
         # The guest is untrusted but the host user is: only they may plug VMs in.
@@ -118,17 +152,17 @@ def bind_unix(path: Path, kind: socket.SocketKind) -> socket.socket:
             sock.listen(BACKLOG)
     except OSError as error:
         sock.close()
-        raise ConfigError("listen", f"{path}: {error.strerror}") from None
+        raise ConfigError(key, f"{path}: {error.strerror}") from None
     return sock
 
 
-def _clear_stale(path: Path, kind: socket.SocketKind) -> None:
+def _clear_stale(path: Path, kind: socket.SocketKind, key: str) -> None:
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise ConfigError("listen", f"{path} exists and is not a socket")
+        raise ConfigError(key, f"{path} exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, kind)
     try:
         probe.connect(str(path))
@@ -139,7 +173,7 @@ def _clear_stale(path: Path, kind: socket.SocketKind) -> None:
         pass
     finally:
         probe.close()
-    raise ConfigError("listen", f"{path} is in use by a running server")
+    raise ConfigError(key, f"{path} is in use by a running server")
 
 
 def _opener(address: Address) -> Callable[[], Awaitable[trio.abc.Stream]]:
