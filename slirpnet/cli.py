@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from slirpnet.config import (
     DEFAULT_NAMESPACE,
     LOG_FORMATS,
     LOG_LEVELS,
+    Address,
     ConfigError,
     ServerConfig,
     default_control_path,
@@ -29,6 +31,7 @@ from slirpnet.config import (
 )
 from slirpnet.control import client
 from slirpnet.logs import configure
+from slirpnet.shell.activation import inherited_sockets, with_inherited_listeners
 from slirpnet.shell.server import qemu_arguments, run_server
 
 # Flags that map onto config keys, with their help.  Repeatable ones collect lists.
@@ -137,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except ConfigError as error:
         parser.error(str(error))  # one line, exit 2
-    config = with_default_listener(config)
+    try:
+        inherited = inherited_sockets()
+    except ConfigError as error:
+        parser.error(str(error))
+    config = with_default_listener(with_inherited_listeners(config, inherited))
     configure(config.log_level, config.log_format)
     if not any(ns.stdio for ns in config.namespaces):
         for namespace in config.namespaces:
@@ -145,17 +152,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{namespace.name}: qemu-system-x86_64 ... {qemu_arguments(address)}")
         sys.stdout.flush()
     try:
-        trio.run(_serve_until_signal, config)
+        trio.run(_serve_until_signal, config, inherited)
     except* ConfigError as group:
         parser.error(str(group.exceptions[0]))
     return 0
 
 
-async def _serve_until_signal(config: ServerConfig) -> None:
+async def _serve_until_signal(
+    config: ServerConfig, inherited: dict[Address, socket.socket]
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
-            await run_server(config)
+            await run_server(config, inherited=inherited)
             nursery.cancel_scope.cancel()  # the stdio VM left
 
 
