@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,14 +17,21 @@ from slirpnet.config import (
     DEFAULT_NAMESPACE,
     LOG_FORMATS,
     LOG_LEVELS,
+    Address,
     ConfigError,
     ServerConfig,
+    default_control_path,
     load_file,
     namespace_from_values,
+    parse_address,
+    parse_metrics,
+    parse_pcap_dir,
     validate,
     with_default_listener,
 )
+from slirpnet.control import client
 from slirpnet.logs import configure
+from slirpnet.shell.activation import inherited_sockets, with_inherited_listeners
 from slirpnet.shell.server import qemu_arguments, run_server
 
 # Flags that map onto config keys, with their help.  Repeatable ones collect lists.
@@ -75,9 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="guests reach only the built-in services and forwards",
     )
+    serve.add_argument("--control", help="unix:PATH: serve the control API (slirpnet ctl) there")
+    serve.add_argument("--metrics", help="HOST:PORT: serve Prometheus metrics at /metrics")
+    serve.add_argument("--pcap", help="DIR: capture every VM's frames to a pcap file there")
     serve.add_argument("--config", type=Path, help="a TOML file with the same keys")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument("--log-format", choices=LOG_FORMATS, help="default text")
+    ctl = commands.add_parser(
+        "ctl",
+        help="talk to a running server's control API",
+        description="Show and change a running server: VMs, flows, leases, DNS, captures.",
+    )
+    client.add_arguments(ctl, str(default_control_path()))
     return parser
 
 
@@ -97,16 +114,25 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         config = load_file(args.config)
     else:
         config = validate(ServerConfig((namespace_from_values(DEFAULT_NAMESPACE, values),)))
-    return ServerConfig(
-        config.namespaces,
-        log_level=args.log_level or config.log_level,
-        log_format=args.log_format or config.log_format,
+    return validate(
+        ServerConfig(
+            config.namespaces,
+            log_level=args.log_level or config.log_level,
+            log_format=args.log_format or config.log_format,
+            control=parse_address(args.control, ("unix",), "control")
+            if args.control
+            else config.control,
+            metrics=parse_metrics(args.metrics) if args.metrics else config.metrics,
+            pcap_dir=parse_pcap_dir(args.pcap) if args.pcap else config.pcap_dir,
+        )
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "ctl":
+        return client.run(args)
     if args.command != "serve":
         parser.print_help()
         return 0
@@ -114,20 +140,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except ConfigError as error:
         parser.error(str(error))  # one line, exit 2
-    config = with_default_listener(config)
+    try:
+        inherited = inherited_sockets()
+    except ConfigError as error:
+        parser.error(str(error))
+    config = with_default_listener(with_inherited_listeners(config, inherited))
     configure(config.log_level, config.log_format)
     try:
-        trio.run(_serve_until_signal, config)
+        trio.run(_serve_until_signal, config, inherited)
     except* ConfigError as group:
         parser.error(str(_first_leaf(group)))
     return 0
 
 
-async def _serve_until_signal(config: ServerConfig) -> None:
+async def _serve_until_signal(
+    config: ServerConfig, inherited: dict[Address, socket.socket]
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
-            await nursery.start(_serve, config, nursery.cancel_scope)
+            await nursery.start(_serve, config, inherited, nursery.cancel_scope)
             # Printed once every listener is bound: the line doubles as a readiness signal.
             if not any(ns.stdio for ns in config.namespaces):
                 for line in qemu_lines(config):
@@ -137,11 +169,12 @@ async def _serve_until_signal(config: ServerConfig) -> None:
 
 async def _serve(
     config: ServerConfig,
+    inherited: dict[Address, socket.socket],
     done: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await run_server(config, task_status=task_status)
+    await run_server(config, inherited=inherited, task_status=task_status)
     done.cancel()  # the stdio VM left
 
 

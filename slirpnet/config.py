@@ -63,6 +63,9 @@ class ServerConfig:
     namespaces: tuple[NamespaceConfig, ...]
     log_level: str = "info"
     log_format: str = "text"
+    control: Address | None = None  # unix:PATH of the control API
+    metrics: Address | None = None  # tcp:HOST:PORT of the Prometheus endpoint
+    pcap_dir: Path | None = None  # every VM captured to a file here
 
 
 # -- one parser per key, shared by flags and the file -----------------------------------
@@ -182,6 +185,26 @@ _LISTS: dict[str, Callable[[str, str], Any]] = {
     "static-lease": _static_lease,
 }
 _FLAGS = ("no-host-loopback", "restrict")
+
+
+def parse_metrics(text: str, key: str = "metrics") -> Address:
+    """``HOST:PORT`` (or ``:PORT`` for loopback) of the metrics endpoint."""
+    return parse_address(text if text.startswith("tcp:") else f"tcp:{text}", ("tcp",), key)
+
+
+def parse_pcap_dir(text: str, key: str = "pcap") -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise ConfigError(key, f"{text!r} is not a directory")
+    return path
+
+
+# Keys of the server as a whole, outside any namespace.
+_SERVER_KEYS: dict[str, Callable[[str, str], Any]] = {
+    "control": lambda text, key: parse_address(text, ("unix",), key),
+    "metrics": parse_metrics,
+    "pcap": parse_pcap_dir,
+}
 _SETTINGS_FIELDS = {
     "net": "network",
     "gateway": "gateway",
@@ -267,6 +290,11 @@ def load_file(path: Path) -> ServerConfig:
     log_format = _choice(LOG_FORMATS)(
         _text(document.pop("log-format", "text"), "log-format"), "log-format"
     )
+    server = {
+        key: _SERVER_KEYS[key](_text(document.pop(key), key), key)
+        for key in list(_SERVER_KEYS)
+        if key in document
+    }
     tables = document.pop("namespace", {})
     if not isinstance(tables, dict):
         raise ConfigError("namespace", "should be tables: [namespace.NAME]")
@@ -282,7 +310,16 @@ def load_file(path: Path) -> ServerConfig:
         namespaces.append(
             namespace_from_values(name, {**inherited, **table}, where=f"namespace.{name}.")
         )
-    return validate(ServerConfig(tuple(namespaces), log_level, log_format))
+    return validate(
+        ServerConfig(
+            tuple(namespaces),
+            log_level,
+            log_format,
+            control=server.get("control"),
+            metrics=server.get("metrics"),
+            pcap_dir=server.get("pcap"),
+        )
+    )
 
 
 def validate(config: ServerConfig) -> ServerConfig:
@@ -296,6 +333,8 @@ def validate(config: ServerConfig) -> ServerConfig:
             if str(address) in seen:
                 raise ConfigError("listen", f"{address} is used by {seen[str(address)]} already")
             seen[str(address)] = namespace.name
+    if config.control is not None and f"unix:{config.control.path}" in seen:
+        raise ConfigError("control", f"{config.control.path} is a VM listener's path too")
     return config
 
 
@@ -303,6 +342,11 @@ def default_socket_path() -> Path:
     """Where ``slirpnet serve`` with no flags listens."""
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
     return Path(runtime_dir or os.getcwd()) / "slirpnet.sock"
+
+
+def default_control_path() -> Path:
+    """Where ``slirpnet ctl`` looks for the control socket unless told."""
+    return default_socket_path().with_name("slirpnet-control.sock")
 
 
 def with_default_listener(config: ServerConfig) -> ServerConfig:

@@ -46,6 +46,7 @@ from slirpnet.core.flows import (
     UdpFlow,
 )
 from slirpnet.core.settings import HOST_LOOPBACK, NetworkSettings
+from slirpnet.core.stats import Stats
 from slirpnet.core.tcp import HostOp, TcpEndpoint
 from slirpnet.core.timers import Deadlines
 from slirpnet.core.vm import Vm
@@ -93,6 +94,8 @@ class Segment:
         self._actions: list[Action] = []
         self._deadlines: Deadlines[Flow] = Deadlines()
         self._ip_ident = 0
+        self._vm_ids = 0
+        self._departed = Stats()  # the counts of VMs that have left, so totals never go back
         network = settings.network
         self._own = frozenset((settings.gateway, settings.dns))
         self._not_guests = frozenset(
@@ -102,7 +105,8 @@ class Segment:
     # -- ports -------------------------------------------------------------------------
 
     def attach(self, name: str) -> Vm:
-        vm = Vm(name)
+        self._vm_ids += 1
+        vm = Vm(name, id=self._vm_ids)
         self.vms.append(vm)
         return vm
 
@@ -123,6 +127,15 @@ class Segment:
         ]:
             self._close(flow, abort=True)
         vm.outbox.clear()
+        self._departed.add(vm.stats)
+
+    def totals(self) -> Stats:
+        """The counts of every VM this segment has had, connected or gone."""
+        total = Stats()
+        total.add(self._departed)
+        for vm in self.vms:
+            total.add(vm.stats)
+        return total
 
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -340,6 +353,7 @@ class Segment:
         self._send_udp(vm, client, self.settings.gateway, dhcp.SERVER_PORT, reply.message.encode())
 
     def _dns_query(self, vm: Vm, guest: Endpoint, query: bytes, now: float) -> None:
+        vm.stats.count("dns_query")
         answer = self.dns.local_answer(vm, query)
         if answer is not None:
             if answer:  # not DROPPED
@@ -679,6 +693,7 @@ class Segment:
         vm = flow.vm
         if isinstance(flow, TcpFlow):
             vm.tcp_flows.pop(flow.key, None)
+            vm.stats.count("tcp_retransmits", flow.endpoint.counters.retransmits)
             if flow.host_closed:
                 return
             flow.host_closed = True

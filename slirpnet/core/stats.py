@@ -19,5 +19,14 @@ class Stats:
     def drop(self, reason: str) -> None:
         self.drops[reason] += 1
 
-    def count(self, event: str) -> None:
-        self.events[event] += 1
+    def count(self, event: str, amount: int = 1) -> None:
+        self.events[event] += amount
+
+    def add(self, other: Stats) -> None:
+        """Fold ``other``'s counts into these."""
+        self.frames_in += other.frames_in
+        self.bytes_in += other.bytes_in
+        self.frames_out += other.frames_out
+        self.bytes_out += other.bytes_out
+        self.drops.update(other.drops)
+        self.events.update(other.events)

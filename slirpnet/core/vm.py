@@ -17,6 +17,7 @@ class Vm:
     """A port of the segment: one connection from a VM's NIC.  Compared by identity."""
 
     name: str  # for logs: the transport and peer, e.g. "unix:/run/vm.sock#2"
+    id: int = 0  # unique in its segment, for the control API
     stats: Stats = field(factory=Stats)
     macs: set[bytes] = field(factory=set)  # source addresses seen on this port
     outbox: list[bytes] = field(factory=list)  # frames for the VM, drained by the shell

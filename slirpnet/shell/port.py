@@ -9,12 +9,15 @@ raises on a bad frame, which is dropped and counted in ``stats.drops``.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
+from slirpnet.control.pcap import PcapWriter
 from slirpnet.core.stats import Stats
 from slirpnet.core.vm import Vm
 
@@ -35,6 +38,8 @@ class Port:
         self._queued_bytes = 0
         self._wakeup = trio.Event()
         self.closed = False
+        self.connected_at = time.time()
+        self.pcap: PcapWriter | None = None
 
     @property
     def name(self) -> str:
@@ -55,7 +60,10 @@ class Port:
             return
         segment = self.runtime.segment
         now = trio.current_time()
+        pcap = self.pcap
         for frame in frames:
+            if pcap is not None:
+                pcap.write(frame, time.time())
             segment.receive(self.vm, frame, now)
         self.runtime.flush()
 
@@ -76,6 +84,10 @@ class Port:
 
     def enqueue(self, frames: list[bytes]) -> None:
         """Called by the runtime with the frames the core produced for this VM."""
+        if self.pcap is not None:
+            stamp = time.time()
+            for frame in frames:
+                self.pcap.write(frame, stamp)
         for frame in frames:
             if self._queued_bytes + len(frame) > MAX_QUEUED_BYTES:
                 self.vm.stats.drop("vm_queue_full")
@@ -84,6 +96,17 @@ class Port:
             self._queued_bytes += len(frame)
         self._wakeup.set()
 
+    def start_capture(self, path: Path) -> None:
+        """Write this VM's frames, both ways, to a pcap file at ``path``."""
+        self.stop_capture()
+        self.pcap = PcapWriter(path)
+
+    def stop_capture(self) -> None:
+        if self.pcap is not None:
+            self.pcap.close()
+            self.pcap = None
+
     def close(self) -> None:
         self.closed = True
+        self.stop_capture()
         self._wakeup.set()

@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
 import trio
 
@@ -45,6 +46,7 @@ class NamespaceRuntime:
         self.host = HostSockets(self)
         self._ports: dict[Vm, Port] = {}
         self._timer_scope = trio.CancelScope()
+        self.pcap_dir: Path | None = None  # set: every VM is captured to a file there
 
     @classmethod
     @asynccontextmanager
@@ -71,6 +73,8 @@ class NamespaceRuntime:
             vm = self.segment.attach(name)
             port = Port(self, vm, nursery)
             self._ports[vm] = port
+            if self.pcap_dir is not None:
+                port.start_capture(self.pcap_dir / f"{self.name}-vm{vm.id}.pcap")
             log.info("VM connected", extra={"vm": name, "ns": self.name})
             try:
                 yield port

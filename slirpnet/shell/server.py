@@ -7,7 +7,7 @@ import os
 import shlex
 import socket
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
 
@@ -15,6 +15,9 @@ import trio
 from attrs import evolve
 
 from slirpnet.config import Address, ConfigError, NamespaceConfig, ServerConfig
+from slirpnet.control.api import ControlApi
+from slirpnet.control.http import serve_http
+from slirpnet.control.metrics import MetricsEndpoint
 from slirpnet.framing import QEMU_STREAM, VDE_STREAM
 from slirpnet.logs import namespace_var
 from slirpnet.shell.resolvconf import system_upstreams
@@ -29,6 +32,7 @@ BACKLOG = 64
 async def run_server(
     config: ServerConfig,
     *,
+    inherited: Mapping[Address, socket.socket] | None = None,
     task_status: trio.TaskStatus[list[NamespaceRuntime]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled, or until the VM on stdin/stdout goes away.
@@ -36,16 +40,61 @@ async def run_server(
     Listeners are all bound before ``task_status.started`` (so a bad address is an
     error before anything runs), and their unix socket files are removed on exit.
     """
+    sockets = dict(inherited or {})
     async with trio.open_nursery() as nursery:
-        runtimes = []
+        runtimes: dict[str, NamespaceRuntime] = {}
         for namespace in config.namespaces:
-            runtime = await nursery.start(_run_namespace, namespace, nursery.cancel_scope.cancel)
-            runtimes.append(runtime)
-        task_status.started(runtimes)
+            runtime = await nursery.start(
+                _run_namespace, namespace, sockets, nursery.cancel_scope.cancel
+            )
+            runtime.pcap_dir = config.pcap_dir
+            runtimes[namespace.name] = runtime
+        if config.control is not None:
+            await nursery.start(
+                _serve_control, config.control, sockets, ControlApi(runtimes, config.pcap_dir)
+            )
+        if config.metrics is not None:
+            sock = trio.socket.from_stdlib_socket(_tcp_socket(config.metrics, "metrics"))
+            listener = trio.SocketListener(sock)
+            nursery.start_soon(serve_http, listener, MetricsEndpoint(runtimes))
+            log.info("metrics on http://%s:%d/metrics", config.metrics.host, config.metrics.port)
+        task_status.started(list(runtimes.values()))
+
+
+async def _serve_control(
+    address: Address,
+    sockets: dict[Address, socket.socket],
+    api: ControlApi,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    path = Path(address.path)
+    sock = sockets.pop(address, None)
+    if sock is None:
+        sock = bind_unix(path, socket.SOCK_STREAM, "control")
+    else:
+        path = Path()  # systemd's socket file: not ours to remove
+    try:
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        log.info("control API on %s", address)
+        task_status.started()
+        await serve_http(listener, api)
+    finally:
+        if path != Path():
+            with suppress(OSError):
+                path.unlink()
+
+
+def _tcp_socket(address: Address, key: str) -> socket.socket:
+    try:
+        return socket.create_server((address.host, address.port), backlog=BACKLOG)
+    except OSError as error:
+        raise ConfigError(key, f"{address}: {error.strerror}") from None
 
 
 async def _run_namespace(
     config: NamespaceConfig,
+    sockets: dict[Address, socket.socket],
     stop_server: Callable[[], None],
     *,
     task_status: trio.TaskStatus[NamespaceRuntime] = trio.TASK_STATUS_IGNORED,
@@ -61,7 +110,7 @@ async def _run_namespace(
             trio.open_nursery() as nursery,
         ):
             for address in config.listen:
-                _start_listener(runtime, nursery, address, created)
+                _start_listener(runtime, nursery, address, sockets, created)
             for address in config.connect:
                 nursery.start_soon(
                     keep_connected, runtime, _opener(address), str(address), QEMU_STREAM
@@ -82,31 +131,42 @@ async def _run_namespace(
 
 
 def _start_listener(
-    runtime: NamespaceRuntime, nursery: trio.Nursery, address: Address, created: list[Path]
+    runtime: NamespaceRuntime,
+    nursery: trio.Nursery,
+    address: Address,
+    sockets: dict[Address, socket.socket],
+    created: list[Path],
+) -> None:
+    inherited = sockets.pop(address, None)
+    if inherited is not None:
+        _serve_socket(runtime, nursery, address, trio.socket.from_stdlib_socket(inherited))
+        return
+    if address.kind == "tcp":
+        sock = _tcp_socket(address, "listen")
+    else:
+        kind = socket.SOCK_STREAM if address.kind == "unix" else socket.SOCK_DGRAM
+        sock = bind_unix(Path(address.path), kind)
+        created.append(Path(address.path))
+    _serve_socket(runtime, nursery, address, trio.socket.from_stdlib_socket(sock))
+
+
+def _serve_socket(
+    runtime: NamespaceRuntime,
+    nursery: trio.Nursery,
+    address: Address,
+    trio_sock: trio.socket.SocketType,
 ) -> None:
     label = str(address)
-    if address.kind == "tcp":
-        try:
-            sock = socket.create_server((address.host, address.port), backlog=BACKLOG)
-        except OSError as error:
-            raise ConfigError("listen", f"{label}: {error.strerror}") from None
-        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-        nursery.start_soon(serve_listener, runtime, listener, label, QEMU_STREAM)
-        return
-    kind = socket.SOCK_STREAM if address.kind == "unix" else socket.SOCK_DGRAM
-    sock = bind_unix(Path(address.path), kind)
-    created.append(Path(address.path))
-    trio_sock = trio.socket.from_stdlib_socket(sock)
-    if address.kind == "unix":
+    if address.kind in ("unix", "tcp"):
         listener = trio.SocketListener(trio_sock)
         nursery.start_soon(serve_listener, runtime, listener, label, QEMU_STREAM)
     else:
         nursery.start_soon(serve_datagrams, runtime, trio_sock, label)
 
 
-def bind_unix(path: Path, kind: socket.SocketKind) -> socket.socket:
+def bind_unix(path: Path, kind: socket.SocketKind, key: str = "listen") -> socket.socket:
     """A unix socket bound at ``path``, owner-only; a stale file from a dead server is replaced."""
-    _clear_stale(path, kind)
+    _clear_stale(path, kind, key)
     sock = socket.socket(socket.AF_UNIX, kind)
     try:
         # The guest is untrusted but the host user is: only they may plug VMs in.
@@ -119,17 +179,17 @@ def bind_unix(path: Path, kind: socket.SocketKind) -> socket.socket:
             sock.listen(BACKLOG)
     except OSError as error:
         sock.close()
-        raise ConfigError("listen", f"{path}: {error.strerror}") from None
+        raise ConfigError(key, f"{path}: {error.strerror}") from None
     return sock
 
 
-def _clear_stale(path: Path, kind: socket.SocketKind) -> None:
+def _clear_stale(path: Path, kind: socket.SocketKind, key: str) -> None:
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise ConfigError("listen", f"{path} exists and is not a socket")
+        raise ConfigError(key, f"{path} exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, kind)
     try:
         probe.connect(str(path))
@@ -140,7 +200,7 @@ def _clear_stale(path: Path, kind: socket.SocketKind) -> None:
         pass
     finally:
         probe.close()
-    raise ConfigError("listen", f"{path} is in use by a running server")
+    raise ConfigError(key, f"{path} is in use by a running server")
 
 
 def _opener(address: Address) -> Callable[[], Awaitable[trio.abc.Stream]]:

@@ -1,0 +1,202 @@
+"""The run-time control API: JSON over HTTP, served on a unix socket (``--control unix:PATH``).
+
+Resources, all under ``/v1``::
+
+    GET    /namespaces                            every namespace, with its VM count
+    GET    /namespaces/NS                         one namespace
+    GET    /namespaces/NS/vms                     its VMs: MACs, addresses, traffic, drops
+    GET    /namespaces/NS/vms/ID                  one VM
+    GET    /namespaces/NS/vms/ID/flows            one VM's flows, with state and counters
+    GET    /namespaces/NS/flows                   every flow of the namespace
+    GET    /namespaces/NS/leases                  DHCP leases
+    GET    /namespaces/NS/dns                     DNS upstreams and local records
+    PUT    /namespaces/NS/dns/records/NAME        {"address": "10.0.2.9"}
+    DELETE /namespaces/NS/dns/records/NAME
+    PUT    /namespaces/NS/vms/ID/pcap             {"path": "..."} (optional: --pcap DIR)
+    DELETE /namespaces/NS/vms/ID/pcap
+
+Errors are HTTP statuses with ``{"error": "...", "status": N}``: 404 for what
+does not exist, 400 for a body that is wrong (naming the field), 405 for a
+method a resource does not take, 409 for a conflict with the current state.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from slirpnet.config import ConfigError, parse_record
+from slirpnet.control import views
+from slirpnet.control.http import HttpError, Request, Response
+
+if TYPE_CHECKING:
+    from slirpnet.shell.port import Port
+    from slirpnet.shell.runtime import NamespaceRuntime
+
+Route = Callable[["ControlApi", Request, list[str]], Response]
+_ROUTES: list[tuple[re.Pattern[str], dict[str, Route]]] = []
+
+
+def _route(pattern: str, method: str) -> Callable[[Route], Route]:
+    regex = re.compile("^/v1" + pattern.replace("{}", "([^/]+)") + "/?$")
+
+    def register(handler: Route) -> Route:
+        for known, methods in _ROUTES:
+            if known.pattern == regex.pattern:
+                methods[method] = handler
+                return handler
+        _ROUTES.append((regex, {method: handler}))
+        return handler
+
+    return register
+
+
+class ControlApi:
+    def __init__(self, runtimes: Mapping[str, NamespaceRuntime], pcap_dir: Path | None) -> None:
+        self.runtimes = runtimes
+        self.pcap_dir = pcap_dir
+
+    def __call__(self, request: Request) -> Response:
+        for regex, methods in _ROUTES:
+            match = regex.match(request.path)
+            if match is None:
+                continue
+            handler = methods.get(request.method)
+            if handler is None:
+                allowed = ", ".join(sorted(methods))
+                raise HttpError(405, f"{request.method} not allowed on {request.path}: {allowed}")
+            return handler(self, request, list(match.groups()))
+        raise HttpError(404, f"no such resource: {request.path}")
+
+    def runtime(self, name: str) -> NamespaceRuntime:
+        runtime = self.runtimes.get(name)
+        if runtime is None:
+            raise HttpError(404, f"no namespace {name!r}")
+        return runtime
+
+    def port(self, runtime: NamespaceRuntime, vm_id: str) -> Port:
+        for port in runtime.ports:
+            if str(port.vm.id) == vm_id:
+                return port
+        raise HttpError(404, f"no VM {vm_id} in namespace {runtime.name!r}")
+
+
+def _field(body: Any, name: str) -> Any:
+    if not isinstance(body, dict):
+        raise HttpError(400, "the body must be a JSON object")
+    if name not in body:
+        raise HttpError(400, f"{name}: missing")
+    return body[name]
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+@_route("/namespaces", "GET")
+def _namespaces(api: ControlApi, request: Request, args: list[str]) -> Response:
+    return Response.json([views.namespace_view(runtime) for runtime in api.runtimes.values()])
+
+
+@_route("/namespaces/{}", "GET")
+def _namespace(api: ControlApi, request: Request, args: list[str]) -> Response:
+    return Response.json(views.namespace_view(api.runtime(args[0])))
+
+
+@_route("/namespaces/{}/vms", "GET")
+def _vms(api: ControlApi, request: Request, args: list[str]) -> Response:
+    runtime = api.runtime(args[0])
+    return Response.json([views.vm_view(runtime, port) for port in runtime.ports])
+
+
+@_route("/namespaces/{}/vms/{}", "GET")
+def _vm(api: ControlApi, request: Request, args: list[str]) -> Response:
+    runtime = api.runtime(args[0])
+    return Response.json(views.vm_view(runtime, api.port(runtime, args[1])))
+
+
+@_route("/namespaces/{}/vms/{}/flows", "GET")
+def _vm_flows(api: ControlApi, request: Request, args: list[str]) -> Response:
+    runtime = api.runtime(args[0])
+    vm = api.port(runtime, args[1]).vm
+    now = trio.current_time()
+    return Response.json([views.flow_view(flow, now) for flow in views.flows(vm)])
+
+
+@_route("/namespaces/{}/flows", "GET")
+def _flows(api: ControlApi, request: Request, args: list[str]) -> Response:
+    runtime = api.runtime(args[0])
+    now = trio.current_time()
+    return Response.json(
+        [views.flow_view(flow, now) for port in runtime.ports for flow in views.flows(port.vm)]
+    )
+
+
+@_route("/namespaces/{}/leases", "GET")
+def _leases(api: ControlApi, request: Request, args: list[str]) -> Response:
+    return Response.json(views.leases_view(api.runtime(args[0]), trio.current_time()))
+
+
+@_route("/namespaces/{}/dns", "GET")
+def _dns(api: ControlApi, request: Request, args: list[str]) -> Response:
+    return Response.json(views.dns_view(api.runtime(args[0])))
+
+
+# -- changing ------------------------------------------------------------------------------
+
+
+@_route("/namespaces/{}/dns/records/{}", "PUT")
+def _put_record(api: ControlApi, request: Request, args: list[str]) -> Response:
+    runtime = api.runtime(args[0])
+    address = _field(request.json(), "address")
+    try:
+        name, parsed = parse_record(f"{args[1]}={address}", "address")
+    except ConfigError as error:
+        raise HttpError(400, str(error)) from None
+    runtime.segment.dns.records[name.lower()] = parsed
+    return Response.json({"name": name.lower(), "address": str(parsed)})
+
+
+@_route("/namespaces/{}/dns/records/{}", "DELETE")
+def _delete_record(api: ControlApi, request: Request, args: list[str]) -> Response:
+    records = api.runtime(args[0]).segment.dns.records
+    name = args[1].lower().rstrip(".")
+    if records.pop(name, None) is None:
+        raise HttpError(404, f"no local record {name!r}")
+    return Response.json({"deleted": name})
+
+
+@_route("/namespaces/{}/vms/{}/pcap", "PUT")
+def _start_pcap(api: ControlApi, request: Request, args: list[str]) -> Response:
+    runtime = api.runtime(args[0])
+    port = api.port(runtime, args[1])
+    body = request.json()
+    if port.pcap is not None:
+        raise HttpError(409, f"VM {args[1]} is being captured to {port.pcap.path} already")
+    if isinstance(body, dict) and "path" in body:
+        if not isinstance(body["path"], str):
+            raise HttpError(400, "path: must be a string")
+        path = Path(body["path"])
+    elif api.pcap_dir is not None:
+        path = api.pcap_dir / f"{runtime.name}-vm{port.vm.id}.pcap"
+    else:
+        raise HttpError(400, "path: missing, and the server has no --pcap directory")
+    try:
+        port.start_capture(path)
+    except OSError as error:
+        raise HttpError(400, f"path: cannot write {path}: {error.strerror}") from None
+    return Response.json({"vm": port.vm.id, "pcap": str(path)})
+
+
+@_route("/namespaces/{}/vms/{}/pcap", "DELETE")
+def _stop_pcap(api: ControlApi, request: Request, args: list[str]) -> Response:
+    port = api.port(api.runtime(args[0]), args[1])
+    if port.pcap is None:
+        raise HttpError(404, f"VM {args[1]} is not being captured")
+    path = port.pcap.path
+    frames = port.pcap.frames
+    port.stop_capture()
+    return Response.json({"vm": port.vm.id, "pcap": str(path), "frames": frames})

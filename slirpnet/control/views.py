@@ -1,0 +1,131 @@
+"""What the control API shows: namespaces, VMs, flows, leases and DNS, as JSON-ready dicts.
+
+Read at request time from the live objects, so the API costs the data path
+nothing.  Times the core keeps are trio clock readings; they are shown as
+seconds from now (``expires_in``, ``idle_for``), and wall-clock times as
+ISO 8601 UTC.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from slirpnet.core.flows import DnsFlow, EchoFlow, Flow, TcpFlow, UdpFlow
+from slirpnet.core.vm import Vm
+from slirpnet.wire.ethernet import format_mac
+
+if TYPE_CHECKING:
+    from slirpnet.shell.port import Port
+    from slirpnet.shell.runtime import NamespaceRuntime
+
+
+def iso_time(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def namespace_view(runtime: NamespaceRuntime) -> dict[str, Any]:
+    settings = runtime.segment.settings
+    return {
+        "name": runtime.name,
+        "network": str(settings.network),
+        "gateway": str(settings.gateway),
+        "dns": str(settings.dns),
+        "mtu": settings.mtu,
+        "restrict": settings.restrict,
+        "host_loopback": settings.host_loopback,
+        "vms": len(runtime.ports),
+    }
+
+
+def vm_view(runtime: NamespaceRuntime, port: Port) -> dict[str, Any]:
+    vm = port.vm
+    stats = vm.stats
+    dhcp = runtime.segment.dhcp
+    leases = sorted(str(lease.address) for lease in dhcp.leases() if lease.mac in vm.macs)
+    return {
+        "id": vm.id,
+        "name": vm.name,
+        "macs": sorted(format_mac(mac) for mac in vm.macs),
+        "addresses": leases,
+        "connected_since": iso_time(port.connected_at),
+        "frames_in": stats.frames_in,
+        "bytes_in": stats.bytes_in,
+        "frames_out": stats.frames_out,
+        "bytes_out": stats.bytes_out,
+        "drops": dict(sorted(stats.drops.items())),
+        "events": dict(sorted(stats.events.items())),
+        "flows": {
+            "tcp": len(vm.tcp_flows),
+            "udp": len(vm.udp_flows),
+            "icmp": len(vm.echo_flows),
+            "dns": len(vm.dns_flows),
+        },
+        "pcap": str(port.pcap.path) if port.pcap is not None else None,
+    }
+
+
+def flows(vm: Vm) -> list[Flow]:
+    return [*vm.tcp_flows.values(), *vm.udp_flows.values(), *vm.echo_flows.values(), *vm.dns_flows]
+
+
+def flow_view(flow: Flow, now: float) -> dict[str, Any]:
+    guest = f"{flow.guest.address}:{flow.guest.port}"
+    view: dict[str, Any] = {"vm": flow.vm.id, "guest": guest}
+    if isinstance(flow, TcpFlow):
+        counters = flow.endpoint.counters
+        view |= {
+            "protocol": "tcp",
+            "destination": f"{flow.dst_address}:{flow.dst_port}",
+            "state": flow.endpoint.state.value,
+            "bytes_to_host": counters.bytes_to_host,
+            "bytes_to_guest": counters.bytes_to_guest,
+            "retransmits": counters.retransmits,
+        }
+    elif isinstance(flow, UdpFlow):
+        view |= {
+            "protocol": "udp",
+            "destination": f"{flow.dst_address}:{flow.dst_port}",
+            "state": "open",
+            "expires_in": round(max(0.0, flow.deadline - now), 3),
+        }
+    elif isinstance(flow, EchoFlow):
+        view |= {
+            "protocol": "icmp",
+            "guest": f"{flow.guest.address} id {flow.guest.port}",
+            "destination": str(flow.dst_address),
+            "state": "open",
+            "expires_in": round(max(0.0, flow.deadline - now), 3),
+        }
+    elif isinstance(flow, DnsFlow):
+        view |= {
+            "protocol": "dns",
+            "destination": f"{flow.host_address}:{flow.host_port}",
+            "state": f"asking upstream {flow.attempt + 1}",
+        }
+    view["host"] = f"{flow.host_address}:{flow.host_port}"
+    return view
+
+
+def leases_view(runtime: NamespaceRuntime, now: float) -> list[dict[str, Any]]:
+    connected = {mac: port.vm.id for port in runtime.ports for mac in port.vm.macs}
+    return [
+        {
+            "address": str(lease.address),
+            "mac": format_mac(lease.mac),
+            "hostname": lease.hostname,
+            "state": "bound" if lease.bound and lease.expires > now else "free",
+            "expires_in": round(max(0.0, lease.expires - now), 3),
+            "vm": connected.get(lease.mac),
+        }
+        for lease in sorted(runtime.segment.dhcp.leases(), key=lambda lease: lease.address)
+    ]
+
+
+def dns_view(runtime: NamespaceRuntime) -> dict[str, Any]:
+    service = runtime.segment.dns
+    return {
+        "address": str(runtime.segment.settings.dns),
+        "upstreams": [str(upstream) for upstream in service.upstreams],
+        "records": {name: str(address) for name, address in sorted(service.records.items())},
+    }
