@@ -1,8 +1,9 @@
 """Log lines that always say which namespace and which VM they are about.
 
 The namespace comes from a context variable that every task of a namespace
-inherits; the VM from the ``extra={"vm": ...}`` of the call, since one task
-(a flush) may speak for any VM of its namespace.
+inherits; the VM (its port's name and its MAC) from the ``extra=vm.log_context``
+of the call, since one task (a flush) may speak for any VM of its namespace.
+Lines about no VM in particular say ``vm=- mac=-``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class _Context(logging.Filter):
             record.ns = namespace_var.get()
         if not hasattr(record, "vm"):
             record.vm = "-"
+        if not hasattr(record, "mac"):
+            record.mac = "-"
         return True
 
 
@@ -33,6 +36,7 @@ class _JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "ns": getattr(record, "ns", "-"),
             "vm": getattr(record, "vm", "-"),
+            "mac": getattr(record, "mac", "-"),
             "msg": record.getMessage(),
             "logger": record.name,
         }
@@ -48,7 +52,9 @@ def configure(level: str, fmt: str) -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s ns=%(ns)s vm=%(vm)s %(message)s")
+            logging.Formatter(
+                "%(asctime)s %(levelname)s ns=%(ns)s vm=%(vm)s mac=%(mac)s %(message)s"
+            )
         )
     root = logging.getLogger("slirpnet")
     root.handlers[:] = [handler]

@@ -13,6 +13,7 @@ truncated UDP answer, and local answers are never truncated).
 
 from __future__ import annotations
 
+import logging
 from ipaddress import IPv4Address
 
 from slirpnet.core.flows import DnsFlow, Endpoint
@@ -20,6 +21,8 @@ from slirpnet.core.settings import Upstream
 from slirpnet.core.vm import Vm
 from slirpnet.wire import dns
 from slirpnet.wire.errors import WireError
+
+log = logging.getLogger(__name__)
 
 LOCAL_TTL = 60
 DROPPED = b""  # local_answer's verdict on a message to neither answer nor forward
@@ -32,6 +35,19 @@ class DnsService:
         self.records = records  # lower-cased names
         self.upstreams = upstreams
         self.timeout = timeout  # per upstream
+        self.down: set[Upstream] = set()  # failed their last query: logged once, until back
+
+    def upstream_failed(self, attempt: int) -> None:
+        upstream = self.upstreams[attempt]
+        if upstream not in self.down:
+            self.down.add(upstream)
+            log.warning("DNS upstream %s is not answering", upstream)
+
+    def upstream_answered(self, attempt: int) -> None:
+        upstream = self.upstreams[attempt]
+        if upstream in self.down:
+            self.down.discard(upstream)
+            log.info("DNS upstream %s answers again", upstream)
 
     def local_answer(self, vm: Vm, payload: bytes) -> bytes | None:
         """The reply when we can give it ourselves: a local name, or nobody to ask.

@@ -184,6 +184,7 @@ class Segment:
             self._drop(vm, "eth_mac_limit")
             return False
         vm.macs.add(mac)
+        vm.mac = vm.mac or mac
         self._switch[mac] = vm
         return True
 
@@ -347,7 +348,7 @@ class Segment:
                 "lease %s to %s",
                 reply.message.yiaddr,
                 ethernet.format_mac(message.chaddr),
-                extra={"vm": vm.name},
+                extra=vm.log_context,
             )
         client = Endpoint(reply.dst_mac, reply.dst_address, dhcp.CLIENT_PORT)
         self._send_udp(vm, client, self.settings.gateway, dhcp.SERVER_PORT, reply.message.encode())
@@ -571,6 +572,7 @@ class Segment:
             self._echo_reply(flow, payload, now)
         elif isinstance(flow, DnsFlow):
             if DnsService.matches(flow, payload):
+                self.dns.upstream_answered(flow.attempt)
                 self._send_udp(vm, flow.guest, self.settings.dns, 53, payload)
                 self._close(flow)
             else:
@@ -634,6 +636,7 @@ class Segment:
         self._close(flow)
         vm = flow.vm
         vm.stats.count("dns_upstream_failed")
+        self.dns.upstream_failed(flow.attempt)
         attempt = flow.attempt + 1
         if attempt < len(self.dns.upstreams) and vm.attached:
             self._ask_upstream(vm, flow.guest, flow.query, attempt, now)
@@ -731,4 +734,4 @@ class Segment:
 
     def _drop(self, vm: Vm, reason: str) -> None:
         vm.stats.drop(reason)
-        log.debug("drop %s", reason, extra={"vm": vm.name})
+        log.debug("drop %s", reason, extra=vm.log_context)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 
 from slirpnet.core.stats import Stats
+from slirpnet.wire.ethernet import format_mac
 
 if TYPE_CHECKING:
     from slirpnet.core.flows import DnsFlow, EchoFlow, FlowKey, TcpFlow, UdpFlow
@@ -20,6 +21,7 @@ class Vm:
     id: int = 0  # unique in its segment, for the control API
     stats: Stats = field(factory=Stats)
     macs: set[bytes] = field(factory=set)  # source addresses seen on this port
+    mac: bytes = b""  # the first of them: the NIC's own, for logs
     outbox: list[bytes] = field(factory=list)  # frames for the VM, drained by the shell
     udp_flows: dict[FlowKey, UdpFlow] = field(factory=dict)
     tcp_flows: dict[FlowKey, TcpFlow] = field(factory=dict)
@@ -35,6 +37,11 @@ class Vm:
     def take_frames(self) -> list[bytes]:
         frames, self.outbox = self.outbox, []
         return frames
+
+    @property
+    def log_context(self) -> dict[str, str]:
+        """The ``extra`` of a log line about this VM: its port's name and its MAC."""
+        return {"vm": self.name, "mac": format_mac(self.mac) if self.mac else "-"}
 
     @property
     def flow_count(self) -> int:

@@ -75,7 +75,7 @@ class NamespaceRuntime:
             self._ports[vm] = port
             if self.pcap_dir is not None:
                 port.start_capture(self.pcap_dir / f"{self.name}-vm{vm.id}.pcap")
-            log.info("VM connected", extra={"vm": name, "ns": self.name})
+            log.info("VM connected", extra=vm.log_context)
             try:
                 yield port
             finally:
@@ -94,7 +94,7 @@ class NamespaceRuntime:
             "VM disconnected after %d frames in, %d out",
             stats.frames_in,
             stats.frames_out,
-            extra={"vm": port.name, "ns": self.name},
+            extra=port.vm.log_context,
         )
 
     @property

@@ -51,7 +51,7 @@ async def _read_stream(port: Port, stream: trio.abc.Stream, fmt: FrameFormat) ->
             frames = decoder.feed(data)
         except FramingError as error:
             port.vm.stats.drop(error.reason)
-            log.warning("closing: %s", error, extra={"vm": port.name})
+            log.warning("closing: %s", error, extra=port.vm.log_context)
             return
         port.feed_many(frames)
 
