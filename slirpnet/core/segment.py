@@ -55,7 +55,6 @@ from slirpnet.wire.errors import WireError
 log = logging.getLogger(__name__)
 
 MAX_MACS_PER_VM = 16  # a guest spraying source addresses cannot grow the switch table
-MAX_FLOWS_PER_VM = 4096
 DNS_FLOW_IDLE = 10.0  # UDP flows to port 53 anywhere: one query, one answer
 ECHO_FLOW_IDLE = 10.0
 FLOW_REFUSED = "refused"  # the host said port unreachable
@@ -636,7 +635,7 @@ class Segment:
     # -- flows -------------------------------------------------------------------------
 
     def _room_for_flow(self, vm: Vm) -> bool:
-        if vm.flow_count < MAX_FLOWS_PER_VM:
+        if vm.flow_count < self.settings.max_flows:
             return True
         self._drop(vm, "flow_limit")
         return False
