@@ -368,6 +368,9 @@ class Segment:
             return
         key = (int(packet.src), segment.src_port, int(packet.dst), segment.dst_port)
         flow = vm.tcp_flows.get(key)
+        if flow is not None and flow.endpoint.takes_new_syn(segment):
+            self._close(flow)  # its TIME_WAIT gives way to a new connection on the same ports
+            flow = None
         if flow is not None:
             flow.endpoint.segment_received(segment, now)
             self._tcp_output(flow, now)
@@ -441,9 +444,33 @@ class Segment:
                 self._actions.append(CloseFlow(flow, abort=op is HostOp.ABORT))
         endpoint.host_ops.clear()
         if endpoint.closed:
+            if endpoint.unreachable:
+                self._tcp_unreachable(flow)
             self._close(flow)
         else:
             self._reschedule(flow, endpoint.deadline())
+
+    def _tcp_unreachable(self, flow: TcpFlow) -> None:
+        """ICMP host unreachable from the gateway, quoting the guest's SYN (RFC 1812 §5.2.7.1).
+
+        Sent when the host connect failed as unreachable or took too long: the guest
+        hears EHOSTUNREACH at once rather than a refusal that did not happen.
+        """
+        guest = flow.guest
+        syn = tcp.TcpSegment(guest.port, flow.dst_port, flow.endpoint.guest_isn, 0, tcp.SYN, 0)
+        header = syn.encode(guest.address, flow.dst_address)
+        original = ipv4.IPv4Packet(guest.address, flow.dst_address, ipv4.PROTO_TCP, header)
+        message = icmp.IcmpMessage.error(
+            icmp.TYPE_DEST_UNREACHABLE, icmp.CODE_HOST_UNREACHABLE, original.encode()
+        )
+        self._send_ip(
+            flow.vm,
+            guest.mac,
+            self.settings.gateway,
+            guest.address,
+            ipv4.PROTO_ICMP,
+            message.encode(),
+        )
 
     # -- ICMP --------------------------------------------------------------------------
 
@@ -577,7 +604,7 @@ class Segment:
             return
         if isinstance(flow, TcpFlow):
             vm.stats.count(f"tcp_host_{kind}")
-            flow.endpoint.host_failed(now)
+            flow.endpoint.host_failed(now, unreachable=kind == FLOW_UNREACHABLE)
             self._tcp_output(flow, now)
             return
         if kind == FLOW_FAILED:

@@ -221,6 +221,19 @@ class TcpEndpoint:
         """The largest payload we send."""
         return min(self.guest_mss, self.our_mss)
 
+    def takes_new_syn(self, seg: TcpSegment) -> bool:
+        """In TIME_WAIT, may this SYN open a new connection on the same ports?
+
+        RFC 9293 §3.10.7.4 (after RFC 6191): yes if it starts beyond RCV.NXT, so it
+        cannot be an old duplicate; and only once the host socket is gone.
+        """
+        return (
+            self.state is State.TIME_WAIT
+            and self.host_released
+            and seg.flags & (tcp.SYN | tcp.ACK | tcp.RST) == tcp.SYN
+            and seq_lt(self.rcv_nxt, seg.seq)
+        )
+
     def deadline(self) -> float:
         times = [self.expires_at]
         if self.retransmit_at is not None:
