@@ -300,6 +300,7 @@ def test_data_both_ways_half_close_and_close(segment: Segment, vm: Vm, shell: Tc
     assert vm.tcp_flows == {} and vm.take_frames() == []
     assert shell.sent[flow] == b"GET / HTTP/1.0\r\n\r\n"
     assert shell.closed == {flow: False}
+    assert flow.endpoint.budget is vm.tcp_buffers and vm.tcp_buffers.used == 0
 
 
 def test_time_wait_gives_way_to_a_new_connection(segment: Segment, vm: Vm, shell: TcpShell) -> None:
@@ -406,6 +407,8 @@ def test_flow_cap_answers_with_a_rst_and_counts() -> None:
 
 def test_detach_aborts_every_host_socket(segment: Segment, vm: Vm, shell: TcpShell) -> None:
     established = connect(segment, vm, shell)
+    segment.flow_received(established, b"q" * 200_000, 0.5)  # held for the guest
+    assert vm.tcp_buffers.used == 200_000 - FLOW_RESERVE
     segment.receive(vm, syn_frame(sport=41000), 1.0)
     connecting = shell.opened()
     segment.detach(vm)
@@ -415,6 +418,7 @@ def test_detach_aborts_every_host_socket(segment: Segment, vm: Vm, shell: TcpShe
     }
     assert len(closes) == 2
     assert shell.open == set() and vm.flow_count == 0
+    assert vm.tcp_buffers.used == 0  # what the flows held is given back
     segment.flow_connected(connecting, 2.0)
     segment.flow_received(established, b"late", 2.0)
     segment.handle_timer(1e6)
@@ -488,6 +492,7 @@ def test_transfer_through_frames_with_loss() -> None:
     assert shell.sent[flow] == upload
     assert flow in shell.shut and shell.closed == {flow: False}
     assert flow.endpoint.counters.retransmits > 0
+    assert vm.tcp_buffers.used == 0
 
 
 def _frame_of(seg: TcpSegment) -> bytes:

@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from slirpnet.core.budget import BufferBudget
+from slirpnet.core.sequence import seq_diff
 from slirpnet.core.tcp import (
     CONNECT_TIMEOUT,
     FLOW_RESERVE,
@@ -89,9 +91,14 @@ def ops(ep: TcpEndpoint) -> list[bytes | HostOp]:
 
 
 def connecting(
-    *, isn: int = GUEST_ISN, iss: int = ISS, our_mss: int = MSS, **kw: object
+    *,
+    isn: int = GUEST_ISN,
+    iss: int = ISS,
+    our_mss: int = MSS,
+    budget: BufferBudget | None = None,
+    **kw: object,
 ) -> TcpEndpoint:
-    return TcpEndpoint.from_syn(syn(isn, **kw), our_mss, 0.0, iss=iss)  # type: ignore[arg-type]
+    return TcpEndpoint.from_syn(syn(isn, **kw), our_mss, 0.0, iss=iss, budget=budget)  # type: ignore[arg-type]
 
 
 def established(
@@ -101,10 +108,11 @@ def established(
     window: int = 65535,
     our_mss: int = MSS,
     now: float = 0.0,
+    budget: BufferBudget | None = None,
     **kw: object,
 ) -> TcpEndpoint:
     """An endpoint after a clean handshake; the guest's next seq is isn + 1."""
-    ep = connecting(isn=isn, iss=iss, our_mss=our_mss, **kw)
+    ep = connecting(isn=isn, iss=iss, our_mss=our_mss, budget=budget, **kw)
     ep.host_connected(now)
     syn_ack = one(ep)
     assert syn_ack.flags == SYN | ACK
@@ -117,6 +125,19 @@ def established(
 
 def data_of(segments: list[TcpSegment]) -> bytes:
     return b"".join(bytes(s.payload) for s in segments)
+
+
+def grow_window(ep: TcpEndpoint, now: float = 0.5) -> int:
+    """The guest fills each window offered and the host takes it all, until the
+    window has grown to RECEIVE_BUFFER; the guest's bytes sent so far."""
+    start = ep.rcv_nxt
+    while ep.rcv_space < RECEIVE_BUFFER:
+        size = seq_diff(ep.rcv_adv, ep.rcv_nxt)
+        ep.segment_received(seg(ep.rcv_nxt, ISS + 1, ACK, b"g" * size), now)
+        ep.host_written(size, now)
+        assert ops(ep) == [b"g" * size]
+        out(ep)
+    return seq_diff(ep.rcv_nxt, start)
 
 
 # -- open ----------------------------------------------------------------------------
@@ -279,7 +300,7 @@ def test_window_scaling_only_when_the_guest_offers_it() -> None:
     ep.segment_received(seg(GUEST_ISN + 1, ISS + 1, window=1000), 0.1)
     assert ep.snd_wnd == 8000  # the guest's windows are scaled by its shift from now on
     ep.host_data(b"x" * 100, 0.2)
-    assert one(ep).window == (RECEIVE_BUFFER >> WINDOW_SHIFT)
+    assert one(ep).window == FLOW_RESERVE >> WINDOW_SHIFT  # the window starts small
     unscaled = established()
     unscaled.host_data(b"x", 0.1)
     assert one(unscaled).window == 65535
@@ -300,7 +321,7 @@ def test_in_order_data_goes_to_the_host_and_is_acknowledged() -> None:
     assert ops(ep) == [b"hello"]
     ack = one(ep)
     assert (ack.flags, ack.seq, ack.ack) == (ACK, ISS + 1, GUEST_ISN + 6)
-    assert ack.window == 65535  # unscaled: capped at the field's size
+    assert ack.window == FLOW_RESERVE - 5  # the host has not taken the 5 bytes yet
     assert ep.to_host_pending == 5
     assert ep.counters.bytes_to_host == 5
 
@@ -332,11 +353,33 @@ def test_retransmitted_data_is_delivered_once() -> None:
     assert [s.ack for s in out(ep)] == [base + 6, base + 6, base + 9]
 
 
-def test_host_that_never_reads_closes_the_window_without_drops() -> None:
+def test_receive_window_grows_as_the_guest_fills_it() -> None:
+    ep = established(wscale=0)
+    assert ep.rcv_space == FLOW_RESERVE
+    sent = grow_window(ep)
+    # The first window (65535 in the SYN-ACK) as it was, then doubled at each full
+    # window the host took: 64 KiB, 128, 256, 512, then 1 MiB.
+    assert sent == FLOW_RESERVE * (1 + 1 + 2 + 4 + 8) - 1
+    assert seq_diff(ep.rcv_adv, ep.rcv_nxt) == RECEIVE_BUFFER
+    ep.segment_received(seg(ep.rcv_nxt, ISS + 1, ACK, b"h"), 1.0)
+    assert one(ep).window == (RECEIVE_BUFFER - 1) >> WINDOW_SHIFT
+
+
+def test_window_does_not_grow_for_a_slow_host() -> None:
     ep = established(wscale=0)
     base = GUEST_ISN + 1
-    chunk = b"z" * 65536
+    ep.segment_received(seg(base, ISS + 1, ACK, b"s" * 65535), 1.0)  # fills it
+    ep.host_written(1000, 1.1)  # the host takes a little
+    ep.segment_received(seg(base + 65535, ISS + 1, ACK, b"s" * 1000), 1.2)  # fills it again
+    assert ep.rcv_space == FLOW_RESERVE  # the host is the limit, not the window
+    assert out(ep)[-1].window == 0
+
+
+def test_host_that_never_reads_closes_the_window_without_drops() -> None:
+    ep = established(wscale=0)
+    base = ep.rcv_nxt + grow_window(ep)
     taken = 0
+    chunk = b"z" * 65536
     for i in range(RECEIVE_BUFFER // len(chunk)):
         ep.segment_received(seg(base + taken, ISS + 1, ACK, chunk), 1.0 + i)
         taken += len(chunk)
@@ -376,7 +419,7 @@ def test_scaled_window_neither_shrinks_by_a_unit_nor_creeps() -> None:
     """
     ep = established(wscale=0)  # scaling on: our unit is 128 bytes
     unit = 1 << WINDOW_SHIFT
-    base = GUEST_ISN + 1
+    base = ep.rcv_nxt + grow_window(ep)
     sent = RECEIVE_BUFFER - 1000
     ep.segment_received(seg(base, ISS + 1, ACK, b"x" * sent), 1.0)
     edge = base + sent + (one(ep).window << WINDOW_SHIFT)
@@ -700,6 +743,61 @@ def test_window_opening_while_nothing_was_buffered() -> None:
     assert ep.read_allowance == FLOW_RESERVE
     ep.host_data(b"late", 5.0)
     assert out(ep) == [] and ep.persist_at is not None
+
+
+# -- memory shared by a VM's flows ---------------------------------------------------
+
+
+def test_flows_share_the_vms_budget_beyond_their_reserves() -> None:
+    budget = BufferBudget(200_000)
+    a = established(window=0xFFFF, wscale=7, budget=budget)
+    b = established(window=0xFFFF, wscale=7, budget=budget)
+    assert a.snd_wnd == b.snd_wnd == 0xFFFF << 7
+    assert a.read_allowance == FLOW_RESERVE + 200_000  # its reserve and all the budget
+    a.host_data(b"a" * (FLOW_RESERVE + 200_000), 1.0)
+    assert budget.used == 200_000 and a.read_allowance == 0
+    assert b.read_allowance == FLOW_RESERVE  # its reserve is still its own
+    b.host_data(b"b" * FLOW_RESERVE, 1.0)
+    assert b.read_allowance == 0 and budget.used == 200_000
+    # The guest ACKs some of a's data: the budget it held goes to whoever reads next.
+    a.segment_received(seg(GUEST_ISN + 1, ISS + 1 + 150_000, window=0xFFFF), 1.1)
+    assert budget.used == 50_000
+    assert a.read_allowance == b.read_allowance == 150_000
+    ops(a)
+    b.segment_received(seg(GUEST_ISN + 1, ISS + 1, window=0xFFFF), 1.2)  # any event of b's
+    assert ops(b) == [HostOp.RESUME]
+    # The end of a flow gives back everything it held.
+    a.segment_received(seg(GUEST_ISN + 1, 0, RST), 1.3)
+    assert a.closed and budget.used == 0
+    b.host_data(b"b" * 150_000, 1.4)
+    assert budget.used == 150_000
+    b.discard()  # its owner forgets it (a VM gone, say)
+    assert budget.used == 0
+
+
+def test_windows_shrink_to_the_reserve_when_the_vms_budget_is_spent() -> None:
+    budget = BufferBudget(100_000)
+    a = established(wscale=0, budget=budget)
+    b = established(wscale=0, budget=budget)
+    base = a.rcv_nxt + grow_window(a)
+    assert budget.used <= budget.limit
+    # a's host stops reading: a holds its reserve and the whole budget, then shuts its window.
+    edge = a.rcv_adv
+    assert seq_diff(edge, base) == (FLOW_RESERVE + 100_000) >> WINDOW_SHIFT << WINDOW_SHIFT
+    a.segment_received(seg(base, ISS + 1, ACK, b"x" * seq_diff(edge, base)), 1.1)
+    assert one(a).window == 0
+    assert budget.used <= budget.limit
+    # b offers only its reserve now, and still takes data.
+    base = GUEST_ISN + 1
+    b.segment_received(seg(base, ISS + 1, ACK, b"y" * 1000), 1.2)
+    assert ops(b) == [b"y" * 1000]
+    ack = one(b)
+    assert 1000 + (ack.window << WINDOW_SHIFT) <= FLOW_RESERVE + budget.free
+    assert (ack.window << WINDOW_SHIFT) >= FLOW_RESERVE - 1000 - (1 << WINDOW_SHIFT)
+    # a's host takes everything: the budget comes back, and a's window opens again.
+    a.host_written(a.to_host_pending, 2.0)
+    assert one(a).window << WINDOW_SHIFT >= FLOW_RESERVE
+    assert budget.used == a._charged + b._charged
 
 
 # -- close ---------------------------------------------------------------------------

@@ -388,7 +388,7 @@ class Segment:
         if not self._room_for_flow(vm):
             self._tcp_refuse(vm, eth.src, packet, segment)
             return
-        endpoint = TcpEndpoint.from_syn(segment, self.settings.mtu - 40, now)
+        endpoint = TcpEndpoint.from_syn(segment, self.settings.mtu - 40, now, budget=vm.tcp_buffers)
         flow = TcpFlow(
             vm=vm,
             guest=Endpoint(eth.src, packet.src, segment.src_port),
@@ -689,6 +689,7 @@ class Segment:
         vm = flow.vm
         if isinstance(flow, TcpFlow):
             vm.tcp_flows.pop(flow.key, None)
+            flow.endpoint.discard()
             if flow.host_closed:
                 return
             flow.host_closed = True

@@ -25,7 +25,9 @@ the host socket (``host_connected``, ``host_data``, ``host_eof``,
   duplicate ACK.  The advertised window is the room really left: bytes the host
   socket has not taken yet (``host_written`` gives them back) count against it,
   so a host that stops reading stops the guest by the window, never by drops.
-  An offered window is never taken back.
+  The window starts at ``FLOW_RESERVE`` and doubles each time the guest fills
+  it, up to ``RECEIVE_BUFFER``: a flow the guest hardly sends on never ties up
+  memory with a window it does not use.
 * Host to guest.  The shell reads only ``read_allowance`` bytes: what the
   guest's window and the send buffer have room for (a little more at a zero
   window, so there is something to probe with).  Data stays buffered until the
@@ -40,6 +42,10 @@ the host socket (``host_connected``, ``host_data``, ``host_eof``,
   are done and the host socket has taken every byte, it is closed
   (``HostOp.CLOSE``).  A RST either way aborts both sides at once.
   ``TIME_WAIT`` is short, only long enough to re-ACK a retransmitted FIN.
+* Memory.  A flow holds at most ``SEND_BUFFER`` bytes for the guest and
+  ``RECEIVE_BUFFER`` from it (the offered window included).  Beyond
+  ``FLOW_RESERVE`` each way it draws on its VM's ``BufferBudget``, shared by the
+  VM's flows: a flow short of budget reads less and offers a smaller window.
 
 Sequence numbers are compared modulo 2**32, and every ACK in our own sequence
 space (it must lie in SND.UNA..SND.MAX).  Nothing here raises on any segment;
@@ -53,6 +59,7 @@ import random
 
 from attrs import define, field
 
+from slirpnet.core.budget import BufferBudget
 from slirpnet.core.reassembly import Reassembly
 from slirpnet.core.sequence import seq_add, seq_diff, seq_le, seq_lt
 from slirpnet.wire import tcp
@@ -75,7 +82,9 @@ IDLE_TIMEOUT = 7200.0  # RFC 1122 §4.2.3.6: keep-alives, where used, come every
 HALF_CLOSED_IDLE = 300.0
 SEND_BUFFER = 1 << 20  # host data held for the guest, sent or not, until ACKed
 RECEIVE_BUFFER = 1 << 20  # guest data: not yet taken by the host socket, or the window
-FLOW_RESERVE = 1 << 16  # read ahead of a zero window, so that there is data to probe with
+# Each way, a flow's own: never drawn from the VM's budget, so that every flow can
+# always move; also how far we read ahead of a zero window, to have data to probe with.
+FLOW_RESERVE = 1 << 16
 WINDOW_SHIFT = 7  # RFC 7323 §2.3: ours, when the guest scales: 65535 << 7 covers 8 MiB
 DEFAULT_GUEST_MSS = 536  # RFC 9293 §3.7.1, when the SYN names none
 MIN_GUEST_MSS = 88  # Linux's TCP_MIN_MSS: no one-byte segments on a guest's say-so
@@ -148,6 +157,8 @@ class TcpEndpoint:
     rcv_nxt: int = 0
     rcv_adv: int = 0  # the furthest right edge of a window ever advertised
     to_host_pending: int = 0  # handed to the host, not yet written by it
+    rcv_space: int = FLOW_RESERVE  # the most we hold (pending and window), grown by use
+    rcv_drained: int = 0  # bytes the host took since rcv_space last grew
     reassembly: Reassembly = field(factory=Reassembly)
     fin_seq: int | None = None  # where the guest's FIN is, seen ahead of RCV.NXT
     guest_fin: bool = False  # the guest's FIN is in: the host was told to shut down
@@ -172,12 +183,21 @@ class TcpEndpoint:
     segments: list[TcpSegment] = field(factory=list)
     host_ops: list[bytes | HostOp] = field(factory=list)
     counters: TcpCounters = field(factory=TcpCounters)
+    # On its own, a flow is bounded by its buffers only.
+    budget: BufferBudget = field(factory=lambda: BufferBudget(SEND_BUFFER + RECEIVE_BUFFER))
+    _charged: int = 0  # what this flow holds in ``budget`` now
     _ack_due: bool = False  # the guest must hear RCV.NXT and the window
     _read_blocked: bool = False  # read_allowance was 0 when last looked at
 
     @classmethod
     def from_syn(
-        cls, syn: TcpSegment, our_mss: int, now: float, *, iss: int | None = None
+        cls,
+        syn: TcpSegment,
+        our_mss: int,
+        now: float,
+        *,
+        budget: BufferBudget | None = None,
+        iss: int | None = None,
     ) -> TcpEndpoint:
         options = syn.options
         iss = random.getrandbits(32) if iss is None else iss
@@ -191,6 +211,8 @@ class TcpEndpoint:
             scaling=options.window_scale is not None,
             guest_shift=options.window_scale or 0,
         )
+        if budget is not None:
+            endpoint.budget = budget
         endpoint.rcv_nxt = endpoint.rcv_adv = seq_add(syn.seq, 1)
         endpoint.snd_una = endpoint.snd_nxt = endpoint.snd_max = iss
         endpoint.snd_wnd = syn.window  # RFC 7323 §2.2: a SYN's window is never scaled
@@ -212,9 +234,12 @@ class TcpEndpoint:
         """How much the shell may read from the host socket now."""
         if self.fin_queued or self.state not in _READING:
             return 0
+        held = len(self.send_buffer)
         window = seq_diff(self._snd_edge(), self.snd_una)
-        limit = min(SEND_BUFFER, max(window, FLOW_RESERVE))
-        return max(0, limit - len(self.send_buffer))
+        limit = min(
+            SEND_BUFFER, max(window, FLOW_RESERVE), max(held, FLOW_RESERVE) + self.budget.free
+        )
+        return max(0, limit - held)
 
     @property
     def mss(self) -> int:
@@ -233,6 +258,11 @@ class TcpEndpoint:
             and seg.flags & (tcp.SYN | tcp.ACK | tcp.RST) == tcp.SYN
             and seq_lt(self.rcv_nxt, seg.seq)
         )
+
+    def discard(self) -> None:
+        """The owner forgets this endpoint: what it held goes back to the budget."""
+        self.budget.used -= self._charged
+        self._charged = 0
 
     def deadline(self) -> float:
         times = [self.expires_at]
@@ -254,6 +284,7 @@ class TcpEndpoint:
         self._send_syn_ack()
         self.timed_seq, self.timed_at = self.iss, now
         self.retransmit_at = now + self.rto
+        self._settle()
 
     def host_failed(self, now: float, *, unreachable: bool = False) -> None:
         """The host socket failed: its connect (refused, or ``unreachable``) or later."""
@@ -266,11 +297,13 @@ class TcpEndpoint:
         elif self.state not in (State.TIME_WAIT, State.CLOSED):
             self._send_reset()
         self._terminate(HostOp.CLOSE)
+        self._settle()
 
     def host_data(self, data: bytes, now: float) -> None:
         if self.fin_queued or self.state not in _READING:
             return
         self.send_buffer += data
+        self._account()
         self.last_activity = now
         self._transmit(now)
         self._settle()
@@ -287,6 +320,8 @@ class TcpEndpoint:
     def host_written(self, count: int, now: float) -> None:
         """The host socket took ``count`` more bytes: the window can open again."""
         self.to_host_pending = max(0, self.to_host_pending - count)
+        self.rcv_drained += count
+        self._account()
         self.last_activity = now
         self._release_host_when_done()
         if self.state in _RECEIVING and self.state is not State.SYN_RECEIVED:
@@ -411,6 +446,7 @@ class TcpEndpoint:
         held = len(self.send_buffer)
         fin_acked = self.fin_queued and acked > held
         del self.send_buffer[: min(acked, held)]
+        self._account()
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack  # after a go-back-N, the guest had more than we resent
@@ -458,6 +494,12 @@ class TcpEndpoint:
         if start + len(payload) > window:  # the tail is beyond the window: cut, FIN too
             payload = payload[: max(0, window - start)]
             fin = False
+        end = seq_add(seg.seq, len(seg.payload))
+        if seq_diff(self.rcv_adv, end) < len(payload) and self.rcv_drained >= self.rcv_space // 2:
+            # No room for another such segment, and the host keeps up: the window, not
+            # the host, limits the guest.
+            self.rcv_space = min(2 * self.rcv_space, RECEIVE_BUFFER)
+            self.rcv_drained = 0
         if fin:
             self.fin_seq = seq_add(self.rcv_nxt, start + len(payload))
         self._ack_due = True  # at once, duplicate or not (RFC 5681 §4.2)
@@ -484,6 +526,7 @@ class TcpEndpoint:
         self.fin_seq = None
         self.reassembly.clear()
         self.guest_fin = True
+        self._account()  # the window offered is void now
         self.host_ops.append(HostOp.SHUTDOWN)
         if self.state is State.ESTABLISHED:
             self._enter(State.CLOSE_WAIT, now)
@@ -689,7 +732,23 @@ class TcpEndpoint:
 
     def _room(self) -> int:
         """How many bytes from RCV.NXT on we can hold now."""
-        return max(0, RECEIVE_BUFFER - self.to_host_pending)
+        held = self._receive_held()
+        limit = min(self.rcv_space, max(held, FLOW_RESERVE) + self.budget.free)
+        return max(0, limit - self.to_host_pending)
+
+    def _receive_held(self) -> int:
+        """Guest bytes the host has not taken, and the window still offered for more."""
+        if self.host_released:
+            return 0
+        offered = 0 if self.guest_fin else max(0, seq_diff(self.rcv_adv, self.rcv_nxt))
+        return self.to_host_pending + offered
+
+    def _account(self) -> None:
+        """Charge the budget for what this flow holds beyond its reserve each way."""
+        charge = max(0, len(self.send_buffer) - FLOW_RESERVE)
+        charge += max(0, self._receive_held() - FLOW_RESERVE)
+        self.budget.used += charge - self._charged
+        self._charged = charge
 
     def _rcv_wnd(self) -> int:
         """RCV.WND: the room, or more if a window offered earlier reaches further."""
@@ -712,6 +771,7 @@ class TcpEndpoint:
         edge = seq_add(self.rcv_nxt, window << shift)
         if seq_lt(self.rcv_adv, edge):
             self.rcv_adv = edge
+            self._account()
         return window
 
     # -- bookkeeping -------------------------------------------------------------------
@@ -773,7 +833,8 @@ class TcpEndpoint:
             self.host_ops.append(op)
 
     def _settle(self) -> None:
-        """After every event: tell the shell when it may read from the host again."""
+        """After every event: settle the budget; tell the shell when it may read again."""
+        self._account()
         blocked = self.read_allowance == 0
         if self._read_blocked and not blocked:
             self.host_ops.append(HostOp.RESUME)
