@@ -10,13 +10,15 @@ different namespaces are different ``Segment`` objects that share nothing.
 
 The gateway owns two addresses (``gateway``, which stands for the host, and
 ``dns``) behind one MAC.  It answers ARP for them, serves DHCP, answers or
-forwards DNS, answers pings, and NATs the guests' UDP and ICMP echo: each flow
-becomes a host socket that the shell opens, feeds and closes on the core's
-``actions``; the shell reports what the host socket receives through
-``flow_received`` and ``flow_error``.  Frames for a VM collect in ``vm.outbox``.
+forwards DNS, answers pings, and NATs the guests' TCP, UDP and ICMP echo: each
+flow becomes a host socket that the shell opens, feeds and closes on the core's
+``actions``; the shell reports what happens on it through ``flow_received`` and
+``flow_error``, and for TCP ``flow_connected``, ``flow_eof`` and ``flow_written``.
+Each TCP flow's protocol is its ``TcpEndpoint`` (``tcp.py``).  Frames for a VM
+collect in ``vm.outbox``.
 
 Time is only ever what the caller passes in: ``get_timer()`` says when
-``handle_timer(now)`` is next due (idle flows, DNS retries).
+``handle_timer(now)`` is next due (idle flows, DNS retries, TCP timers).
 
 Bad input never raises: every frame that is not used is counted under a reason
 in the sending VM's ``stats.drops`` and logged at debug level.
