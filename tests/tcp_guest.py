@@ -11,6 +11,8 @@ its own, so that a mistake in ``slirpnet.core.sequence`` cannot hide in both end
 
 from __future__ import annotations
 
+import heapq
+
 from slirpnet.wire import tcp
 from slirpnet.wire.tcp import TcpOptions, TcpSegment
 
@@ -56,7 +58,8 @@ class GuestTcp:
         # Receiving.
         self.my_shift = 0
         self.rcv_nxt = self.rcv_adv = 0  # RCV.ADV: the furthest right edge offered
-        self.held: dict[int, tuple[bytes, bool]] = {}  # out of order: seq -> (data, FIN)
+        self.rcv_pos = 0  # RCV.NXT as a position in the stream, not wrapped
+        self.held: list[tuple[int, bytes, bool]] = []  # heap of (position, data, FIN)
         self.unread = bytearray()
         self.received = bytearray()  # what the application has read
         self.peer_fin = False
@@ -88,7 +91,8 @@ class GuestTcp:
         before = diff(self.rcv_adv, self.rcv_nxt)
         del self.unread[: len(taken)]
         self.received += taken
-        if self.state == "established" and before < self.mss <= self._room():
+        step = min(self.buffer // 2, self.mss)  # RFC 9293 §3.8.6.2.2
+        if self.state == "established" and before < step <= self._room():
             self._ack()
 
     @property
@@ -181,29 +185,24 @@ class GuestTcp:
     def _take_data(self, seg: TcpSegment, start: int) -> None:
         data, seq, fin = bytes(seg.payload), seg.seq, bool(seg.flags & tcp.FIN)
         if start < 0:
-            data, seq = data[-start:], self.rcv_nxt
-        room = max(self._room() - diff(seq, self.rcv_nxt), diff(self.rcv_adv, seq))
+            data, seq, start = data[-start:], self.rcv_nxt, 0
+        room = max(self._room() - start, diff(self.rcv_adv, seq))
         if len(data) > room:
             data, fin = data[: max(0, room)], False
-        if len(data) >= len(self.held.get(seq, (b"", False))[0]):
-            self.held[seq] = (data, fin)
-        progress = True
-        while progress:
-            progress = False
-            for s, (d, f) in list(self.held.items()):
-                offset = diff(s, self.rcv_nxt)
-                if offset > 0:
-                    continue
-                del self.held[s]
-                if offset + len(d) < 0:
-                    continue  # all of it (and its FIN) came before
-                new = d[-offset:]
-                self.unread += new
-                self.rcv_nxt = (self.rcv_nxt + len(new)) % M
-                if f and not self.peer_fin:
-                    self.peer_fin = True
-                    self.rcv_nxt = (self.rcv_nxt + 1) % M
-                progress = True
+        heapq.heappush(self.held, (self.rcv_pos + start, data, fin))
+        while self.held and self.held[0][0] <= self.rcv_pos:
+            position, d, f = heapq.heappop(self.held)
+            offset = position - self.rcv_pos
+            if offset + len(d) < 0:
+                continue  # all of it (and its FIN) came before
+            new = d[-offset:]
+            self.unread += new
+            self.rcv_pos += len(new)
+            self.rcv_nxt = (self.rcv_nxt + len(new)) % M
+            if f and not self.peer_fin:
+                self.peer_fin = True
+                self.rcv_pos += 1
+                self.rcv_nxt = (self.rcv_nxt + 1) % M
 
     # -- sending ---------------------------------------------------------------------
 

@@ -577,6 +577,23 @@ def test_rtt_estimate_follows_rfc_6298() -> None:
     assert ep.rto == pytest.approx(0.5625)
 
 
+def test_backoff_is_undone_without_any_rtt_sample() -> None:
+    """Under heavy loss Karn may never allow a sample: progress still ends the backoff."""
+    ep = connecting()
+    ep.host_connected(0.0)
+    out(ep)
+    ep.handle_timer(1.0)  # the SYN-ACK again: its ACK gives no sample (Karn)
+    ep.segment_received(seg(GUEST_ISN + 1, ISS + 1), 1.5)
+    assert ep.srtt is None and ep.rto == 2 * RTO_INITIAL
+    ep.host_data(b"x" * 3000, 2.0)
+    out(ep)
+    for now in (4.0, 8.0, 16.0):
+        ep.handle_timer(now)
+    assert ep.rto == 16 * RTO_INITIAL
+    ep.segment_received(seg(GUEST_ISN + 1, ISS + 1 + 1460), 16.5)
+    assert ep.srtt is None and ep.rto == RTO_INITIAL  # RFC 6298 §2.1's, not 16 s
+
+
 def test_fast_retransmit_on_the_third_duplicate_ack_and_newreno_partial_acks() -> None:
     ep = established(window=65535)
     ep.host_data(bytes(range(256)) * 40, 1.0)  # 10240 bytes: 8 segments

@@ -450,11 +450,11 @@ class TcpEndpoint:
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack  # after a go-back-N, the guest had more than we resent
-        if self.retries and self.srtt is not None:
+        if self.retries:
             # New data got through: undo the backoff.  RFC 6298 keeps it until a fresh
             # sample, which go-back-N retransmissions never give (Karn); on a virtual
             # link it protects nothing and turns each further loss into a long stall.
-            self.rto = self._estimate()
+            self.rto = RTO_INITIAL if self.srtt is None else self._estimate()
         self.retries = 0
         self.dupacks = 0
         self._time(ack, now)
