@@ -50,6 +50,7 @@ _VALUE_FLAGS = (
     ("--dns-record", True, "NAME=IPV4 answered locally (host.slirpnet.internal is the host)"),
     ("--static-lease", True, "MAC=IPV4, a fixed DHCP lease"),
     ("--udp-idle-timeout", False, "seconds before an idle UDP flow is closed (default 60)"),
+    ("--max-flows", False, "flows a VM may hold at once; more TCP connections get a RST (4096)"),
 )
 
 

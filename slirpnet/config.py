@@ -174,6 +174,7 @@ _SCALAR: dict[str, Callable[[str, str], Any]] = {
     "domain": _domain,
     "udp-idle-timeout": _seconds,
     "dns-timeout": _seconds,
+    "max-flows": _int,
     "stdio": _choice(("qemu", "vde")),
 }
 _LISTS: dict[str, Callable[[str, str], Any]] = {
@@ -215,6 +216,7 @@ _SETTINGS_FIELDS = {
     "domain": "domain",
     "udp-idle-timeout": "udp_idle_timeout",
     "dns-timeout": "dns_timeout",
+    "max-flows": "max_flows",
     "dns-upstream": "dns_upstreams",
     "dns-record": "dns_records",
     "search": "search",

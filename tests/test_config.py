@@ -58,6 +58,8 @@ def test_flags() -> None:
         "52:54:00:00:00:01=192.168.76.50",
         "--no-host-loopback",
         "--restrict",
+        "--max-flows",
+        "64",
     ).namespaces
     assert namespace.listen == (
         Address("unix", path="/run/a.sock"),
@@ -81,6 +83,7 @@ def test_flags() -> None:
         StaticLease(bytes.fromhex("525400000001"), IPv4Address("192.168.76.50")),
     )
     assert not settings.host_loopback and settings.restrict
+    assert settings.max_flows == 64
 
 
 def test_vde_on_stdio_defaults_to_mtu_1500() -> None:
@@ -109,6 +112,8 @@ def test_no_listener_means_the_default_socket(monkeypatch: pytest.MonkeyPatch) -
         (["--dns-record", "noequals"], "dns-record"),
         (["--static-lease", "zz=10.0.2.9"], "static-lease"),
         (["--udp-idle-timeout", "-1"], "udp-idle-timeout"),
+        (["--max-flows", "0"], "max-flows"),
+        (["--max-flows", "many"], "max-flows"),
         (["--stdio", "serial"], "stdio"),
         (["--listen", "unix:/a", "--listen", "unix:/a"], "listen"),
     ],
@@ -132,6 +137,7 @@ listen = ["unix:/run/lab.sock", "unixgram:/run/lab.dgram"]
 net = "10.9.0.0/24"
 restrict = true
 dns_record = ["printer.lab=10.9.0.200"]
+max_flows = 100
 """
     )
     config = load_file(path)
@@ -143,6 +149,7 @@ dns_record = ["printer.lab=10.9.0.200"]
     assert lab.listen[1] == Address("unixgram", path="/run/lab.dgram")
     assert lab.settings.gateway == IPv4Address("10.9.0.2")
     assert lab.settings.restrict and not default.settings.restrict
+    assert (lab.settings.max_flows, default.settings.max_flows) == (100, 4096)
     # Settings at the top are inherited; listeners are not.
     assert lab.settings.dns_upstreams == default.settings.dns_upstreams
 
@@ -154,6 +161,7 @@ dns_record = ["printer.lab=10.9.0.200"]
         ("colour = 'blue'", "colour"),
         ("restrict = 'yes'", "restrict"),
         ("[namespace.a]\ngateway = '1.2.3.4'", "namespace.a.gateway"),
+        ("[namespace.a]\nmax-flows = -5", "namespace.a.max-flows"),
         ("[namespace.a]\nstdio='vde'\n[namespace.b]\nstdio='qemu'", "stdio"),
         ("this is not toml", "config"),
     ],

@@ -15,17 +15,15 @@ from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
 from scapy.layers.l2 import Ether
 
-from slirpnet.core import segment as segment_module
 from slirpnet.core.flows import DnsFlow, EchoFlow, SendFlow, UdpFlow
 from slirpnet.core.segment import (
     DNS_FLOW_IDLE,
     FLOW_FAILED,
     FLOW_REFUSED,
     FLOW_UNREACHABLE,
-    MAX_FLOWS_PER_VM,
     Segment,
 )
-from slirpnet.core.settings import HOST_LOOPBACK
+from slirpnet.core.settings import DEFAULT_MAX_FLOWS, HOST_LOOPBACK, NetworkSettings
 from slirpnet.core.vm import Vm
 from tests.test_core_segment import (
     BROADCAST,
@@ -321,10 +319,9 @@ def test_many_flows_expire_in_deadline_order(segment: Segment, vm: Vm, shell: Sh
 # -- limits and lifetime -----------------------------------------------------------
 
 
-def test_flow_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert MAX_FLOWS_PER_VM == 4096
-    monkeypatch.setattr(segment_module, "MAX_FLOWS_PER_VM", 3)
-    segment = new_segment(dns_upstreams=(UPSTREAM_1,))
+def test_flow_limit() -> None:
+    assert DEFAULT_MAX_FLOWS == NetworkSettings().max_flows == 4096
+    segment = new_segment(dns_upstreams=(UPSTREAM_1,), max_flows=3)
     vm = segment.attach("guest")
     other = segment.attach("other")
     shell = Shell(segment)

@@ -10,13 +10,15 @@ different namespaces are different ``Segment`` objects that share nothing.
 
 The gateway owns two addresses (``gateway``, which stands for the host, and
 ``dns``) behind one MAC.  It answers ARP for them, serves DHCP, answers or
-forwards DNS, answers pings, and NATs the guests' UDP and ICMP echo: each flow
-becomes a host socket that the shell opens, feeds and closes on the core's
-``actions``; the shell reports what the host socket receives through
-``flow_received`` and ``flow_error``.  Frames for a VM collect in ``vm.outbox``.
+forwards DNS, answers pings, and NATs the guests' TCP, UDP and ICMP echo: each
+flow becomes a host socket that the shell opens, feeds and closes on the core's
+``actions``; the shell reports what happens on it through ``flow_received`` and
+``flow_error``, and for TCP ``flow_connected``, ``flow_eof`` and ``flow_written``.
+Each TCP flow's protocol is its ``TcpEndpoint`` (``tcp.py``).  Frames for a VM
+collect in ``vm.outbox``.
 
 Time is only ever what the caller passes in: ``get_timer()`` says when
-``handle_timer(now)`` is next due (idle flows, DNS retries).
+``handle_timer(now)`` is next due (idle flows, DNS retries, TCP timers).
 
 Bad input never raises: every frame that is not used is counted under a reason
 in the sending VM's ``stats.drops`` and logged at debug level.
@@ -56,7 +58,6 @@ from slirpnet.wire.errors import WireError
 log = logging.getLogger(__name__)
 
 MAX_MACS_PER_VM = 16  # a guest spraying source addresses cannot grow the switch table
-MAX_FLOWS_PER_VM = 4096
 DNS_FLOW_IDLE = 10.0  # UDP flows to port 53 anywhere: one query, one answer
 ECHO_FLOW_IDLE = 10.0
 FLOW_REFUSED = "refused"  # the host said port unreachable
@@ -384,6 +385,9 @@ class Segment:
             return
         key = (int(packet.src), segment.src_port, int(packet.dst), segment.dst_port)
         flow = vm.tcp_flows.get(key)
+        if flow is not None and flow.endpoint.takes_new_syn(segment):
+            self._close(flow)  # its TIME_WAIT gives way to a new connection on the same ports
+            flow = None
         if flow is not None:
             flow.endpoint.segment_received(segment, now)
             self._tcp_output(flow, now)
@@ -401,7 +405,7 @@ class Segment:
         if not self._room_for_flow(vm):
             self._tcp_refuse(vm, eth.src, packet, segment)
             return
-        endpoint = TcpEndpoint.from_syn(segment, self.settings.mtu - 40, now)
+        endpoint = TcpEndpoint.from_syn(segment, self.settings.mtu - 40, now, budget=vm.tcp_buffers)
         flow = TcpFlow(
             vm=vm,
             guest=Endpoint(eth.src, packet.src, segment.src_port),
@@ -473,9 +477,33 @@ class Segment:
                 self._actions.append(CloseFlow(flow, abort=op is HostOp.ABORT))
         endpoint.host_ops.clear()
         if endpoint.closed:
+            if endpoint.unreachable:
+                self._tcp_unreachable(flow)
             self._close(flow)
         else:
             self._reschedule(flow, endpoint.deadline())
+
+    def _tcp_unreachable(self, flow: TcpFlow) -> None:
+        """ICMP host unreachable from the gateway, quoting the guest's SYN (RFC 1812 §5.2.7.1).
+
+        Sent when the host connect failed as unreachable or took too long: the guest
+        hears EHOSTUNREACH at once rather than a refusal that did not happen.
+        """
+        guest = flow.guest
+        syn = tcp.TcpSegment(guest.port, flow.dst_port, flow.endpoint.guest_isn, 0, tcp.SYN, 0)
+        header = syn.encode(guest.address, flow.dst_address)
+        original = ipv4.IPv4Packet(guest.address, flow.dst_address, ipv4.PROTO_TCP, header)
+        message = icmp.IcmpMessage.error(
+            icmp.TYPE_DEST_UNREACHABLE, icmp.CODE_HOST_UNREACHABLE, original.encode()
+        )
+        self._send_ip(
+            flow.vm,
+            guest.mac,
+            self.settings.gateway,
+            guest.address,
+            ipv4.PROTO_ICMP,
+            message.encode(),
+        )
 
     # -- ICMP --------------------------------------------------------------------------
 
@@ -610,7 +638,7 @@ class Segment:
             return
         if isinstance(flow, TcpFlow):
             vm.stats.count(f"tcp_host_{kind}")
-            flow.endpoint.host_failed(now)
+            flow.endpoint.host_failed(now, unreachable=kind == FLOW_UNREACHABLE)
             self._tcp_output(flow, now)
             return
         if kind == FLOW_FAILED:
@@ -669,7 +697,7 @@ class Segment:
     # -- flows -------------------------------------------------------------------------
 
     def _room_for_flow(self, vm: Vm) -> bool:
-        if vm.flow_count < MAX_FLOWS_PER_VM:
+        if vm.flow_count < self.settings.max_flows:
             return True
         self._drop(vm, "flow_limit")
         return False
@@ -697,6 +725,7 @@ class Segment:
         if isinstance(flow, TcpFlow):
             vm.tcp_flows.pop(flow.key, None)
             vm.stats.count("tcp_retransmits", flow.endpoint.counters.retransmits)
+            flow.endpoint.discard()
             if flow.host_closed:
                 return
             flow.host_closed = True

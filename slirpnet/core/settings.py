@@ -16,6 +16,10 @@ from attrs import frozen
 DEFAULT_MTU = 65520
 VDE_MTU = 1500
 MIN_MTU = 576  # RFC 791: every host must accept datagrams this large
+# Flows (TCP connections, UDP and echo conversations, DNS queries) a VM may hold at
+# once; beyond it a new TCP connection gets a RST.  Each TCP flow may buffer a few
+# MiB, so this is also what bounds a VM's memory.
+DEFAULT_MAX_FLOWS = 4096
 DEFAULT_HOST_NAME = "host.slirpnet.internal"
 HOST_LOOPBACK = IPv4Address("127.0.0.1")
 
@@ -53,6 +57,7 @@ class NetworkSettings:
     restrict: bool = False
     udp_idle_timeout: float = 60.0
     dns_timeout: float = 2.0  # per upstream, before the next one is tried
+    max_flows: int = DEFAULT_MAX_FLOWS  # per VM
 
     def __attrs_post_init__(self) -> None:
         problems = self.problems()
@@ -71,6 +76,8 @@ class NetworkSettings:
             found.append(f"dns: {self.dns} is the gateway's address too")
         if not MIN_MTU <= self.mtu <= DEFAULT_MTU:
             found.append(f"mtu: {self.mtu} is outside {MIN_MTU}..{DEFAULT_MTU}")
+        if self.max_flows < 1:
+            found.append(f"max_flows: {self.max_flows} leaves no room for a single flow")
         if net.prefixlen > 30:
             found.append(f"network: {net} has no room for a gateway, DNS and a guest")
         reserved = {self.gateway, self.dns, net.network_address, net.broadcast_address}

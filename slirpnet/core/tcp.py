@@ -4,32 +4,52 @@ Theory of operation
 -------------------
 A guest's connection is split in two at the NAT: the guest talks TCP to this
 endpoint, and the shell holds an ordinary host socket to the destination.  The
-endpoint does everything TCP asks of a peer on the guest's side and tells the
-host side what to do through ``host_ops``:
+endpoint is fed the guest's segments (``segment_received``), what happens on
+the host socket (``host_connected``, ``host_data``, ``host_eof``,
+``host_written``, ``host_failed``) and the time (``handle_timer`` once
+``deadline()`` has come).  It answers with ``segments`` for the guest and
+``host_ops`` for the host socket, which its owner takes after every call.
 
 * Open.  A guest SYN creates the endpoint in ``CONNECTING`` while the shell
   connects the host socket; retransmitted SYNs change nothing.  Only when the
   host connect succeeds does the guest get a SYN-ACK (``SYN_RECEIVED``), so a
-  refused port is a RST, not an accepted-then-reset connection.
+  refused port is a RST, not an accepted-then-reset connection.  An unreachable
+  host, or a connect slower than ``CONNECT_TIMEOUT``, sends nothing and sets
+  ``unreachable``: the owner answers with ICMP host unreachable.  Host data that
+  arrives before the guest's ACK completes the handshake waits for it.
+* Options.  MSS both ways (ours from the MTU) and window scaling when the guest
+  offers it (RFC 7323 §2).  SACK and timestamps are never offered, so a guest
+  never uses them (RFC 2018 §2, RFC 7323 §3.2).
 * Guest to host.  In-order data is handed on at once (a ``bytes`` host op);
-  out-of-order data waits in a bounded reassembly map and is answered with a
-  duplicate ACK.  The advertised window is the room left in the receive budget
-  after what the host socket has not yet taken (``host_written`` gives it back),
+  out-of-order data waits in a bounded ``Reassembly`` and is answered with a
+  duplicate ACK.  The advertised window is the room really left: bytes the host
+  socket has not taken yet (``host_written`` gives them back) count against it,
   so a host that stops reading stops the guest by the window, never by drops.
-* Host to guest.  The shell reads only ``read_allowance`` bytes (the room in
-  the send buffer).  Data stays buffered until the guest ACKs it, for
-  retransmission: RTO per RFC 6298 with backoff, fast retransmit on the third
-  duplicate ACK with NewReno's partial-ACK rule (RFC 6582), and zero-window
-  probes from the persist timer.  There is no congestion control: the only
-  link is the virtual one to the guest, whose receive window is the limit.
+  The window starts at ``FLOW_RESERVE`` and doubles each time the guest fills
+  it, up to ``RECEIVE_BUFFER``: a flow the guest hardly sends on never ties up
+  memory with a window it does not use.
+* Host to guest.  The shell reads only ``read_allowance`` bytes: what the
+  guest's window and the send buffer have room for (a little more at a zero
+  window, so there is something to probe with).  Data stays buffered until the
+  guest ACKs it, for retransmission: RTO per RFC 6298 with backoff and go-back-N
+  from SND.UNA, fast retransmit on the third duplicate ACK with NewReno's
+  partial-ACK rule (RFC 6582), window probes from the persist timer.  There is
+  no congestion control: the only link is the virtual one to the guest, whose
+  receive window is the limit.
 * Close.  A FIN either way is a half-close: the guest's becomes
-  ``HOST_SHUTDOWN`` (shutdown for writing, after the data), the host's EOF
-  becomes our FIN after the buffered data.  A RST either way aborts both.
+  ``HostOp.SHUTDOWN`` after its data, the host's EOF becomes our FIN after the
+  buffered data, and data keeps flowing the other way.  Once both directions
+  are done and the host socket has taken every byte, it is closed
+  (``HostOp.CLOSE``).  A RST either way aborts both sides at once.
   ``TIME_WAIT`` is short, only long enough to re-ACK a retransmitted FIN.
+* Memory.  A flow holds at most ``SEND_BUFFER`` bytes for the guest and
+  ``RECEIVE_BUFFER`` from it (the offered window included).  Beyond
+  ``FLOW_RESERVE`` each way it draws on its VM's ``BufferBudget``, shared by the
+  VM's flows: a flow short of budget reads less and offers a smaller window.
 
-All sequence arithmetic is modulo 2**32 (``seq_lt`` and friends), and every
-ACK is compared in our own sequence space.  Nothing here raises on any
-segment; ``closed`` tells the owner when to forget the endpoint.
+Sequence numbers are compared modulo 2**32, and every ACK in our own sequence
+space (it must lie in SND.UNA..SND.MAX).  Nothing here raises on any segment;
+``closed`` tells the owner when to forget the endpoint.
 """
 
 from __future__ import annotations
@@ -39,37 +59,36 @@ import random
 
 from attrs import define, field
 
+from slirpnet.core.budget import BufferBudget
+from slirpnet.core.reassembly import Reassembly
+from slirpnet.core.sequence import seq_add, seq_diff, seq_le, seq_lt
 from slirpnet.wire import tcp
 from slirpnet.wire.tcp import TcpOptions, TcpSegment
 
-MASK = 0xFFFFFFFF
-
 RTO_INITIAL = 1.0  # RFC 6298 §2.1
 RTO_MIN = 0.2  # Linux's floor; RFC 6298 §2.4's 1 s is far too slow for a virtual link
-RTO_MAX = 60.0
-MAX_RETRANSMITS = 12  # then the connection is given up, both sides reset
+RTO_MAX = 60.0  # RFC 6298 §2.5
+MAX_RETRANSMITS = 12  # timeouts in a row (about 5 minutes), then both sides are reset
+SYN_ACK_RETRIES = 5  # Linux's tcp_synack_retries: about a minute
+# A guest's own connect gives up after about two minutes (Linux: six SYN retries);
+# answering well before that tells it "unreachable" instead of leaving it to time out.
 CONNECT_TIMEOUT = 20.0
-TIME_WAIT = 2.0  # 2 MSL would be minutes; the only peer is the guest on a lossless link
-IDLE_TIMEOUT = 7200.0
+# 2 MSL would be minutes, against stray duplicates of a long Internet path; the only
+# peer here is the guest on a virtual link: we only re-ACK a retransmitted FIN.
+TIME_WAIT = 2.0
+IDLE_TIMEOUT = 7200.0  # RFC 1122 §4.2.3.6: keep-alives, where used, come every 2 h or sooner
+# One direction closed and nothing heard for this long: the other side is gone.  Also
+# how long a closed connection's host socket may take to accept the last guest bytes.
 HALF_CLOSED_IDLE = 300.0
-SEND_BUFFER = 1 << 20  # host data held for the guest, acknowledged or not
-RECEIVE_BUFFER = 1 << 20  # guest data the host socket has not taken yet
-WINDOW_SHIFT = 7  # RFC 7323: ours, when the guest offers scaling
+SEND_BUFFER = 1 << 20  # host data held for the guest, sent or not, until ACKed
+RECEIVE_BUFFER = 1 << 20  # guest data: not yet taken by the host socket, or the window
+# Each way, a flow's own: never drawn from the VM's budget, so that every flow can
+# always move; also how far we read ahead of a zero window, to have data to probe with.
+FLOW_RESERVE = 1 << 16
+WINDOW_SHIFT = 7  # RFC 7323 §2.3: ours, when the guest scales: 65535 << 7 covers 8 MiB
 DEFAULT_GUEST_MSS = 536  # RFC 9293 §3.7.1, when the SYN names none
+MIN_GUEST_MSS = 88  # Linux's TCP_MIN_MSS: no one-byte segments on a guest's say-so
 DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
-
-
-def seq_diff(a: int, b: int) -> int:
-    """``a - b`` in sequence space: negative when ``a`` is before ``b`` (RFC 9293 §3.4)."""
-    return ((a - b + 0x80000000) & MASK) - 0x80000000
-
-
-def seq_lt(a: int, b: int) -> bool:
-    return seq_diff(a, b) < 0
-
-
-def seq_le(a: int, b: int) -> bool:
-    return seq_diff(a, b) <= 0
 
 
 class State(enum.Enum):
@@ -82,30 +101,34 @@ class State(enum.Enum):
     CLOSING = "closing"
     LAST_ACK = "last-ack"
     TIME_WAIT = "time-wait"
-    CLOSED = "closed"
+    CLOSED = "closed"  # the guest side is done (the host socket may still be draining)
 
 
-_SYNCHRONIZED = frozenset(State) - {State.CONNECTING, State.SYN_RECEIVED, State.CLOSED}
-_RECEIVING = frozenset((State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2))
-_FIN_SENT = frozenset(
-    (State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSING, State.LAST_ACK, State.TIME_WAIT)
+# Where data (and our FIN) may go to the guest, first sends and retransmissions.
+_SENDING = frozenset(
+    (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK)
 )
+# Where the guest may still send data.
+_RECEIVING = frozenset((State.SYN_RECEIVED, State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2))
+# Where host data is still taken (before the host's EOF).
+_READING = frozenset((State.SYN_RECEIVED, State.ESTABLISHED, State.CLOSE_WAIT))
 
 
 class HostOp(enum.Enum):
     SHUTDOWN = "shutdown"  # after writing what was queued, shut the socket for writing
-    CLOSE = "close"  # both directions are done: close the host socket
+    CLOSE = "close"  # both directions are done and every byte written: close the host socket
     ABORT = "abort"  # close with a RST (SO_LINGER 0)
-    RESUME = "resume"  # the send buffer has room again: read from the host
+    RESUME = "resume"  # ``read_allowance`` is no longer 0: read from the host again
 
 
 @define
 class TcpCounters:
     bytes_to_host: int = 0
-    bytes_to_guest: int = 0
+    bytes_to_guest: int = 0  # first sends only
     segments_in: int = 0
     segments_out: int = 0
-    retransmits: int = 0
+    retransmits: int = 0  # segments sent again (timeouts, fast retransmits, go-back-N)
+    window_probes: int = 0
     dropped: int = 0  # segments not acceptable (RFC 9293 §3.10.7.4)
 
 
@@ -114,29 +137,32 @@ class TcpEndpoint:
     guest_port: int
     port: int  # ours, as the guest sees it: the destination port
     guest_isn: int
+    iss: int
     guest_mss: int
     our_mss: int
     scaling: bool  # both sides use window scaling (RFC 7323 §1.3)
     guest_shift: int
-    now: float
     state: State = State.CONNECTING
-    iss: int = field(factory=lambda: random.getrandbits(32))
-    # Send side, our sequence space.
+    unreachable: bool = False  # the connect failed without a RST: ICMP is the owner's
+    # Send side, our sequence space.  The buffer starts at SND.UNA.
     snd_una: int = 0
-    snd_nxt: int = 0
-    snd_max: int = 0  # the highest sequence sent: below it, a send is a retransmission
+    snd_nxt: int = 0  # the next to send: moves back to SND.UNA on a timeout
+    snd_max: int = 0  # the highest ever sent: an ACK beyond it acknowledges nothing real
     snd_wnd: int = 0
-    snd_wl1: int = 0
-    snd_wl2: int = 0
-    send_buffer: bytearray = field(factory=bytearray)  # from snd_una, acked or not
-    fin_queued: bool = False  # the host sent EOF: our FIN follows the data
+    snd_wl1: int = 0  # the guest's sequence number and ACK that SND.WND came with:
+    snd_wl2: int = 0  # the window reaches to SND.WL2 + SND.WND, not SND.UNA + SND.WND
+    send_buffer: bytearray = field(factory=bytearray)
+    fin_queued: bool = False  # the host sent EOF: our FIN follows the buffered data
     # Receive side, the guest's sequence space.
     rcv_nxt: int = 0
+    rcv_adv: int = 0  # the furthest right edge of a window ever advertised
     to_host_pending: int = 0  # handed to the host, not yet written by it
-    advertised: int = 0  # the window last sent
-    reassembly: dict[int, bytes] = field(factory=dict)  # seq -> data beyond rcv_nxt
-    reassembly_bytes: int = 0
-    fin_seq: int | None = None  # where the guest's FIN is, once seen out of order
+    rcv_space: int = FLOW_RESERVE  # the most we hold (pending and window), grown by use
+    rcv_drained: int = 0  # bytes the host took since rcv_space last grew
+    reassembly: Reassembly = field(factory=Reassembly)
+    fin_seq: int | None = None  # where the guest's FIN is, seen ahead of RCV.NXT
+    guest_fin: bool = False  # the guest's FIN is in: the host was told to shut down
+    host_released: bool = False  # CLOSE or ABORT was sent: the host socket is gone
     # Timers.
     rto: float = RTO_INITIAL
     srtt: float | None = None
@@ -146,33 +172,52 @@ class TcpEndpoint:
     timed_seq: int | None = None  # the segment being timed (Karn: never a retransmit)
     timed_at: float = 0.0
     persist_at: float | None = None
-    expires_at: float = 0.0  # CONNECTING, TIME_WAIT, idle
+    probes: int = 0  # window probes since the guest last answered one
+    persist_backoff: int = 0  # window probes since the window closed
+    expires_at: float = 0.0  # connect timeout, TIME_WAIT, or when to look at idleness
     last_activity: float = 0.0
     # Loss recovery.
     dupacks: int = 0
-    recover: int | None = None  # NewReno: snd_nxt when fast retransmit began
-    # Output, drained by the owner.
+    recover: int | None = None  # NewReno: SND.MAX when fast retransmit began
+    # Output, taken by the owner.
     segments: list[TcpSegment] = field(factory=list)
     host_ops: list[bytes | HostOp] = field(factory=list)
     counters: TcpCounters = field(factory=TcpCounters)
+    # On its own, a flow is bounded by its buffers only.
+    budget: BufferBudget = field(factory=lambda: BufferBudget(SEND_BUFFER + RECEIVE_BUFFER))
+    _charged: int = 0  # what this flow holds in ``budget`` now
+    _ack_due: bool = False  # the guest must hear RCV.NXT and the window
+    _read_blocked: bool = False  # read_allowance was 0 when last looked at
 
     @classmethod
-    def from_syn(cls, syn: TcpSegment, our_mss: int, now: float) -> TcpEndpoint:
+    def from_syn(
+        cls,
+        syn: TcpSegment,
+        our_mss: int,
+        now: float,
+        *,
+        budget: BufferBudget | None = None,
+        iss: int | None = None,
+    ) -> TcpEndpoint:
         options = syn.options
+        iss = random.getrandbits(32) if iss is None else iss
         endpoint = cls(
             guest_port=syn.src_port,
             port=syn.dst_port,
             guest_isn=syn.seq,
-            guest_mss=options.mss or DEFAULT_GUEST_MSS,
+            iss=iss,
+            guest_mss=max(options.mss or DEFAULT_GUEST_MSS, MIN_GUEST_MSS),
             our_mss=our_mss,
             scaling=options.window_scale is not None,
             guest_shift=options.window_scale or 0,
-            now=now,
         )
-        endpoint.rcv_nxt = (syn.seq + 1) & MASK
-        endpoint.snd_una = endpoint.snd_nxt = endpoint.snd_max = endpoint.iss
+        if budget is not None:
+            endpoint.budget = budget
+        endpoint.rcv_nxt = endpoint.rcv_adv = seq_add(syn.seq, 1)
+        endpoint.snd_una = endpoint.snd_nxt = endpoint.snd_max = iss
         endpoint.snd_wnd = syn.window  # RFC 7323 §2.2: a SYN's window is never scaled
         endpoint.snd_wl1 = syn.seq
+        endpoint.snd_wl2 = seq_add(iss, 1)  # the SYN's window counts from our first byte
         endpoint.expires_at = now + CONNECT_TIMEOUT
         endpoint.last_activity = now
         return endpoint
@@ -181,18 +226,43 @@ class TcpEndpoint:
 
     @property
     def closed(self) -> bool:
-        return self.state is State.CLOSED
+        """Both sides are done: forget the endpoint."""
+        return self.state is State.CLOSED and self.host_released
 
     @property
     def read_allowance(self) -> int:
         """How much the shell may read from the host socket now."""
-        if self.fin_queued or self.state not in _SYNCHRONIZED | {State.SYN_RECEIVED}:
+        if self.fin_queued or self.state not in _READING:
             return 0
-        return max(0, SEND_BUFFER - len(self.send_buffer))
+        held = len(self.send_buffer)
+        window = seq_diff(self._snd_edge(), self.snd_una)
+        limit = min(
+            SEND_BUFFER, max(window, FLOW_RESERVE), max(held, FLOW_RESERVE) + self.budget.free
+        )
+        return max(0, limit - held)
 
     @property
     def mss(self) -> int:
+        """The largest payload we send."""
         return min(self.guest_mss, self.our_mss)
+
+    def takes_new_syn(self, seg: TcpSegment) -> bool:
+        """In TIME_WAIT, may this SYN open a new connection on the same ports?
+
+        RFC 9293 §3.10.7.4 (after RFC 6191): yes if it starts beyond RCV.NXT, so it
+        cannot be an old duplicate; and only once the host socket is gone.
+        """
+        return (
+            self.state is State.TIME_WAIT
+            and self.host_released
+            and seg.flags & (tcp.SYN | tcp.ACK | tcp.RST) == tcp.SYN
+            and seq_lt(self.rcv_nxt, seg.seq)
+        )
+
+    def discard(self) -> None:
+        """The owner forgets this endpoint: what it held goes back to the budget."""
+        self.budget.used -= self._charged
+        self._charged = 0
 
     def deadline(self) -> float:
         times = [self.expires_at]
@@ -208,44 +278,58 @@ class TcpEndpoint:
         if self.state is not State.CONNECTING:
             return
         self.state = State.SYN_RECEIVED
-        self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
+        self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
         self.expires_at = now + IDLE_TIMEOUT  # the SYN-ACK's retransmissions give up first
         self.last_activity = now
         self._send_syn_ack()
+        self.timed_seq, self.timed_at = self.iss, now
         self.retransmit_at = now + self.rto
+        self._settle()
 
-    def host_failed(self, now: float, op: HostOp = HostOp.CLOSE) -> None:
-        """The host connect failed, or the connection is lost: reset the guest's side."""
+    def host_failed(self, now: float, *, unreachable: bool = False) -> None:
+        """The host socket failed: its connect (refused, or ``unreachable``) or later."""
         if self.state is State.CONNECTING:
-            # RFC 9293 §3.10.7.1: a RST acknowledging the SYN, as a closed port would.
-            self._emit(tcp.RST | tcp.ACK, seq=0, ack=self.rcv_nxt)
-        elif self.state not in (State.CLOSED, State.TIME_WAIT):
-            self._emit(tcp.RST | tcp.ACK, seq=self.snd_nxt, ack=self.rcv_nxt)
-        self._finish(now, op)
+            if unreachable:
+                self.unreachable = True
+            else:
+                # RFC 9293 §3.10.7.1: a RST acknowledging the SYN, as a closed port's.
+                self._emit(tcp.RST | tcp.ACK, seq=0, ack=self.rcv_nxt)
+        elif self.state not in (State.TIME_WAIT, State.CLOSED):
+            self._send_reset()
+        self._terminate(HostOp.CLOSE)
+        self._settle()
 
     def host_data(self, data: bytes, now: float) -> None:
-        if self.closed or self.fin_queued:
+        if self.fin_queued or self.state not in _READING:
             return
         self.send_buffer += data
-        self._touch(now)
+        self._account()
+        self.last_activity = now
         self._transmit(now)
+        self._settle()
 
     def host_eof(self, now: float) -> None:
-        if self.closed or self.fin_queued:
+        if self.fin_queued or self.state not in _READING:
             return
         self.fin_queued = True
-        self._touch(now)
+        self.last_activity = now
         self._transmit(now)
+        self._release_host_when_done()
+        self._settle()
 
     def host_written(self, count: int, now: float) -> None:
         """The host socket took ``count`` more bytes: the window can open again."""
         self.to_host_pending = max(0, self.to_host_pending - count)
-        if self.state not in _RECEIVING:
-            return
-        window = self._window()
-        # RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): announce only a real gain.
-        if window - self.advertised >= min(RECEIVE_BUFFER // 2, 2 * self.mss):
-            self._send_ack()
+        self.rcv_drained += count
+        self._account()
+        self.last_activity = now
+        self._release_host_when_done()
+        if self.state in _RECEIVING and self.state is not State.SYN_RECEIVED:
+            # RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): announce only a real gain.
+            gain = seq_diff(seq_add(self.rcv_nxt, self._room()), self.rcv_adv)
+            if gain >= min(self.mss, FLOW_RESERVE // 2):
+                self._send_ack()
+        self._settle()
 
     # -- from the guest ----------------------------------------------------------------
 
@@ -255,189 +339,202 @@ class TcpEndpoint:
         if state is State.CLOSED:
             return
         if state is State.CONNECTING:
-            if seg.flags & tcp.RST:
-                self._finish(now, HostOp.CLOSE)  # the guest gave up; so does the connect
+            if seg.flags & tcp.RST and seg.seq == self.rcv_nxt:
+                self._terminate(HostOp.CLOSE)  # the guest gave up; so does the connect
             return  # a retransmitted SYN changes nothing while the host connect runs
-        if state is State.SYN_RECEIVED and seg.flags & tcp.SYN and not seg.flags & tcp.ACK:
-            if seg.seq == self.guest_isn:
-                self._send_syn_ack()  # our SYN-ACK was lost
+        if state is State.SYN_RECEIVED and seg.flags & (tcp.SYN | tcp.ACK) == tcp.SYN:
+            if seg.seq == self.guest_isn:  # our SYN-ACK was lost
+                self.counters.retransmits += 1
+                self.timed_seq = None  # Karn's algorithm
+                self._send_syn_ack()
             return
-        self._touch(now)
-        if not self._acceptable(seg):
-            self.counters.dropped += 1
-            if not seg.flags & tcp.RST:
-                self._send_ack()  # RFC 9293 §3.10.7.4: tell the guest where we are
-            if seg.flags & tcp.ACK and not seg.payload and self.snd_wnd == 0:
-                self._ack(seg, now)  # window updates come like this while we probe
-            return
+        self.last_activity = now
+        if self._acceptable(seg):
+            self._accepted(seg, now)
+        else:
+            self._unacceptable(seg, now)
+        if self.state is not State.CLOSED:
+            self._transmit(now)
+            if self._ack_due:
+                self._send_ack()
+        self._settle()
+
+    def _acceptable(self, seg: TcpSegment) -> bool:
+        """RFC 9293 §3.10.7.4's four cases: does the segment touch the receive window?"""
+        length = len(seg.payload) + (1 if seg.flags & tcp.FIN else 0)
+        length += 1 if seg.flags & tcp.SYN else 0
+        window = self._rcv_wnd()
+        start = seq_diff(seg.seq, self.rcv_nxt)
+        if length == 0:
+            return start == 0 if window == 0 else 0 <= start < window
+        if window == 0:
+            return False
+        end = start + length - 1
+        return 0 <= start < window or 0 <= end < window
+
+    def _unacceptable(self, seg: TcpSegment, now: float) -> None:
+        self.counters.dropped += 1
         if seg.flags & tcp.RST:
-            self._reset_by_guest(seg, now)
+            return  # RFC 5961 §3.2: out of the window, ignored without a word
+        if self.state is State.TIME_WAIT and seg.flags & tcp.FIN:
+            self.expires_at = now + TIME_WAIT  # RFC 9293 §3.10.7.4: restart the 2 MSL wait
+        if seg.flags & tcp.ACK and not seg.flags & tcp.SYN and self._rcv_wnd() == 0:
+            # RFC 9293 §3.10.7.4: a zero window takes no data, but valid ACKs still count.
+            self._ack(seg, now)
+        self._ack_due = True  # tell the guest where we are
+
+    def _accepted(self, seg: TcpSegment, now: float) -> None:
+        if seg.flags & tcp.RST:
+            if seg.seq == self.rcv_nxt:
+                self._terminate(HostOp.ABORT)
+            else:
+                self._ack_due = True  # RFC 5961 §3.2: in the window but not exact: challenge
             return
         if seg.flags & tcp.SYN:
-            self._send_ack()  # RFC 5961 §4.2: a challenge ACK, never a reset
+            self._ack_due = True  # RFC 5961 §4.2: a challenge ACK, never a reset
             return
         if not seg.flags & tcp.ACK:
             self.counters.dropped += 1
             return
         if not self._ack(seg, now):
             return
-        if self.state in _RECEIVING and (seg.payload or seg.flags & tcp.FIN):
+        if not (seg.payload or seg.flags & tcp.FIN):
+            return
+        if self.state in _RECEIVING:
             self._receive(seg, now)
-
-    def _acceptable(self, seg: TcpSegment) -> bool:
-        """RFC 9293 §3.10.7.4's four cases: does the segment touch the receive window?"""
-        length = len(seg.payload) + (1 if seg.flags & tcp.FIN else 0)
-        window = self._window() if self.state in _RECEIVING else max(self._window(), 1)
-        start = seq_diff(seg.seq, self.rcv_nxt)
-        if length == 0:
-            return start == 0 if window == 0 else 0 <= start < max(window, 1)
-        if window == 0:
-            return False
-        end = start + length - 1
-        return 0 <= start < window or 0 <= end < window
-
-    def _reset_by_guest(self, seg: TcpSegment, now: float) -> None:
-        if seg.seq == self.rcv_nxt:
-            self._finish(now, HostOp.ABORT)
         else:
-            self._send_ack()  # RFC 5961 §3.2: in the window but not exact: challenge
+            self._ack_due = True  # data after the guest's FIN: nothing to take (RFC 9293)
 
     def _ack(self, seg: TcpSegment, now: float) -> bool:
         """Process the ACK field; False when the segment must go no further."""
         ack = seg.ack
         if self.state is State.SYN_RECEIVED:
-            if ack != self.snd_nxt:
+            if ack != self.snd_max:
                 self._emit(tcp.RST, seq=ack, ack=0)  # RFC 9293 §3.10.7.4, SYN-RECEIVED
                 return False
             # Our SYN is acknowledged; it took one sequence number and no buffer space.
-            self.state = State.ESTABLISHED
             self.snd_una = ack
             self.retries = 0
             self.retransmit_at = None
-            self.timed_seq = None
-        if seq_lt(self.snd_nxt, ack):
-            self._send_ack()  # it acknowledges what we never sent
+            self._time(ack, now)
+            self._enter(State.ESTABLISHED, now)
+        if seq_lt(self.snd_max, ack):
+            self._ack_due = True  # RFC 9293 §3.10.7.4: it acknowledges what we never sent
             return False
         acked = seq_diff(ack, self.snd_una)
+        if acked < 0:
+            return True  # an old ACK: nothing to learn from it, but its data counts
+        self.probes = 0  # the guest is there
         window = seg.window << self.guest_shift
         if acked > 0:
             self._acked(acked, ack, now)
-        elif self.snd_wnd == 0:
-            self.retries = 0  # the guest answers our zero-window probes: it is alive
         elif (
-            acked == 0
-            and not seg.payload
-            and not seg.flags & tcp.FIN
+            not seg.payload
+            and not seg.flags & (tcp.SYN | tcp.FIN)
             and window == self.snd_wnd
-            and self.snd_nxt != self.snd_una
+            and self.snd_una != self.snd_max
         ):
-            self._duplicate_ack(now)
+            self._duplicate_ack(now)  # RFC 5681 §2's definition, all five conditions
         # RFC 9293 §3.10.7.4: take the window from the newest segment only.
         if seq_lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, ack)):
             self.snd_wnd = window
             self.snd_wl1 = seg.seq
             self.snd_wl2 = ack
-        if self.snd_wnd > 0:
-            self.persist_at = None
-        self._transmit(now)
-        return not self.closed
+        return self.state is not State.CLOSED
 
     def _acked(self, acked: int, ack: int, now: float) -> None:
-        was_full = self.read_allowance == 0 and not self.fin_queued
-        data_acked = min(acked, len(self.send_buffer))
-        del self.send_buffer[:data_acked]
+        held = len(self.send_buffer)
+        fin_acked = self.fin_queued and acked > held
+        del self.send_buffer[: min(acked, held)]
+        self._account()
         self.snd_una = ack
+        if seq_lt(self.snd_nxt, ack):
+            self.snd_nxt = ack  # after a go-back-N, the guest had more than we resent
+        if self.retries:
+            # New data got through: undo the backoff.  RFC 6298 keeps it until a fresh
+            # sample, which go-back-N retransmissions never give (Karn); on a virtual
+            # link it protects nothing and turns each further loss into a long stall.
+            self.rto = RTO_INITIAL if self.srtt is None else self._estimate()
         self.retries = 0
         self.dupacks = 0
-        if self.timed_seq is not None and seq_lt(self.timed_seq, ack):
-            self._measure(now - self.timed_at)
-            self.timed_seq = None
+        self._time(ack, now)
         if self.recover is not None:
             if seq_lt(ack, self.recover):
-                self._retransmit_first(now)  # RFC 6582 §3.2: a partial ACK, the next hole
+                self._retransmit_first(now)  # RFC 6582 §3.2 step 5: a partial ACK, next hole
             else:
                 self.recover = None
-        self.retransmit_at = None if self.snd_una == self.snd_nxt else now + self.rto
-        fin_acked = self.state in _FIN_SENT and self.snd_una == self.snd_nxt
+        # RFC 6298 §5.2-5.3: stop the timer when all is ACKed, else restart it.
+        self.retransmit_at = None if self.snd_una == self.snd_max else now + self.rto
         if fin_acked:
             self._our_fin_acked(now)
-        if was_full and self.read_allowance > 0:
-            self.host_ops.append(HostOp.RESUME)
 
     def _duplicate_ack(self, now: float) -> None:
         self.dupacks += 1
         if self.dupacks == DUPACK_THRESHOLD and self.recover is None:
-            self.recover = self.snd_nxt
+            self.recover = self.snd_max  # RFC 6582 §3.2 step 2
             self._retransmit_first(now)
 
     def _our_fin_acked(self, now: float) -> None:
         if self.state is State.FIN_WAIT_1:
-            self.state = State.FIN_WAIT_2
-            self.expires_at = now + HALF_CLOSED_IDLE
+            self._enter(State.FIN_WAIT_2, now)
         elif self.state is State.CLOSING:
-            self._enter_time_wait(now)
+            self._enter(State.TIME_WAIT, now)
         elif self.state is State.LAST_ACK:
-            self._finish(now, HostOp.CLOSE)
+            self._guest_side_done(now)
 
     def _receive(self, seg: TcpSegment, now: float) -> None:
-        payload = bytes(seg.payload)
+        """Text and FIN of an acceptable segment (RFC 9293 §3.10.7.4, seventh and eighth)."""
+        payload = seg.payload
         start = seq_diff(seg.seq, self.rcv_nxt)
+        fin = bool(seg.flags & tcp.FIN)
         if start < 0:  # the head was received before
             payload = payload[-start:]
             start = 0
-        room = self._window() - start
-        if seg.flags & tcp.FIN and len(payload) <= room:
-            self.fin_seq = (seg.seq + len(seg.payload)) & MASK
-        payload = payload[: max(0, room)]
+        window = self._rcv_wnd()
+        if start + len(payload) > window:  # the tail is beyond the window: cut, FIN too
+            payload = payload[: max(0, window - start)]
+            fin = False
+        end = seq_add(seg.seq, len(seg.payload))
+        if seq_diff(self.rcv_adv, end) < len(payload) and self.rcv_drained >= self.rcv_space // 2:
+            # No room for another such segment, and the host keeps up: the window, not
+            # the host, limits the guest.
+            self.rcv_space = min(2 * self.rcv_space, RECEIVE_BUFFER)
+            self.rcv_drained = 0
+        if fin:
+            self.fin_seq = seq_add(self.rcv_nxt, start + len(payload))
+        self._ack_due = True  # at once, duplicate or not (RFC 5681 §4.2)
         if start > 0:
-            if payload and self.reassembly_bytes + len(payload) <= RECEIVE_BUFFER:
-                seq = (self.rcv_nxt + start) & MASK
-                self.reassembly_bytes += len(payload) - len(self.reassembly.get(seq, b""))
-                self.reassembly[seq] = payload
-            self._send_ack()  # RFC 5681 §4.2: a duplicate ACK at once for a gap
+            if payload:
+                self.reassembly.add(seq_add(self.rcv_nxt, start), bytes(payload), self.rcv_nxt)
             return
-        self._deliver(payload)
-        self._drain_reassembly()
-        if self.fin_seq is not None and self.fin_seq == self.rcv_nxt:
+        self._deliver(bytes(payload))
+        for chunk in self.reassembly.pop(self.rcv_nxt):
+            self._deliver(chunk)
+        if self.fin_seq == self.rcv_nxt:
             self._guest_fin(now)
-        self._send_ack()
 
     def _deliver(self, payload: bytes) -> None:
         if not payload:
             return
-        self.rcv_nxt = (self.rcv_nxt + len(payload)) & MASK
+        self.rcv_nxt = seq_add(self.rcv_nxt, len(payload))
         self.to_host_pending += len(payload)
         self.counters.bytes_to_host += len(payload)
         self.host_ops.append(payload)
 
-    def _drain_reassembly(self) -> None:
-        while self.reassembly:
-            progressed = False
-            for seq in list(self.reassembly):
-                offset = seq_diff(seq, self.rcv_nxt)
-                if offset > 0:
-                    continue
-                data = self.reassembly.pop(seq)
-                self.reassembly_bytes -= len(data)
-                if offset + len(data) > 0:
-                    self._deliver(data[-offset:] if offset < 0 else data)
-                    progressed = True
-            if not progressed:
-                return
-
     def _guest_fin(self, now: float) -> None:
-        self.rcv_nxt = (self.rcv_nxt + 1) & MASK
+        self.rcv_nxt = seq_add(self.rcv_nxt, 1)
         self.fin_seq = None
         self.reassembly.clear()
-        self.reassembly_bytes = 0
+        self.guest_fin = True
+        self._account()  # the window offered is void now
         self.host_ops.append(HostOp.SHUTDOWN)
         if self.state is State.ESTABLISHED:
-            self.state = State.CLOSE_WAIT
-            self.expires_at = now + HALF_CLOSED_IDLE
+            self._enter(State.CLOSE_WAIT, now)
         elif self.state is State.FIN_WAIT_1:
-            self.state = State.CLOSING
+            self._enter(State.CLOSING, now)
         elif self.state is State.FIN_WAIT_2:
-            self._enter_time_wait(now)
+            self._enter(State.TIME_WAIT, now)
+        self._release_host_when_done()
 
     # -- timers ------------------------------------------------------------------------
 
@@ -446,126 +543,169 @@ class TcpEndpoint:
             return
         if now >= self.expires_at:
             self._expire(now)
-            return
-        if self.retransmit_at is not None and now >= self.retransmit_at:
-            self._retransmission_timeout(now)
-        if self.persist_at is not None and now >= self.persist_at:
-            self._probe(now)
+        else:
+            if self.retransmit_at is not None and now >= self.retransmit_at:
+                self._retransmission_timeout(now)
+            if self.persist_at is not None and now >= self.persist_at:
+                self._probe(now)
+        self._settle()
 
     def _expire(self, now: float) -> None:
-        if self.state is State.TIME_WAIT:
-            self._finish(now, HostOp.CLOSE)
-            return
-        if self.state is State.CONNECTING:
-            self.host_failed(now)  # the host connect took too long
-            return
-        if now - self.last_activity >= self._idle_limit():
-            self.host_failed(now, HostOp.ABORT)
-            return
-        self.expires_at = self.last_activity + self._idle_limit()
+        state = self.state
+        if state is State.CONNECTING:
+            self.unreachable = True  # the host connect took too long
+            self._terminate(HostOp.CLOSE)
+        elif state is State.TIME_WAIT:
+            self._guest_side_done(now)
+        elif now - self.last_activity < self._idle_limit():
+            self.expires_at = self.last_activity + self._idle_limit()
+        elif state is State.CLOSED:
+            self._terminate(HostOp.ABORT)  # the host socket never took the last bytes
+        else:
+            self._send_reset()
+            self._terminate(HostOp.ABORT)
 
     def _idle_limit(self) -> float:
-        if self.state in (State.ESTABLISHED, State.SYN_RECEIVED):
+        if self.state in (State.SYN_RECEIVED, State.ESTABLISHED):
             return IDLE_TIMEOUT
         return HALF_CLOSED_IDLE
 
     def _retransmission_timeout(self, now: float) -> None:
         self.retries += 1
-        if self.retries > MAX_RETRANSMITS:
-            self.host_failed(now, HostOp.ABORT)
+        limit = SYN_ACK_RETRIES if self.state is State.SYN_RECEIVED else MAX_RETRANSMITS
+        if self.retries > limit:
+            self._send_reset()
+            self._terminate(HostOp.ABORT)
             return
         self.rto = min(self.rto * 2, RTO_MAX)  # RFC 6298 §5.5
         self.timed_seq = None  # Karn's algorithm
         self.recover = None
         self.dupacks = 0
         if self.state is State.SYN_RECEIVED:
+            self.counters.retransmits += 1
             self._send_syn_ack()
         else:
-            # Go back to the first unacknowledged byte and send from there again.
-            if self.state in _FIN_SENT and len(self.send_buffer) < seq_diff(
-                self.snd_nxt, self.snd_una
-            ):
-                self._unsend_fin()
+            # RFC 6298 §5.4: the earliest segment not ACKed, even into a window that
+            # has shrunk since, but no byte that was never sent beyond the window; the
+            # rest follows as ACKs come (go-back-N).
             self.snd_nxt = self.snd_una
-            self._transmit(now, force_one=True)
+            held = len(self.send_buffer)
+            window = seq_diff(self._snd_edge(), self.snd_una)
+            size = min(held, self.mss, max(seq_diff(self.snd_max, self.snd_una), window))
+            self._send_segment(0, size, self.fin_queued and size == held, now)
         self.retransmit_at = now + self.rto
 
     def _probe(self, now: float) -> None:
-        """RFC 9293 §3.8.6.1: a zero window is probed with one octet of new data."""
-        self.persist_at = now + self.rto
-        self.rto = min(self.rto * 2, RTO_MAX)
-        self._transmit(now, force_one=True)
+        """RFC 9293 §3.8.6.1: the persist timer fired on a zero window, ask again.
 
-    def _unsend_fin(self) -> None:
-        """Take back a FIN so the go-back-N resend carries it again after the data."""
-        self.state = State.ESTABLISHED if self.state is State.FIN_WAIT_1 else State.CLOSE_WAIT
+        Like Linux's, the probe is SND.UNA-1 with no data: never acceptable, so the
+        guest answers it with an ACK carrying its window, whatever that window is.
+        """
+        self.probes += 1
+        if self.probes > MAX_RETRANSMITS:
+            self._send_reset()
+            self._terminate(HostOp.ABORT)
+            return
+        self.counters.window_probes += 1
+        self._emit(tcp.ACK, seq=seq_add(self.snd_una, -1), ack=self.rcv_nxt)
+        self.persist_backoff += 1  # RFC 9293 §3.8.6.1 (SHLD-30): exponentially further apart
+        self.persist_at = now + min(self.rto * 2**self.persist_backoff, RTO_MAX)
 
     # -- sending -----------------------------------------------------------------------
 
-    def _transmit(self, now: float, *, force_one: bool = False) -> None:
-        """Send what the guest's window allows; ``force_one`` sends a segment regardless."""
-        if self.state not in _SYNCHRONIZED or self.state is State.TIME_WAIT:
-            return
-        while True:
-            in_flight = seq_diff(self.snd_nxt, self.snd_una)
-            offset = in_flight  # FIN is never in the buffer, so this is where unsent data starts
-            unsent = len(self.send_buffer) - offset
-            room = self.snd_wnd - in_flight
-            if unsent > 0 and (room > 0 or force_one):
-                size = min(unsent, self.mss, room if room > 0 else 1)
-                data = bytes(self.send_buffer[offset : offset + size])
-                fin = self.fin_queued and unsent == size and size <= room
-                self._send_data(data, fin, now)
-                force_one = False
-                continue
-            if unsent <= 0 and self.fin_queued and self.state not in _FIN_SENT:
-                self._send_data(b"", True, now)
-            break
-        stalled = unsent > 0 and self.snd_wnd == 0 and self.snd_nxt == self.snd_una
-        if stalled and self.persist_at is None:
-            self.persist_at = now + self.rto
+    def _transmit(self, now: float) -> None:
+        """Send what the guest's window allows, then our FIN once the data is all out."""
+        if self.state in _SENDING:
+            held = len(self.send_buffer)
+            while True:
+                offset = seq_diff(self.snd_nxt, self.snd_una)
+                unsent = held - offset
+                room = seq_diff(self._snd_edge(), self.snd_nxt)
+                if unsent > 0 and room > 0:
+                    size = min(unsent, self.mss, room)
+                    # The FIN rides on the last data; it needs no window of its own.
+                    self._send_segment(offset, size, self.fin_queued and size == unsent, now)
+                elif unsent == 0 and self.fin_queued:
+                    self._send_segment(offset, 0, True, now)
+                else:
+                    break
+        self._persist(now)
 
-    def _send_data(self, data: bytes, fin: bool, now: float) -> None:
+    def _persist(self, now: float) -> None:
+        """Run the persist timer while data waits for a window and nothing is in flight."""
+        offset = seq_diff(self.snd_nxt, self.snd_una)
+        waiting = (
+            self.state in _SENDING
+            and len(self.send_buffer) > offset
+            and seq_le(self._snd_edge(), self.snd_nxt)
+            and self.snd_una == self.snd_max
+        )
+        if not waiting:
+            self.persist_at = None
+            self.persist_backoff = 0
+        elif self.persist_at is None:
+            self.persist_at = now + self.rto  # RFC 9293 §3.8.6.1 (SHLD-29)
+
+    def _snd_edge(self) -> int:
+        """The right edge of the guest's window (RFC 9293 §3.8.6's SND.UNA + SND.WND, taken
+        from the ACK the window came with: a reordered older segment can move SND.UNA)."""
+        return seq_add(self.snd_wl2, self.snd_wnd)
+
+    def _send_segment(self, offset: int, size: int, fin: bool, now: float) -> None:
+        """Send ``size`` bytes from ``offset`` into the buffer (at SND.NXT), and maybe FIN."""
         seq = self.snd_nxt
-        flags = tcp.ACK | (tcp.PSH if data else 0) | (tcp.FIN if fin else 0)
-        self._emit(flags, seq=seq, ack=self.rcv_nxt, payload=data)
-        self.snd_nxt = (seq + len(data) + (1 if fin else 0)) & MASK
+        payload = bytes(self.send_buffer[offset : offset + size])
+        flags = tcp.ACK | (tcp.PSH if payload else 0) | (tcp.FIN if fin else 0)
+        self._emit(flags, seq=seq, ack=self.rcv_nxt, payload=payload)
+        end = seq_add(seq, size + fin)
         if seq_lt(seq, self.snd_max):
             self.counters.retransmits += 1
-        else:
-            self.counters.bytes_to_guest += len(data)
-            if self.timed_seq is None:  # Karn's algorithm: time only what is sent once
-                self.timed_seq, self.timed_at = seq, now
-        if seq_lt(self.snd_max, self.snd_nxt):
-            self.snd_max = self.snd_nxt
-        if fin:
-            self.state = State.FIN_WAIT_1 if self.state is State.ESTABLISHED else State.LAST_ACK
-            self.expires_at = now + HALF_CLOSED_IDLE
+        elif self.timed_seq is None:  # Karn's algorithm: time only what is sent once
+            self.timed_seq, self.timed_at = seq, now
+        fresh = seq_diff(end, self.snd_max) - fin
+        if fresh > 0:
+            self.counters.bytes_to_guest += min(fresh, size)
+        self.snd_nxt = end
+        if seq_lt(self.snd_max, end):
+            self.snd_max = end
+        if fin and self.state is State.ESTABLISHED:
+            self._enter(State.FIN_WAIT_1, now)
+        elif fin and self.state is State.CLOSE_WAIT:
+            self._enter(State.LAST_ACK, now)
         if self.retransmit_at is None:
             self.retransmit_at = now + self.rto
 
     def _retransmit_first(self, now: float) -> None:
-        """Resend the segment at ``snd_una`` (fast retransmit, partial ACKs)."""
-        size = min(len(self.send_buffer), self.mss, seq_diff(self.snd_nxt, self.snd_una))
-        fin = self.state in _FIN_SENT and size == len(self.send_buffer)
+        """Resend the segment at SND.UNA, leaving SND.NXT (fast retransmit, partial ACKs)."""
+        held = len(self.send_buffer)
+        outstanding = seq_diff(self.snd_max, self.snd_una)
+        size = min(held, self.mss, outstanding)
+        fin = self.fin_queued and size == held and outstanding > held
         if size <= 0 and not fin:
             return
         self.timed_seq = None
         self.counters.retransmits += 1
-        flags = tcp.ACK | (tcp.FIN if fin else 0)
+        flags = tcp.ACK | (tcp.PSH if size else 0) | (tcp.FIN if fin else 0)
         payload = bytes(self.send_buffer[:size])
         self._emit(flags, seq=self.snd_una, ack=self.rcv_nxt, payload=payload)
         self.retransmit_at = now + self.rto
 
     def _send_syn_ack(self) -> None:
         options = TcpOptions(mss=self.our_mss, window_scale=WINDOW_SHIFT if self.scaling else None)
-        window = min(self._window(), 0xFFFF)  # RFC 7323 §2.2: unscaled in a SYN
+        window = min(self._room(), 0xFFFF)  # RFC 7323 §2.2: unscaled in a SYN
+        if seq_lt(self.rcv_adv, seq_add(self.rcv_nxt, window)):
+            self.rcv_adv = seq_add(self.rcv_nxt, window)
         self._emit(
             tcp.SYN | tcp.ACK, seq=self.iss, ack=self.rcv_nxt, options=options, window=window
         )
 
     def _send_ack(self) -> None:
-        self._emit(tcp.ACK, seq=self.snd_nxt, ack=self.rcv_nxt)
+        # SND.MAX, not SND.NXT: after a go-back-N the guest may hold more than we resent,
+        # and a sequence number behind its RCV.NXT would make it drop the ACK.
+        self._emit(tcp.ACK, seq=self.snd_max, ack=self.rcv_nxt)
+
+    def _send_reset(self) -> None:
+        self._emit(tcp.RST | tcp.ACK, seq=self.snd_max, ack=self.rcv_nxt)
 
     def _emit(
         self,
@@ -577,45 +717,125 @@ class TcpEndpoint:
         options: TcpOptions = tcp.NO_OPTIONS,
         window: int | None = None,
     ) -> None:
-        if window is None:
-            shift = WINDOW_SHIFT if self.scaling else 0
-            window = min(self._window() >> shift, 0xFFFF)
-            self.advertised = window << shift
         if flags & tcp.RST:
             window = 0
+        elif window is None:
+            window = self._advertise()
+        if flags & tcp.ACK:
+            self._ack_due = False
         self.counters.segments_out += 1
         self.segments.append(
             TcpSegment(self.port, self.guest_port, seq, ack, flags, window, 0, options, payload)
         )
 
-    def _window(self) -> int:
-        return max(0, RECEIVE_BUFFER - self.to_host_pending)
+    # -- the receive window ------------------------------------------------------------
+
+    def _room(self) -> int:
+        """How many bytes from RCV.NXT on we can hold now."""
+        held = self._receive_held()
+        limit = min(self.rcv_space, max(held, FLOW_RESERVE) + self.budget.free)
+        return max(0, limit - self.to_host_pending)
+
+    def _receive_held(self) -> int:
+        """Guest bytes the host has not taken, and the window still offered for more."""
+        if self.host_released:
+            return 0
+        offered = 0 if self.guest_fin else max(0, seq_diff(self.rcv_adv, self.rcv_nxt))
+        return self.to_host_pending + offered
+
+    def _account(self) -> None:
+        """Charge the budget for what this flow holds beyond its reserve each way."""
+        charge = max(0, len(self.send_buffer) - FLOW_RESERVE)
+        charge += max(0, self._receive_held() - FLOW_RESERVE)
+        self.budget.used += charge - self._charged
+        self._charged = charge
+
+    def _rcv_wnd(self) -> int:
+        """RCV.WND: the room, or more if a window offered earlier reaches further."""
+        return max(self._room(), seq_diff(self.rcv_adv, self.rcv_nxt))
+
+    def _advertise(self) -> int:
+        """The window field for a segment going out now.
+
+        The room, rounded down to the scale's unit; or, when the room has shrunk
+        below what was offered, the offered edge rounded down to a unit from
+        RCV.NXT.  So the right edge never moves back by a unit or more, and never
+        passes the room: rounding up instead, at every ACK, would let the edge creep
+        forward with nothing behind it, and a host that never reads would never
+        close the window (RFC 7323 Appendix F; Linux's tcp_shrink_window).  Data
+        the guest sent up to an edge offered earlier is still taken (``_rcv_wnd``).
+        """
+        shift = WINDOW_SHIFT if self.scaling else 0
+        offered = seq_diff(self.rcv_adv, self.rcv_nxt)
+        window = min(max(self._room(), offered, 0) >> shift, 0xFFFF)
+        edge = seq_add(self.rcv_nxt, window << shift)
+        if seq_lt(self.rcv_adv, edge):
+            self.rcv_adv = edge
+            self._account()
+        return window
 
     # -- bookkeeping -------------------------------------------------------------------
 
-    def _measure(self, sample: float) -> None:
-        """RFC 6298 §2.2-2.3."""
+    def _time(self, ack: int, now: float) -> None:
+        """Take an RTT sample if ``ack`` covers the segment being timed (RFC 6298 §2-3)."""
+        if self.timed_seq is None or not seq_lt(self.timed_seq, ack):
+            return
+        sample = now - self.timed_at
+        self.timed_seq = None
         if self.srtt is None:
             self.srtt, self.rttvar = sample, sample / 2
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
             self.srtt = 0.875 * self.srtt + 0.125 * sample
-        self.rto = min(max(self.srtt + 4 * self.rttvar, RTO_MIN), RTO_MAX)
+        self.rto = self._estimate()
 
-    def _touch(self, now: float) -> None:
-        self.last_activity = now
-        if self.state is State.ESTABLISHED:
-            self.expires_at = now + IDLE_TIMEOUT
+    def _estimate(self) -> float:
+        """RFC 6298 §2.3's RTO from SRTT and RTTVAR, within RTO_MIN..RTO_MAX."""
+        assert self.srtt is not None
+        return min(max(self.srtt + 4 * self.rttvar, RTO_MIN), RTO_MAX)
 
-    def _enter_time_wait(self, now: float) -> None:
-        self.state = State.TIME_WAIT
-        self.retransmit_at = self.persist_at = None
-        self.expires_at = now + TIME_WAIT
-        self.host_ops.append(HostOp.CLOSE)
+    def _enter(self, state: State, now: float) -> None:
+        self.state = state
+        if state is State.TIME_WAIT:
+            self.retransmit_at = self.persist_at = None
+            self.expires_at = now + TIME_WAIT
+        else:
+            self.expires_at = self.last_activity + self._idle_limit()
 
-    def _finish(self, now: float, op: HostOp) -> None:
-        if self.state is not State.TIME_WAIT:
-            self.host_ops.append(op)
+    def _release_host_when_done(self) -> None:
+        """Close the host socket once both directions are done and it has every byte."""
+        if (
+            self.fin_queued
+            and self.guest_fin
+            and self.to_host_pending == 0
+            and not self.host_released
+        ):
+            self.host_released = True
+            self.host_ops.append(HostOp.CLOSE)
+
+    def _guest_side_done(self, now: float) -> None:
+        """Both FINs are through: only the host socket's last writes may be left."""
         self.state = State.CLOSED
         self.retransmit_at = self.persist_at = None
-        self.expires_at = now
+        self.send_buffer.clear()
+        self.last_activity = now
+        self.expires_at = now + HALF_CLOSED_IDLE
+        self._release_host_when_done()
+
+    def _terminate(self, op: HostOp) -> None:
+        """The connection is over, both sides at once; ``op`` for the host socket."""
+        self.state = State.CLOSED
+        self.retransmit_at = self.persist_at = None
+        self.send_buffer.clear()
+        self.reassembly.clear()
+        if not self.host_released:
+            self.host_released = True
+            self.host_ops.append(op)
+
+    def _settle(self) -> None:
+        """After every event: settle the budget; tell the shell when it may read again."""
+        self._account()
+        blocked = self.read_allowance == 0
+        if self._read_blocked and not blocked:
+            self.host_ops.append(HostOp.RESUME)
+        self._read_blocked = blocked

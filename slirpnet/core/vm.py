@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from attrs import define, field
 
+from slirpnet.core.budget import VM_TCP_BUFFER, BufferBudget
 from slirpnet.core.stats import Stats
 from slirpnet.wire.ethernet import format_mac
 
@@ -27,6 +28,7 @@ class Vm:
     tcp_flows: dict[FlowKey, TcpFlow] = field(factory=dict)
     echo_flows: dict[tuple[int, int], EchoFlow] = field(factory=dict)  # (dst, ident)
     dns_flows: set[DnsFlow] = field(factory=set)
+    tcp_buffers: BufferBudget = field(factory=lambda: BufferBudget(VM_TCP_BUFFER))
     attached: bool = True
 
     def send(self, frame: bytes) -> None:
