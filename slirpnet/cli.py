@@ -38,6 +38,7 @@ from slirpnet.shell.server import qemu_arguments, run_server
 _VALUE_FLAGS = (
     ("--listen", True, "unix:PATH, tcp:HOST:PORT or unixgram:PATH; each connection is a VM"),
     ("--connect", True, "unix:PATH or tcp:HOST:PORT of a QEMU with server=on"),
+    ("--forward", True, "tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT (libslirp hostfwd)"),
     ("--stdio", False, "qemu or vde: one VM on stdin/stdout (dpipe vde_plug SWITCH = ...)"),
     ("--net", False, "the guests' IPv4 network (default 10.0.2.0/24)"),
     ("--gateway", False, "the gateway's address, standing for the host (default 10.0.2.2)"),

@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 from attrs import evolve, frozen
 
+from slirpnet.core.forwards import Forward, parse_forwards
 from slirpnet.core.settings import VDE_MTU, NetworkSettings, StaticLease, Upstream
 from slirpnet.wire.ethernet import parse_mac
 
@@ -56,6 +57,7 @@ class NamespaceConfig:
     listen: tuple[Address, ...] = ()
     connect: tuple[Address, ...] = ()
     stdio: str | None = None  # "qemu" or "vde": one VM on stdin/stdout
+    forwards: tuple[Forward, ...] = ()
 
 
 @frozen
@@ -162,6 +164,14 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
     return parse
 
 
+def parse_forward(text: str, key: str = "forward") -> tuple[Forward, ...]:
+    """One spec's forwards (a range gives several)."""
+    try:
+        return parse_forwards(text)
+    except ValueError as error:
+        raise ConfigError(key, str(error)) from None
+
+
 # Keys of a namespace: name -> (parser of one value, repeatable).  The file uses the
 # same names as the flags; underscores are accepted for dashes.
 _SCALAR: dict[str, Callable[[str, str], Any]] = {
@@ -178,6 +188,7 @@ _SCALAR: dict[str, Callable[[str, str], Any]] = {
     "stdio": _choice(("qemu", "vde")),
 }
 _LISTS: dict[str, Callable[[str, str], Any]] = {
+    "forward": parse_forward,
     "listen": lambda text, key: parse_address(text, ("unix", "tcp", "unixgram"), key),
     "connect": lambda text, key: parse_address(text, ("unix", "tcp"), key),
     "dns-upstream": parse_upstream,
@@ -264,7 +275,36 @@ def namespace_from_values(name: str, values: Mapping[str, Any], where: str = "")
         listen=parsed.get("listen", ()),
         connect=parsed.get("connect", ()),
         stdio=parsed.get("stdio"),
+        forwards=_forwards_within(parsed.get("forward", ()), settings, f"{where}forward"),
     )
+
+
+def _forwards_within(
+    specs: tuple[tuple[Forward, ...], ...], settings: NetworkSettings, key: str
+) -> tuple[Forward, ...]:
+    forwards = tuple(forward for spec in specs for forward in spec)
+    check_forwards(forwards, settings, key)
+    return forwards
+
+
+def check_forwards(forwards: Sequence[Forward], settings: NetworkSettings, key: str) -> None:
+    """A guest address must be a guest's of the network; a host port is given once."""
+    network = settings.network
+    reserved = {settings.gateway, settings.dns, network.network_address, network.broadcast_address}
+    for forward in forwards:
+        guest = forward.guest_address
+        if guest is not None and (guest not in network or guest in reserved):
+            raise ConfigError(key, f"{forward}: {guest} is not a guest address of {network}")
+    _no_host_port_twice(forwards, key)
+
+
+def _no_host_port_twice(forwards: Sequence[Forward], key: str) -> None:
+    seen = set()
+    for forward in forwards:
+        host = (forward.protocol, forward.host_address, forward.host_port)
+        if host in seen:
+            raise ConfigError(key, f"{forward}: host port {forward.host_port} is forwarded twice")
+        seen.add(host)
 
 
 def _flag_for(field: str) -> str:
@@ -335,6 +375,7 @@ def validate(config: ServerConfig) -> ServerConfig:
             if str(address) in seen:
                 raise ConfigError("listen", f"{address} is used by {seen[str(address)]} already")
             seen[str(address)] = namespace.name
+    _no_host_port_twice([f for ns in config.namespaces for f in ns.forwards], "forward")
     if config.control is not None and f"unix:{config.control.path}" in seen:
         raise ConfigError("control", f"{config.control.path} is a VM listener's path too")
     return config

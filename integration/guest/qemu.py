@@ -11,7 +11,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -83,16 +83,19 @@ async def boot_async(
     mac: str = DEFAULT_MAC,
     extra_qemu_args: Sequence[str] = (),
     nic: bool = True,
+    files: Mapping[str, bytes] | None = None,
 ) -> GuestRun:
     """Boot the guest, run `script` in it with busybox sh, and return when it powers off.
 
-    QEMU is killed once `timeout` seconds have passed, or when this task is cancelled.
+    ``files`` are more executables for the guest, by absolute path.  QEMU is killed once
+    `timeout` seconds have passed, or when this task is cancelled.
     """
     with tempfile.TemporaryDirectory(prefix="slirpnet-guest-") as tmp:
         initrd = Path(tmp) / "initrd.cpio"
         # The kernel unpacks concatenated archives in turn, so /test.sh lands on top of the base.
-        test_sh = CpioEntry("/test.sh", stat.S_IFREG | 0o755, script.encode())
-        initrd.write_bytes(image.initramfs.read_bytes() + newc_archive([test_sh]))
+        extra = [CpioEntry("/test.sh", stat.S_IFREG | 0o755, script.encode())]
+        extra += [CpioEntry(p, stat.S_IFREG | 0o755, data) for p, data in (files or {}).items()]
+        initrd.write_bytes(image.initramfs.read_bytes() + newc_archive(extra))
         command = qemu_command(image, initrd, netdev_args, mac, extra_qemu_args, nic=nic)
         started = trio.current_time()
         output = bytearray()

@@ -10,6 +10,9 @@ Resources, all under ``/v1``::
     GET    /namespaces/NS/flows                   every flow of the namespace
     GET    /namespaces/NS/leases                  DHCP leases
     GET    /namespaces/NS/dns                     DNS upstreams and local records
+    GET    /namespaces/NS/forwards                its port forwards
+    POST   /namespaces/NS/forwards                {"spec": "tcp::2222-:22"} (a range adds several)
+    DELETE /namespaces/NS/forwards/SPEC
     PUT    /namespaces/NS/dns/records/NAME        {"address": "10.0.2.9"}
     DELETE /namespaces/NS/dns/records/NAME
     PUT    /namespaces/NS/vms/ID/pcap             {"path": "..."} (optional: --pcap DIR)
@@ -29,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from slirpnet.config import ConfigError, parse_record
+from slirpnet.config import ConfigError, check_forwards, parse_forward, parse_record
 from slirpnet.control import views
 from slirpnet.control.http import HttpError, Request, Response
+from slirpnet.shell.forwards import ForwardError
 
 if TYPE_CHECKING:
     from slirpnet.shell.port import Port
@@ -200,3 +204,46 @@ def _stop_pcap(api: ControlApi, request: Request, args: list[str]) -> Response:
     frames = port.pcap.frames
     port.stop_capture()
     return Response.json({"vm": port.vm.id, "pcap": str(path), "frames": frames})
+
+
+@_route("/namespaces/{}/forwards", "GET")
+def _forwards(api: ControlApi, request: Request, args: list[str]) -> Response:
+    return Response.json([views.forward_view(f) for f in api.runtime(args[0]).forwards.active])
+
+
+@_route("/namespaces/{}/forwards", "POST")
+def _add_forward(api: ControlApi, request: Request, args: list[str]) -> Response:
+    runtime = api.runtime(args[0])
+    spec = _field(request.json(), "spec")
+    if not isinstance(spec, str):
+        raise HttpError(400, "spec: must be a string")
+    try:
+        forwards = parse_forward(spec, "spec")
+        check_forwards(forwards, runtime.segment.settings, "spec")
+    except ConfigError as error:
+        raise HttpError(400, str(error)) from None
+    added = []
+    try:
+        for forward in forwards:
+            runtime.forwards.add(forward)
+            added.append(forward)
+    except ForwardError as error:
+        for forward in added:  # all of a range or none of it
+            runtime.forwards.remove(forward)
+        raise HttpError(409, str(error)) from None
+    return Response.json([views.forward_view(f) for f in added], 201)
+
+
+@_route("/namespaces/{}/forwards/{}", "DELETE")
+def _delete_forward(api: ControlApi, request: Request, args: list[str]) -> Response:
+    runtime = api.runtime(args[0])
+    try:
+        forwards = parse_forward(args[1], "spec")
+    except ConfigError as error:
+        raise HttpError(400, str(error)) from None
+    missing = [str(f) for f in forwards if f not in runtime.forwards.active]
+    if missing:
+        raise HttpError(404, f"no forward {', '.join(missing)}")
+    for forward in forwards:
+        runtime.forwards.remove(forward)
+    return Response.json({"deleted": [str(f) for f in forwards]})

@@ -87,6 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser, default_socket: str) -> None:
     add.add_argument("address")
     remove = record_ops.add_parser("rm", help="NAME")
     remove.add_argument("name")
+    what.add_parser("forwards", help="list port forwards")
+    forward = what.add_parser("forward", help="add or remove a port forward")
+    forward_ops = forward.add_subparsers(dest="op", metavar="OP", required=True)
+    forward_ops.add_parser("add", help="SPEC, e.g. tcp::2222-:22").add_argument("spec")
+    forward_ops.add_parser("rm", help="SPEC").add_argument("spec")
     pcap = what.add_parser("pcap", help="start or stop capturing a VM's frames")
     pcap_ops = pcap.add_subparsers(dest="op", metavar="OP", required=True)
     start = pcap_ops.add_parser("start", help="VM [PATH]")
@@ -104,12 +109,18 @@ def run(args: argparse.Namespace) -> int:
         "vms": ("GET", ns + "/vms", None),
         "leases": ("GET", ns + "/leases", None),
         "dns": ("GET", ns + "/dns", None),
+        "forwards": ("GET", ns + "/forwards", None),
     }
     if args.what in calls:
         method, path, body = calls[args.what]
     elif args.what == "flows":
         method, body = "GET", None
         path = ns + (f"/vms/{quote(args.vm, safe='')}/flows" if args.vm else "/flows")
+    elif args.what == "forward":
+        if args.op == "add":
+            method, path, body = "POST", ns + "/forwards", {"spec": args.spec}
+        else:
+            method, path, body = "DELETE", f"{ns}/forwards/{quote(args.spec, safe='')}", None
     elif args.what == "record":
         path = f"{ns}/dns/records/{quote(args.name, safe='')}"
         method, body = ("PUT", {"address": args.address}) if args.op == "add" else ("DELETE", None)

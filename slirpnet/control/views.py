@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from slirpnet.core.flows import DnsFlow, EchoFlow, Flow, TcpFlow, UdpFlow
+from slirpnet.core.forwards import Forward
 from slirpnet.core.vm import Vm
 from slirpnet.wire.ethernet import format_mac
 
@@ -104,6 +105,8 @@ def flow_view(flow: Flow, now: float) -> dict[str, Any]:
             "state": f"asking upstream {flow.attempt + 1}",
         }
     view["host"] = f"{flow.host_address}:{flow.host_port}"
+    if isinstance(flow, TcpFlow | UdpFlow) and flow.forward is not None:
+        view["forward"] = str(flow.forward)  # inbound: "host" is the peer
     return view
 
 
@@ -128,4 +131,13 @@ def dns_view(runtime: NamespaceRuntime) -> dict[str, Any]:
         "address": str(runtime.segment.settings.dns),
         "upstreams": [str(upstream) for upstream in service.upstreams],
         "records": {name: str(address) for name, address in sorted(service.records.items())},
+    }
+
+
+def forward_view(forward: Forward) -> dict[str, Any]:
+    return {
+        "spec": str(forward),
+        "protocol": forward.protocol,
+        "host": f"{forward.host_address}:{forward.host_port}",
+        "guest": f"{forward.guest_address or 'leased'}:{forward.guest_port}",
     }

@@ -13,6 +13,7 @@ from ipaddress import IPv4Address
 
 from attrs import define, field, frozen
 
+from slirpnet.core.forwards import Forward
 from slirpnet.core.tcp import TcpEndpoint
 from slirpnet.core.vm import Vm
 
@@ -44,10 +45,15 @@ class Flow:
 
 @define(eq=False)
 class UdpFlow(Flow):
-    """A guest's UDP conversation with one destination: a connected host UDP socket."""
+    """A guest's UDP conversation with one destination: a connected host UDP socket.
+
+    Or, with ``forward``, a host peer's datagrams to a forwarded port: the host
+    address and port are the peer's, and the forward's own socket carries them.
+    """
 
     dst_address: IPv4Address  # as the guest addressed it, the source of its replies
     dst_port: int
+    forward: Forward | None = None
 
     @property
     def key(self) -> FlowKey:
@@ -61,6 +67,7 @@ class TcpFlow(Flow):
     dst_address: IPv4Address
     dst_port: int
     endpoint: TcpEndpoint = field(repr=False)
+    forward: Forward | None = None  # a connection accepted on a forward: its socket is given
     host_closed: bool = field(default=False, init=False)
 
     @property

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
+from collections.abc import Container
 from ipaddress import IPv4Address
 
 from slirpnet.core.dhcp import DhcpServer
@@ -40,6 +41,7 @@ from slirpnet.core.flows import (
     EchoFlow,
     Endpoint,
     Flow,
+    FlowKey,
     OpenFlow,
     ResumeFlow,
     SendFlow,
@@ -47,6 +49,7 @@ from slirpnet.core.flows import (
     TcpFlow,
     UdpFlow,
 )
+from slirpnet.core.forwards import Forward, choose_guest
 from slirpnet.core.settings import HOST_LOOPBACK, NetworkSettings
 from slirpnet.core.stats import Stats
 from slirpnet.core.tcp import HostOp, TcpEndpoint
@@ -58,6 +61,9 @@ from slirpnet.wire.errors import WireError
 log = logging.getLogger(__name__)
 
 MAX_MACS_PER_VM = 16  # a guest spraying source addresses cannot grow the switch table
+MAX_NEIGHBOURS = 4096  # guest addresses remembered for forwards, however many are spoofed
+# The gateway's ports for forwarded connections, as the guest sees them (RFC 6335 §6).
+FORWARD_PORTS = range(49152, 65536)
 DNS_FLOW_IDLE = 10.0  # UDP flows to port 53 anywhere: one query, one answer
 ECHO_FLOW_IDLE = 10.0
 FLOW_REFUSED = "refused"  # the host said port unreachable
@@ -92,6 +98,9 @@ class Segment:
             settings.local_records(), settings.dns_upstreams, settings.dns_timeout
         )
         self._switch: dict[bytes, Vm] = {}  # learned source MAC -> port
+        self._neighbours: dict[IPv4Address, Vm] = {}  # guest addresses seen -> their port
+        self._forwarded_udp: dict[tuple[Forward, IPv4Address, int], UdpFlow] = {}
+        self._next_port = FORWARD_PORTS.start
         self._actions: list[Action] = []
         self._deadlines: Deadlines[Flow] = Deadlines()
         self._ip_ident = 0
@@ -120,6 +129,8 @@ class Segment:
         for mac in vm.macs:
             if self._switch.get(mac) is vm:
                 del self._switch[mac]
+        for address in [a for a, port in self._neighbours.items() if port is vm]:
+            del self._neighbours[address]
         for flow in [
             *vm.udp_flows.values(),
             *vm.tcp_flows.values(),
@@ -248,6 +259,9 @@ class Segment:
         """The source must be a guest address of our network: no spoofing the gateway."""
         source = packet.src
         if source in self.settings.network and source not in self._not_guests:
+            known = self._neighbours.get(source)
+            if known is not vm and (known or len(self._neighbours) < MAX_NEIGHBOURS):
+                self._neighbours[source] = vm
             return True
         self._drop(vm, "ipv4_bad_source")
         return False
@@ -505,6 +519,91 @@ class Segment:
             message.encode(),
         )
 
+    # -- forwards from the host --------------------------------------------------------
+
+    def forward_connection(
+        self, forward: Forward, peer: tuple[IPv4Address, int], now: float
+    ) -> TcpFlow | None:
+        """A host connection accepted on ``forward``: a flow that opens to the guest, or
+        None when no VM is there to take it (the shell then resets the connection)."""
+        target = self._forward_target(forward)
+        if target is None:
+            return None
+        vm, mac, address = target
+        gateway = self.settings.gateway
+        port = self._free_port(vm.tcp_flows, address, forward.guest_port)
+        endpoint = TcpEndpoint.active(
+            forward.guest_port, port, self.settings.mtu - 40, now, budget=vm.tcp_buffers
+        )
+        flow = TcpFlow(
+            vm=vm,
+            guest=Endpoint(mac, address, forward.guest_port),
+            host_address=peer[0],
+            host_port=peer[1],
+            deadline=endpoint.deadline(),
+            dst_address=gateway,
+            dst_port=port,
+            endpoint=endpoint,
+            forward=forward,
+        )
+        vm.tcp_flows[flow.key] = flow
+        vm.stats.count("forward_tcp")
+        self._open(flow)
+        self._tcp_output(flow, now)
+        return flow
+
+    def forward_datagram(
+        self, forward: Forward, peer: tuple[IPv4Address, int], payload: bytes, now: float
+    ) -> UdpFlow | None:
+        """A datagram from ``peer`` to ``forward``'s port, sent on to the guest; the flow
+        its replies take (new or not), or None when no VM is there (dropped)."""
+        flow = self._forwarded_udp.get((forward, *peer))
+        if flow is None or flow.closed:
+            target = self._forward_target(forward)
+            if target is None:
+                return None
+            vm, mac, address = target
+            if len(payload) + _IP_UDP_HEADERS > self.settings.mtu:
+                self._drop(vm, "udp_reply_over_mtu")
+                return None
+            port = self._free_port(vm.udp_flows, address, forward.guest_port)
+            flow = UdpFlow(
+                vm=vm,
+                guest=Endpoint(mac, address, forward.guest_port),
+                host_address=peer[0],
+                host_port=peer[1],
+                deadline=now + self.settings.udp_idle_timeout,
+                dst_address=self.settings.gateway,
+                dst_port=port,
+                forward=forward,
+            )
+            vm.udp_flows[flow.key] = flow
+            self._forwarded_udp[forward, *peer] = flow
+            vm.stats.count("forward_udp")
+            self._open(flow)
+        elif len(payload) + _IP_UDP_HEADERS > self.settings.mtu:
+            self._drop(flow.vm, "udp_reply_over_mtu")
+            return flow
+        flow.deadline = now + self.settings.udp_idle_timeout
+        self._send_udp(flow.vm, flow.guest, flow.dst_address, flow.dst_port, payload)
+        return flow
+
+    def _forward_target(self, forward: Forward) -> tuple[Vm, bytes, IPv4Address] | None:
+        target = choose_guest(forward, self.vms, self.dhcp, self._neighbours)
+        if target is None or self._room_for_flow(target[0]):
+            return target
+        return None
+
+    def _free_port(self, flows: Container[FlowKey], address: IPv4Address, guest_port: int) -> int:
+        """A gateway port no flow of the guest's ``guest_port`` uses yet."""
+        ports = FORWARD_PORTS
+        gateway = int(self.settings.gateway)
+        while True:
+            port = self._next_port
+            self._next_port = port + 1 if port + 1 < ports.stop else ports.start
+            if (int(address), guest_port, gateway, port) not in flows:
+                return port
+
     # -- ICMP --------------------------------------------------------------------------
 
     def _icmp(
@@ -731,6 +830,8 @@ class Segment:
             flow.host_closed = True
         elif isinstance(flow, UdpFlow):
             vm.udp_flows.pop(flow.key, None)
+            if flow.forward is not None:
+                self._forwarded_udp.pop((flow.forward, flow.host_address, flow.host_port), None)
         elif isinstance(flow, EchoFlow):
             vm.echo_flows.pop((int(flow.dst_address), flow.guest.port), None)
         elif isinstance(flow, DnsFlow):

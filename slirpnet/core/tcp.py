@@ -17,6 +17,12 @@ the host socket (``host_connected``, ``host_data``, ``host_eof``,
   host, or a connect slower than ``CONNECT_TIMEOUT``, sends nothing and sets
   ``unreachable``: the owner answers with ICMP host unreachable.  Host data that
   arrives before the guest's ACK completes the handshake waits for it.
+* Forwards.  A connection accepted on a forwarded host port opens the other
+  way: ``active`` sends the guest a SYN (``SYN_SENT``, RFC 9293 §3.10.7.3) and
+  the guest's SYN-ACK makes the connection ``ESTABLISHED``, at which the shell
+  starts reading the host socket (``RESUME``).  A RST means the guest's port is
+  closed and the host connection is reset; a guest that never answers gets
+  ``SYN_RETRIES`` SYNs, then the same.
 * Options.  MSS both ways (ours from the MTU) and window scaling when the guest
   offers it (RFC 7323 §2).  SACK and timestamps are never offered, so a guest
   never uses them (RFC 2018 §2, RFC 7323 §3.2).
@@ -70,6 +76,7 @@ RTO_MIN = 0.2  # Linux's floor; RFC 6298 §2.4's 1 s is far too slow for a virtu
 RTO_MAX = 60.0  # RFC 6298 §2.5
 MAX_RETRANSMITS = 12  # timeouts in a row (about 5 minutes), then both sides are reset
 SYN_ACK_RETRIES = 5  # Linux's tcp_synack_retries: about a minute
+SYN_RETRIES = 5  # a forward's SYN to a silent guest: about a minute, then the host gets a RST
 # A guest's own connect gives up after about two minutes (Linux: six SYN retries);
 # answering well before that tells it "unreachable" instead of leaving it to time out.
 CONNECT_TIMEOUT = 20.0
@@ -93,6 +100,7 @@ DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
 
 class State(enum.Enum):
     CONNECTING = "connecting"  # guest SYN seen, host socket connecting
+    SYN_SENT = "syn-sent"  # a forward's host connection: our SYN to the guest is out
     SYN_RECEIVED = "syn-received"
     ESTABLISHED = "established"
     CLOSE_WAIT = "close-wait"  # guest sent FIN
@@ -222,6 +230,43 @@ class TcpEndpoint:
         endpoint.last_activity = now
         return endpoint
 
+    @classmethod
+    def active(
+        cls,
+        guest_port: int,
+        port: int,
+        our_mss: int,
+        now: float,
+        *,
+        budget: BufferBudget | None = None,
+        iss: int | None = None,
+    ) -> TcpEndpoint:
+        """An endpoint that opens to the guest's ``guest_port`` from our ``port``: its SYN
+        is in ``segments``.  The guest's MSS and scaling come with its SYN-ACK."""
+        iss = random.getrandbits(32) if iss is None else iss
+        endpoint = cls(
+            guest_port=guest_port,
+            port=port,
+            guest_isn=0,
+            iss=iss,
+            guest_mss=DEFAULT_GUEST_MSS,
+            our_mss=our_mss,
+            scaling=True,  # offered; the SYN-ACK says whether the guest agrees
+            guest_shift=0,
+            state=State.SYN_SENT,
+        )
+        if budget is not None:
+            endpoint.budget = budget
+        endpoint.snd_una = iss
+        endpoint.snd_nxt = endpoint.snd_max = seq_add(iss, 1)
+        endpoint.last_activity = now
+        endpoint.expires_at = now + IDLE_TIMEOUT  # the SYN's retransmissions give up first
+        endpoint._send_syn()
+        endpoint.timed_seq, endpoint.timed_at = iss, now
+        endpoint.retransmit_at = now + endpoint.rto
+        endpoint._settle()
+        return endpoint
+
     # -- what the owner reads ----------------------------------------------------------
 
     @property
@@ -294,8 +339,8 @@ class TcpEndpoint:
             else:
                 # RFC 9293 §3.10.7.1: a RST acknowledging the SYN, as a closed port's.
                 self._emit(tcp.RST | tcp.ACK, seq=0, ack=self.rcv_nxt)
-        elif self.state not in (State.TIME_WAIT, State.CLOSED):
-            self._send_reset()
+        elif self.state not in (State.SYN_SENT, State.TIME_WAIT, State.CLOSED):
+            self._send_reset()  # (in SYN_SENT the guest has nothing to reset yet)
         self._terminate(HostOp.CLOSE)
         self._settle()
 
@@ -342,6 +387,10 @@ class TcpEndpoint:
             if seg.flags & tcp.RST and seg.seq == self.rcv_nxt:
                 self._terminate(HostOp.CLOSE)  # the guest gave up; so does the connect
             return  # a retransmitted SYN changes nothing while the host connect runs
+        if state is State.SYN_SENT:
+            self._syn_sent(seg, now)
+            self._settle()
+            return
         if state is State.SYN_RECEIVED and seg.flags & (tcp.SYN | tcp.ACK) == tcp.SYN:
             if seg.seq == self.guest_isn:  # our SYN-ACK was lost
                 self.counters.retransmits += 1
@@ -358,6 +407,35 @@ class TcpEndpoint:
             if self._ack_due:
                 self._send_ack()
         self._settle()
+
+    def _syn_sent(self, seg: TcpSegment, now: float) -> None:
+        """RFC 9293 §3.10.7.3: the guest answers our SYN."""
+        if seg.flags & tcp.ACK and seg.ack != self.snd_max:
+            if not seg.flags & tcp.RST:
+                self._emit(tcp.RST, seq=seg.ack, ack=0)  # it acknowledges no SYN of ours
+            return
+        if seg.flags & tcp.RST:
+            if seg.flags & tcp.ACK:
+                self._terminate(HostOp.ABORT)  # the guest's port is closed: so is the host's
+            return
+        if seg.flags & (tcp.SYN | tcp.ACK) != tcp.SYN | tcp.ACK:
+            return  # a simultaneous open, or neither: not what a guest's listener sends
+        options = seg.options
+        self.guest_isn = seg.seq
+        self.rcv_nxt = self.rcv_adv = seq_add(seg.seq, 1)
+        self.guest_mss = max(options.mss or DEFAULT_GUEST_MSS, MIN_GUEST_MSS)
+        # RFC 7323 §1.3: scaling only when both SYNs carry the option.
+        self.scaling = options.window_scale is not None
+        self.guest_shift = options.window_scale or 0
+        self.snd_una = seg.ack
+        self.snd_wnd = seg.window  # RFC 7323 §2.2: a SYN's window is never scaled
+        self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+        self.retries = 0
+        self.retransmit_at = None
+        self.last_activity = now
+        self._time(seg.ack, now)
+        self._enter(State.ESTABLISHED, now)
+        self._send_ack()
 
     def _acceptable(self, seg: TcpSegment) -> bool:
         """RFC 9293 §3.10.7.4's four cases: does the segment touch the receive window?"""
@@ -572,9 +650,12 @@ class TcpEndpoint:
 
     def _retransmission_timeout(self, now: float) -> None:
         self.retries += 1
-        limit = SYN_ACK_RETRIES if self.state is State.SYN_RECEIVED else MAX_RETRANSMITS
+        limit = {State.SYN_RECEIVED: SYN_ACK_RETRIES, State.SYN_SENT: SYN_RETRIES}.get(
+            self.state, MAX_RETRANSMITS
+        )
         if self.retries > limit:
-            self._send_reset()
+            if self.state is not State.SYN_SENT:  # the guest has no connection to reset
+                self._send_reset()
             self._terminate(HostOp.ABORT)
             return
         self.rto = min(self.rto * 2, RTO_MAX)  # RFC 6298 §5.5
@@ -584,6 +665,9 @@ class TcpEndpoint:
         if self.state is State.SYN_RECEIVED:
             self.counters.retransmits += 1
             self._send_syn_ack()
+        elif self.state is State.SYN_SENT:
+            self.counters.retransmits += 1
+            self._send_syn()
         else:
             # RFC 6298 §5.4: the earliest segment not ACKed, even into a window that
             # has shrunk since, but no byte that was never sent beyond the window; the
@@ -698,6 +782,11 @@ class TcpEndpoint:
         self._emit(
             tcp.SYN | tcp.ACK, seq=self.iss, ack=self.rcv_nxt, options=options, window=window
         )
+
+    def _send_syn(self) -> None:
+        options = TcpOptions(mss=self.our_mss, window_scale=WINDOW_SHIFT)
+        window = min(self._room(), 0xFFFF)  # RFC 7323 §2.2: unscaled in a SYN
+        self._emit(tcp.SYN, seq=self.iss, ack=0, options=options, window=window)
 
     def _send_ack(self) -> None:
         # SND.MAX, not SND.NXT: after a go-back-N the guest may hold more than we resent,

@@ -72,6 +72,16 @@ class _Handle:
         self.scope = trio.CancelScope()
 
 
+class _ForwardHandle(_Handle):
+    """A UDP forward's flow: replies go to its peer by the forward's own socket."""
+
+    def __init__(self, flow: UdpFlow) -> None:
+        super().__init__(None)
+        assert flow.forward is not None
+        self.forward = flow.forward
+        self.peer = (str(flow.host_address), flow.host_port)
+
+
 class _TcpHandle(_Handle):
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock)
@@ -88,6 +98,7 @@ class HostSockets:
     def __init__(self, runtime: NamespaceRuntime) -> None:
         self.runtime = runtime
         self._handles: dict[Flow, _Handle] = {}
+        self._adopted: dict[Flow, socket.socket] = {}  # accepted on a forward, not yet opened
         self._ping_sockets = True  # until the kernel says no
         self._raw: RawIcmp | None = None
         self._echo_warned = False
@@ -111,13 +122,23 @@ class HostSockets:
                 elif isinstance(action, ResumeFlow):
                     handle.readable.set()
 
+    def adopt(self, flow: TcpFlow, sock: socket.socket) -> None:
+        """``sock``, accepted on a forward, is the host socket of ``flow`` when it opens."""
+        self._adopted[flow] = sock
+
     def _open(self, flow: Flow) -> None:
         sock: socket.socket | None
         try:
+            if isinstance(flow, UdpFlow) and flow.forward is not None:
+                # The forward's own socket answers the peer: nothing to open or read.
+                self._handles[flow] = _ForwardHandle(flow)
+                return
             if isinstance(flow, TcpFlow):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                adopted = self._adopted.pop(flow, None)
+                sock = adopted or socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setblocking(False)
                 tcp_handle = _TcpHandle(sock)
+                tcp_handle.connected = adopted is not None
                 self._handles[flow] = tcp_handle
                 self.runtime.port_of(flow.vm).nursery.start_soon(self._tcp, flow, tcp_handle)
                 return
@@ -174,7 +195,13 @@ class HostSockets:
             handle.writable.set()
             return
         try:
-            if handle.sock is None:
+            if isinstance(handle, _ForwardHandle):
+                shared = self.runtime.forwards.udp_socket(handle.forward)
+                if shared is None:
+                    flow.vm.stats.drop("forward_removed")
+                else:
+                    shared.sendto(payload, handle.peer)
+            elif handle.sock is None:
                 assert self._raw is not None
                 self._raw.send(flow, payload)
             elif isinstance(flow, EchoFlow):
@@ -188,8 +215,11 @@ class HostSockets:
 
     def _close(self, flow: Flow, *, abort: bool = False) -> None:
         handle = self._handles.pop(flow, None)
-        if handle is None:
-            return
+        adopted = self._adopted.pop(flow, None)
+        if adopted is not None:
+            adopted.close()
+        if handle is None or isinstance(handle, _ForwardHandle):
+            return  # a forward's socket is the forward's to close
         if isinstance(handle, _TcpHandle):
             if handle.connected and not abort:
                 # The guest's data is acknowledged to it: the host must still get it all.
@@ -244,13 +274,14 @@ class HostSockets:
         sock = trio.socket.from_stdlib_socket(handle.sock)
         try:
             with handle.scope:
-                try:
-                    await sock.connect((str(flow.host_address), flow.host_port))
-                except OSError as error:
-                    self.runtime.report_error(flow, error_kind(error))
-                    return
-                handle.connected = True
-                self.runtime.report_connected(flow)
+                if not handle.connected:  # a forward's socket comes connected
+                    try:
+                        await sock.connect((str(flow.host_address), flow.host_port))
+                    except OSError as error:
+                        self.runtime.report_error(flow, error_kind(error))
+                        return
+                    handle.connected = True
+                    self.runtime.report_connected(flow)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._tcp_reader, flow, handle, sock)
                     await self._tcp_writer(flow, handle, sock)

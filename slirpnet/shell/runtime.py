@@ -20,6 +20,7 @@ from slirpnet.core.flows import Flow
 from slirpnet.core.segment import Segment
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.vm import Vm
+from slirpnet.shell.forwards import Forwards
 from slirpnet.shell.hostsockets import HostSockets
 from slirpnet.shell.port import Port
 
@@ -44,6 +45,7 @@ class NamespaceRuntime:
         self.segment = Segment(settings)
         self.nursery = nursery
         self.host = HostSockets(self)
+        self.forwards = Forwards(self)
         self._ports: dict[Vm, Port] = {}
         self._timer_scope = trio.CancelScope()
         self.pcap_dir: Path | None = None  # set: every VM is captured to a file there
@@ -60,6 +62,7 @@ class NamespaceRuntime:
             finally:
                 for port in list(runtime._ports.values()):
                     runtime._detach(port)
+                runtime.forwards.close_all()
                 runtime.host.close_all()
                 nursery.cancel_scope.cancel()
 

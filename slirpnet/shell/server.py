@@ -109,6 +109,8 @@ async def _run_namespace(
             NamespaceRuntime.open(config.name, settings) as runtime,
             trio.open_nursery() as nursery,
         ):
+            for forward in config.forwards:
+                runtime.forwards.add(forward)
             for address in config.listen:
                 _start_listener(runtime, nursery, address, sockets, created)
             for address in config.connect:
