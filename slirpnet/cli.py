@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from slirpnet import __version__
+from slirpnet import __version__, heapreport
 from slirpnet.config import (
     DEFAULT_NAMESPACE,
     LOG_FORMATS,
@@ -105,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    heap_report = heapreport.start()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "serve":
@@ -122,16 +123,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{namespace.name}: qemu-system-x86_64 ... {qemu_arguments(address)}")
         sys.stdout.flush()
     try:
-        trio.run(_serve_until_signal, config)
+        trio.run(_serve_until_signal, config, heap_report)
     except* ConfigError as group:
         parser.error(str(group.exceptions[0]))
     return 0
 
 
-async def _serve_until_signal(config: ServerConfig) -> None:
+async def _serve_until_signal(config: ServerConfig, heap_report: Path | None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
+            if heap_report is not None:
+                nursery.start_soon(heapreport.report_on_signal, heap_report)
             await run_server(config)
             nursery.cancel_scope.cancel()  # the stdio VM left
 
