@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024  # several 64 KiB frames per read
 DGRAM_SIZE = 65536
+# A unix datagram is charged to its sender until read: the default 208 KiB would
+# hold three 64 KiB frames of the ten a peer's queue takes (net.unix.max_dgram_qlen).
+DGRAM_SEND_BUFFER = 1 << 20
 MAX_DGRAM_PEERS = 256
 RECONNECT_MIN = 0.1
 RECONNECT_MAX = 5.0
@@ -150,15 +154,49 @@ async def _datagram_peer(
     label: str,
     task_status: trio.TaskStatus[Port] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    async with runtime.attach(f"{label}<{address!r}>") as port:
-        task_status.started(port)
+    # Frames go out on a socket of the peer's own, connected to it: only then does the
+    # kernel report a unix datagram socket unwritable while the peer's queue is full.
+    # (Unconnected, sendto fails with EAGAIN and the socket still polls writable: a
+    # busy loop for as long as the peer is behind.)  The peer must take datagrams from
+    # any sender, as QEMU's unconnected -netdev dgram socket does.
+    with socket.socket(sock.family, socket.SOCK_DGRAM) as out:
+        out.setblocking(False)
+        out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DGRAM_SEND_BUFFER)
+        _connect(out, address)
+        async with runtime.attach(f"{label}<{address!r}>") as port:
+            task_status.started(port)
+            while True:
+                try:
+                    frames = await port.receive()
+                except trio.ClosedResourceError:
+                    return
+                await _send_datagrams(port, out, address, frames)
+
+
+async def _send_datagrams(
+    port: Port, out: socket.socket, address: str | bytes, frames: list[bytes]
+) -> None:
+    """Each frame in one datagram, waiting while the peer's queue is full."""
+    for frame in frames:
+        retried = False
         while True:
             try:
-                frames = await port.receive()
-            except trio.ClosedResourceError:
-                return
-            for frame in frames:
-                try:
-                    await sock.sendto(frame, address)
-                except OSError:
-                    port.vm.stats.drop("dgram_send_failed")
+                out.send(frame)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(out)
+                continue
+            except OSError:
+                # A restarted peer is a new socket at the same address: connect anew.
+                if not retried and _connect(out, address):
+                    retried = True
+                    continue
+                port.vm.stats.drop("dgram_send_failed")
+            break
+
+
+def _connect(sock: socket.socket, address: str | bytes) -> bool:
+    try:
+        sock.connect(address)
+    except OSError:
+        return False
+    return True
