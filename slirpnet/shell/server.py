@@ -95,12 +95,11 @@ def _start_listener(
     kind = socket.SOCK_STREAM if address.kind == "unix" else socket.SOCK_DGRAM
     sock = bind_unix(Path(address.path), kind)
     created.append(Path(address.path))
-    trio_sock = trio.socket.from_stdlib_socket(sock)
     if address.kind == "unix":
-        listener = trio.SocketListener(trio_sock)
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         nursery.start_soon(serve_listener, runtime, listener, label, QEMU_STREAM)
     else:
-        nursery.start_soon(serve_datagrams, runtime, trio_sock, label)
+        nursery.start_soon(serve_datagrams, runtime, sock, label)
 
 
 def bind_unix(path: Path, kind: socket.SocketKind) -> socket.socket:
