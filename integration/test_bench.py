@@ -1,4 +1,4 @@
-"""The side-by-side benchmark in its quick mode: it runs, it reports, the transfers were sound.
+"""The benchmarks in their quick modes: they run, they report, the transfers were sound.
 
 No figure is judged here (a shared machine makes timings noise); only that every
 figure was produced, the MTUs were what each backend gives, and the hash-checked
@@ -46,3 +46,16 @@ def test_quick_comparison_reports_every_figure(tmp_path: Path) -> None:
     for setup in ("slirpnet", "libslirp", "slirpnet-traced"):
         assert report["flows"][setup]["alive"] == flows
     assert "iperf3 guest→host" in result.stdout
+
+
+def test_core_micro_benchmark_reports_every_scenario(tmp_path: Path) -> None:
+    output = tmp_path / "core.json"
+    subprocess.run(
+        [sys.executable, "-m", "integration.bench.core", "--quick", "--json", str(output)],
+        cwd=REPO,
+        check=True,
+        timeout=300,
+    )
+    figures = json.loads(output.read_text())
+    assert len(figures) == 9
+    assert all(figure["frames"] > 0 and figure["per_second"] > 0 for figure in figures)
