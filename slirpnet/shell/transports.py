@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024  # several 64 KiB frames per read
 DGRAM_SIZE = 65536
 DGRAM_BATCH = 64  # datagrams taken per wakeup, before the other tasks get a turn
+DGRAM_YIELD = 8  # datagrams sent before our reader gets a turn: QEMU spins while we lag
 # A unix datagram is charged to its sender until read: the default 208 KiB would
 # hold three 64 KiB frames of the ten a peer's queue takes (net.unix.max_dgram_qlen).
 DGRAM_SEND_BUFFER = 1 << 20
@@ -191,7 +192,9 @@ async def _send_datagrams(
     port: Port, out: socket.socket, address: str | bytes, frames: list[bytes]
 ) -> None:
     """Each frame in one datagram, waiting while the peer's queue is full."""
-    for frame in frames:
+    for number, frame in enumerate(frames, 1):
+        if number % DGRAM_YIELD == 0:
+            await trio.lowlevel.checkpoint()
         retried = False
         while True:
             try:
