@@ -34,7 +34,7 @@ from integration.bench.figures import Figure, table
 from integration.bench.flows import HeldFlows, hold_flows
 from integration.bench.iperf import guest_mtu, iperf_server, run_iperf
 from integration.bench.procstat import raise_file_limit
-from integration.bench.requests import connection_rate, echo_server, round_trip
+from integration.bench.requests import answer_once, connection_rate, echo_server, round_trip
 from integration.linux import system
 from integration.linux.harness import Backend, LinuxGuest, open_linux_guest
 from integration.linux.traffic import TransferServer, loopback_server, parallel_transfers
@@ -164,9 +164,9 @@ async def measure_streams(
 
 
 async def measure_requests(setups: list[Setup], options: Options, results: Results) -> None:
-    async with echo_server() as port:
+    async with echo_server() as port, echo_server(answer_once) as answer_port:
         for setup in alternate(setups, options.rounds):
-            rate = await connection_rate(setup.guest, port, options.connect_seconds)
+            rate = await connection_rate(setup.guest, answer_port, options.connect_seconds)
             results.figure("connect_rate", "connect, request, close", "per s").add(
                 setup.column, rate["per_second"]
             )

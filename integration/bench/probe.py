@@ -78,7 +78,8 @@ async def _connect(address: tuple[str, int]) -> trio.SocketStream:
 
 
 async def connects(address: tuple[str, int], seconds: float, workers: int) -> dict[str, Any]:
-    """Connect, one request and its answer, close: as many as fit in ``seconds``."""
+    """Connect, one request and its answer, the server's close, ours: as many as fit in
+    ``seconds``."""
     done = 0
     errors: Counter[str] = Counter()
 
@@ -88,6 +89,8 @@ async def connects(address: tuple[str, int], seconds: float, workers: int) -> di
             try:
                 async with await _connect(address) as stream:
                     await _exchange(stream, REQUEST)
+                    if await stream.receive_some(1):
+                        raise ConnectionError("the server said more than its answer")
                 done += 1
             except (OSError, trio.BrokenResourceError) as error:
                 errors[type(error).__name__] += 1
