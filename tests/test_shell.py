@@ -22,7 +22,7 @@ from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.framing import QEMU_STREAM
 from slirpnet.shell.runtime import NamespaceRuntime
 from slirpnet.shell.server import bind_unix
-from slirpnet.shell.transports import serve_datagrams, serve_stream
+from slirpnet.shell.transports import _DatagramVms, serve_datagrams, serve_stream
 
 GUEST_MAC = "52:54:00:12:34:56"
 GATEWAY_MAC = "52:55:0a:00:02:02"
@@ -211,6 +211,30 @@ async def test_a_burst_from_two_datagram_peers_is_answered_in_order(tmp_path: Pa
         assert len(runtime.ports) == 2
     for guest in guests:
         guest.close()
+
+
+async def test_a_writer_takes_what_came_in_and_keeps_newcomers_for_the_reader(
+    tmp_path: Path,
+) -> None:
+    """Datagrams taken by a busy writer reach their VM; a new peer's wait for the reader,
+    which is woken to give it a port."""
+    server_path = tmp_path / "slirpnet.sock"
+    sock = bind_unix(server_path, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    newcomer = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await newcomer.bind(str(tmp_path / "qemu.sock"))
+    ping = Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / IP(src="10.0.2.15", dst="10.0.2.2") / ICMP()
+    async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
+        vms = _DatagramVms(runtime, sock, "unixgram")
+        with trio.CancelScope() as vms.wake:
+            for _ in range(3):
+                await newcomer.sendto(bytes(ping), str(server_path))
+            vms.take_waiting()  # as a writer does between frames
+            await trio.sleep_forever()  # the reader's wait: cut short
+        assert list(vms.newcomers.values()) == [[bytes(ping)] * 3]
+        assert runtime.ports == []
+    sock.close()
+    newcomer.close()
 
 
 def test_unix_socket_is_owner_only_and_a_stale_one_is_replaced(tmp_path: Path) -> None:
