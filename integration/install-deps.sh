@@ -12,7 +12,8 @@ fi
 # qemu-system-x86: the guests; zstd: kernel modules shipped .ko.zst; vde2: vde_switch,
 # vde_plug and dpipe; iproute2: network namespaces and taps for the Linux-stack guest;
 # gcc, libc6-dev: small static programs for the test guest (integration/guest/programs.py);
-# busybox-static: its udhcpc takes that guest's lease; nftables: the blackholed namespace host.
+# busybox-static: its udhcpc takes that guest's lease; nftables: the blackholed namespace host;
+# iperf3: the benchmark's throughput (integration/bench/compare.py).
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends qemu-system-x86 zstd vde2 iproute2 gcc libc6-dev \
-    busybox-static nftables
+    busybox-static nftables iperf3

@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from slirpnet import __version__
+from slirpnet import __version__, heapreport
 from slirpnet.config import (
     DEFAULT_NAMESPACE,
     LOG_FORMATS,
@@ -131,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    heap_report = heapreport.start()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "ctl":
@@ -149,18 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = with_default_listener(with_inherited_listeners(config, inherited))
     configure(config.log_level, config.log_format)
     try:
-        trio.run(_serve_until_signal, config, inherited)
+        trio.run(_serve_until_signal, config, inherited, heap_report)
     except* ConfigError as group:
         parser.error(str(_first_leaf(group)))
     return 0
 
 
 async def _serve_until_signal(
-    config: ServerConfig, inherited: dict[Address, socket.socket]
+    config: ServerConfig, inherited: dict[Address, socket.socket], heap_report: Path | None
 ) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
+            if heap_report is not None:
+                nursery.start_soon(heapreport.report_on_signal, heap_report)
             await nursery.start(_serve, config, inherited, nursery.cancel_scope)
             # Printed once every listener is bound: the line doubles as a readiness signal.
             if not any(ns.stdio for ns in config.namespaces):

@@ -25,7 +25,7 @@ from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.framing import QEMU_STREAM
 from slirpnet.shell.runtime import NamespaceRuntime
 from slirpnet.shell.server import bind_unix
-from slirpnet.shell.transports import keep_connected, serve_datagrams, serve_stream
+from slirpnet.shell.transports import _DatagramVms, keep_connected, serve_datagrams, serve_stream
 
 GUEST_MAC = "52:54:00:12:34:56"
 GATEWAY_MAC = "52:55:0a:00:02:02"
@@ -172,7 +172,7 @@ async def test_a_bad_length_closes_the_connection() -> None:
 
 async def test_datagram_peers_are_vms(tmp_path: Path) -> None:
     server_path = tmp_path / "slirpnet.sock"
-    sock = trio.socket.from_stdlib_socket(bind_unix(server_path, socket.SOCK_DGRAM))
+    sock = bind_unix(server_path, socket.SOCK_DGRAM)
     guest = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     await guest.bind(str(tmp_path / "qemu.sock"))
     async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
@@ -186,6 +186,58 @@ async def test_datagram_peers_are_vms(tmp_path: Path) -> None:
         assert reply[ICMP].type == 0 and reply[ICMP].id == 9
         assert len(runtime.ports) == 1
     guest.close()
+
+
+async def test_a_burst_from_two_datagram_peers_is_answered_in_order(tmp_path: Path) -> None:
+    """Datagrams waiting together are taken in one batch, each peer's in its order."""
+    server_path = tmp_path / "slirpnet.sock"
+    sock = bind_unix(server_path, socket.SOCK_DGRAM)
+    guests = [trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+    for number, guest in enumerate(guests):
+        await guest.bind(str(tmp_path / f"qemu{number}.sock"))
+    async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
+        # Queued before slirpnet reads any, within the kernel's ten (max_dgram_qlen).
+        for seq in range(4):
+            for number, guest in enumerate(guests):
+                mac = f"52:54:00:12:34:5{number}"
+                ping = (
+                    Ether(src=mac, dst=GATEWAY_MAC)
+                    / IP(src=f"10.0.2.{15 + number}", dst="10.0.2.2")
+                    / ICMP(id=number, seq=seq)
+                )
+                await guest.sendto(bytes(ping), str(server_path))
+        runtime.nursery.start_soon(serve_datagrams, runtime, sock, "unixgram")
+        for number, guest in enumerate(guests):
+            with trio.fail_after(5):
+                replies = [Ether(await guest.recv(65536)) for _ in range(4)]
+            assert [(r[ICMP].id, r[ICMP].seq) for r in replies] == [(number, s) for s in range(4)]
+        assert len(runtime.ports) == 2
+    for guest in guests:
+        guest.close()
+
+
+async def test_a_writer_takes_what_came_in_and_keeps_newcomers_for_the_reader(
+    tmp_path: Path,
+) -> None:
+    """Datagrams taken by a busy writer reach their VM; a new peer's wait for the reader,
+    which is woken to give it a port."""
+    server_path = tmp_path / "slirpnet.sock"
+    sock = bind_unix(server_path, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    newcomer = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await newcomer.bind(str(tmp_path / "qemu.sock"))
+    ping = Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / IP(src="10.0.2.15", dst="10.0.2.2") / ICMP()
+    async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
+        vms = _DatagramVms(runtime, sock, "unixgram")
+        with trio.CancelScope() as vms.wake:
+            for _ in range(3):
+                await newcomer.sendto(bytes(ping), str(server_path))
+            vms.take_waiting()  # as a writer does between frames
+            await trio.sleep_forever()  # the reader's wait: cut short
+        assert list(vms.newcomers.values()) == [[bytes(ping)] * 3]
+        assert runtime.ports == []
+    sock.close()
+    newcomer.close()
 
 
 def test_unix_socket_is_owner_only_and_a_stale_one_is_replaced(tmp_path: Path) -> None:

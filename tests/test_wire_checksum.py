@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scapy.utils import checksum as scapy_checksum
 
-from slirpnet.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
+from slirpnet.wire.checksum import fold, internet_checksum, ones_sum, pseudo_header_sum
 
 
 def reference_sum(data: bytes) -> int:
@@ -71,3 +71,15 @@ def test_large_buffers_cross_chunk_boundaries(size: int) -> None:
     assert ones_sum(data) == reference_sum(data)
     assert ones_sum(b"\xff" * size) == reference_sum(b"\xff" * size)
     assert ones_sum(bytes(size)) == 0
+
+
+@given(st.lists(st.integers(0, 0xFFFFFFFF), max_size=600))
+def test_fold_of_a_sum_of_fields_matches_the_words(fields: list[int]) -> None:
+    """32-bit fields added whole fold to the sum of their 16-bit halves, as codecs use it."""
+    words = b"".join(field.to_bytes(4, "big") for field in fields)
+    assert fold(sum(fields)) == reference_sum(words)
+
+
+def test_fold_keeps_ones_complement_zeros_apart() -> None:
+    assert fold(0) == 0
+    assert fold(0xFFFF) == fold(0x1FFFE) == fold(0xFFFF << 4096) == 0xFFFF

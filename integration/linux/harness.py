@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,7 @@ class LinuxGuest:
     backend: Backend
     workdir: Path
     lease: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)  # "slirpnet", "qemu", "relay"
 
     @property
     def address(self) -> str:
@@ -110,13 +111,14 @@ async def open_linux_guest(
     faults: Faults | None = None,
     *,
     slirpnet_args: Sequence[str] = (),
+    slirpnet_env: Mapping[str, str] | None = None,
     log_level: str | None = None,
 ) -> AsyncIterator[LinuxGuest]:
     """A namespace with a leased address behind ``backend``, through a lossy relay if ``faults``.
 
-    ``slirpnet_args`` go to ``slirpnet serve`` (``--mtu 1500``, say).  ``log_level`` is
-    slirpnet's (default: $SLIRPNET_TEST_LOG_LEVEL, else info); its log and QEMU's go to
-    ``workdir``.
+    ``slirpnet_args`` go to ``slirpnet serve`` (``--mtu 1500``, say) and ``slirpnet_env``
+    into its environment.  ``log_level`` is slirpnet's (default: $SLIRPNET_TEST_LOG_LEVEL,
+    else info); its log and QEMU's go to ``workdir``.  ``guest.pids`` names the processes.
     """
     reason = system.missing()
     if reason is not None:
@@ -136,7 +138,7 @@ async def open_linux_guest(
         backend_path = workdir / "backend.sock"  # the relay's other side
         netdevs = [f"tap,id=t0,ifname={tap},script=no,downscript=no"]
         if faults is not None:
-            await _start(
+            relay = await _start(
                 nursery,
                 workdir / "relay.log",
                 [
@@ -149,6 +151,7 @@ async def open_linux_guest(
                 ],
                 ready=lambda: nic_path.exists() and backend_path.exists(),
             )
+            guest.pids["relay"] = relay.pid
         if backend == "slirpnet":
             # Without the relay, slirpnet takes datagrams itself; behind it, a stream.
             where = (
@@ -156,7 +159,7 @@ async def open_linux_guest(
                 if faults is None
                 else ["--connect", f"unix:{backend_path}"]
             )
-            await _start(
+            slirpnet = await _start(
                 nursery,
                 workdir / "slirpnet.log",
                 [
@@ -165,7 +168,9 @@ async def open_linux_guest(
                     *slirpnet_args,
                 ],
                 ready=nic_path.exists,
+                env=slirpnet_env,
             )
+            guest.pids["slirpnet"] = slirpnet.pid
             netdevs.append(_dgram_netdev("s0", nic_path))
         elif faults is None:
             netdevs.append("user,id=s0,ipv6=off")
@@ -178,6 +183,7 @@ async def open_linux_guest(
         for netdev in netdevs:
             qemu += ["-netdev", netdev]
         process = await _start(nursery, workdir / "qemu.log", qemu, ready=lambda: True)
+        guest.pids["qemu"] = process.pid
         await _wait_for(lambda: system.tap_attached(process.pid, tap), process, "QEMU's tap")
         # QEMU holds the tap open by its file descriptor: it follows the tap into the namespace.
         system.ip("link", "set", tap, "netns", guest.netns)
@@ -200,6 +206,7 @@ async def _start(
     log: Path,
     argv: list[str],
     ready: Callable[[], bool],
+    env: Mapping[str, str] | None = None,
 ) -> trio.Process:
     """Start ``argv`` (stopped when the nursery is cancelled) and wait until ``ready()``."""
     with log.open("ab") as out:
@@ -211,7 +218,7 @@ async def _start(
                 stdout=out,
                 stderr=out,
                 cwd=REPO,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
+                env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)},
                 task_status=task_status,
             )
         )

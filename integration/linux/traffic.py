@@ -88,11 +88,11 @@ Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
 
 @asynccontextmanager
-async def loopback_server(handler: Handler) -> AsyncIterator[int]:
+async def loopback_server(handler: Handler, backlog: int = 128) -> AsyncIterator[int]:
     """Serve ``handler`` per connection on 127.0.0.1 at an ephemeral port, yielded."""
     listener = trio.socket.socket()
     await listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
+    listener.listen(backlog)
     port: int = listener.getsockname()[1]
 
     async def handle(stream: trio.SocketStream) -> None:

@@ -302,8 +302,12 @@ class HostSockets:
                 await handle.readable.wait()
                 handle.readable = trio.Event()
                 continue
+            size = min(allowance, TCP_READ_SIZE)
+            mss = flow.endpoint.mss
+            if size > mss:
+                size -= size % mss  # whole segments: a short tail would be a frame of its own
             try:
-                data = await sock.recv(min(allowance, TCP_READ_SIZE))
+                data = await sock.recv(size)
             except OSError as error:
                 self.runtime.report_error(flow, error_kind(error))
                 return

@@ -141,7 +141,7 @@ def _start_listener(
 ) -> None:
     inherited = sockets.pop(address, None)
     if inherited is not None:
-        _serve_socket(runtime, nursery, address, trio.socket.from_stdlib_socket(inherited))
+        _serve_socket(runtime, nursery, address, inherited)
         return
     if address.kind == "tcp":
         sock = _tcp_socket(address, "listen")
@@ -149,21 +149,18 @@ def _start_listener(
         kind = socket.SOCK_STREAM if address.kind == "unix" else socket.SOCK_DGRAM
         sock = bind_unix(Path(address.path), kind)
         created.append(Path(address.path))
-    _serve_socket(runtime, nursery, address, trio.socket.from_stdlib_socket(sock))
+    _serve_socket(runtime, nursery, address, sock)
 
 
 def _serve_socket(
-    runtime: NamespaceRuntime,
-    nursery: trio.Nursery,
-    address: Address,
-    trio_sock: trio.socket.SocketType,
+    runtime: NamespaceRuntime, nursery: trio.Nursery, address: Address, sock: socket.socket
 ) -> None:
     label = str(address)
     if address.kind in ("unix", "tcp"):
-        listener = trio.SocketListener(trio_sock)
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         nursery.start_soon(serve_listener, runtime, listener, label, QEMU_STREAM)
     else:
-        nursery.start_soon(serve_datagrams, runtime, trio_sock, label)
+        nursery.start_soon(serve_datagrams, runtime, sock, label)
 
 
 def bind_unix(path: Path, kind: socket.SocketKind, key: str = "listen") -> socket.socket:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 
 import trio
 
@@ -23,6 +25,13 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024  # several 64 KiB frames per read
 DGRAM_SIZE = 65536
+DGRAM_BATCH = 64  # datagrams taken per wakeup, before the other tasks get a turn
+# Bytes sent between two looks at what came in (_DatagramVms): data to a guest brings
+# its ACKs back all along, while a run of our ACKs goes quickly and brings nothing.
+DGRAM_TAKE_AFTER = 16 * 1024
+# A unix datagram is charged to its sender until read: the default 208 KiB would
+# hold three 64 KiB frames of the ten a peer's queue takes (net.unix.max_dgram_qlen).
+DGRAM_SEND_BUFFER = 1 << 20
 MAX_DGRAM_PEERS = 256
 RECONNECT_MIN = 0.1
 RECONNECT_MAX = 5.0
@@ -113,52 +122,137 @@ async def keep_connected(
         await trio.sleep(delay)
 
 
-async def serve_datagrams(
-    runtime: NamespaceRuntime, sock: trio.socket.SocketType, label: str
-) -> None:
+async def serve_datagrams(runtime: NamespaceRuntime, sock: socket.socket, label: str) -> None:
     """A ``-netdev dgram`` socket: each datagram one frame, each peer address one VM.
 
     A datagram peer never disconnects; a VM restarted on the same address is the
-    same port, which is what QEMU's ``local=`` address makes it.
+    same port, which is what QEMU's ``local=`` address makes it.  Each wakeup takes
+    every datagram waiting (up to ``DGRAM_BATCH``) and hands each VM its frames at
+    once: one pass through the scheduler and one flush per batch, not per frame.
     """
-    ports: dict[str | bytes, Port] = {}
+    sock.setblocking(False)
+    vms = _DatagramVms(runtime, sock, label)
     async with trio.open_nursery() as nursery:
         with sock:
             while True:
-                try:
-                    frame, address_any = await sock.recvfrom(DGRAM_SIZE)
-                except OSError as error:
-                    log.warning("receive on %s failed: %s", label, error)
-                    await trio.sleep(0.1)
+                with trio.CancelScope() as vms.wake:  # until a newcomer waits for a port
+                    while True:
+                        await trio.lowlevel.wait_readable(sock)
+                        try:
+                            vms.take_waiting()
+                        except OSError as error:
+                            log.warning("receive on %s failed: %s", label, error)
+                            await trio.sleep(0.1)
+                while vms.newcomers:  # a port needs the nursery: only this task makes them
+                    address = next(iter(vms.newcomers))
+                    port = await nursery.start(_datagram_peer, vms, address)
+                    vms.ports[address] = port
+                    # With what came in while the port was made, which waited with the rest.
+                    port.feed_many(vms.newcomers.pop(address))
+
+
+class _DatagramVms:
+    """The VMs behind one datagram socket, by peer address, and the way frames come in.
+
+    The socket's reader and every VM's writer take what is waiting: a writer busy with
+    a long run of frames takes what came in meanwhile (mostly the guest's ACKs), for
+    the kernel queues only ten datagrams (net.unix.max_dgram_qlen) and QEMU spins on
+    EAGAIN while they wait, taking the CPU we need.
+    """
+
+    def __init__(self, runtime: NamespaceRuntime, sock: socket.socket, label: str) -> None:
+        self.runtime = runtime
+        self.sock = sock
+        self.label = label
+        self.ports: dict[str | bytes, Port] = {}
+        self.newcomers: dict[str | bytes, list[bytes]] = {}  # frames of peers with no port yet
+        self.wake = trio.CancelScope()  # the reader's waits, cut short for a newcomer
+
+    def take_waiting(self) -> None:
+        """Feed each VM the datagrams waiting for it; raises ``OSError`` from the socket."""
+        for address, frames in _receive_datagrams(self.sock).items():
+            port = self.ports.get(address)
+            if port is not None:
+                port.feed_many(frames)
+                continue
+            waiting = self.newcomers.get(address)
+            if waiting is None:
+                if len(self.ports) + len(self.newcomers) >= MAX_DGRAM_PEERS:
                     continue
-                if not address_any:
-                    continue  # an unbound peer: there is nowhere to send its replies
-                address: str | bytes = address_any
-                port = ports.get(address)
-                if port is None:
-                    if len(ports) >= MAX_DGRAM_PEERS:
-                        continue
-                    port = await nursery.start(_datagram_peer, runtime, sock, address, label)
-                    ports[address] = port
-                port.feed(frame)
+                waiting = self.newcomers[address] = []
+            waiting += frames[: DGRAM_BATCH - len(waiting)]
+            self.wake.cancel()
+
+
+def _receive_datagrams(sock: socket.socket) -> dict[str | bytes, list[bytes]]:
+    """The datagrams waiting on ``sock``, by sender, in order."""
+    batches: dict[str | bytes, list[bytes]] = {}
+    for _ in range(DGRAM_BATCH):
+        try:
+            frame, address = sock.recvfrom(DGRAM_SIZE)
+        except BlockingIOError:
+            break
+        if address:  # an unbound peer has nowhere to send its replies
+            batches.setdefault(address, []).append(frame)
+    return batches
 
 
 async def _datagram_peer(
-    runtime: NamespaceRuntime,
-    sock: trio.socket.SocketType,
+    vms: _DatagramVms,
     address: str | bytes,
-    label: str,
     task_status: trio.TaskStatus[Port] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    async with runtime.attach(f"{label}<{address!r}>") as port:
-        task_status.started(port)
+    # Frames go out on a socket of the peer's own, connected to it: only then does the
+    # kernel report a unix datagram socket unwritable while the peer's queue is full.
+    # (Unconnected, sendto fails with EAGAIN and the socket still polls writable: a
+    # busy loop for as long as the peer is behind.)  The peer must take datagrams from
+    # any sender, as QEMU's unconnected -netdev dgram socket does.
+    with socket.socket(vms.sock.family, socket.SOCK_DGRAM) as out:
+        out.setblocking(False)
+        out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DGRAM_SEND_BUFFER)
+        _connect(out, address)
+        async with vms.runtime.attach(f"{vms.label}<{address!r}>") as port:
+            task_status.started(port)
+            while True:
+                try:
+                    frames = await port.receive()
+                except trio.ClosedResourceError:
+                    return
+                await _send_datagrams(vms, port, out, address, frames)
+
+
+async def _send_datagrams(
+    vms: _DatagramVms, port: Port, out: socket.socket, address: str | bytes, frames: list[bytes]
+) -> None:
+    """Each frame in one datagram, waiting while the peer's queue is full."""
+    unread = 0  # bytes sent since we last took what came in
+    for number, frame in enumerate(frames, 1):
+        unread += len(frame)
+        if unread >= DGRAM_TAKE_AFTER:
+            unread = 0
+            with suppress(OSError):  # the reader hears of it and says so
+                vms.take_waiting()
+        if number % DGRAM_BATCH == 0:
+            await trio.lowlevel.checkpoint()  # the other VMs' and flows' turn
+        retried = False
         while True:
             try:
-                frames = await port.receive()
-            except trio.ClosedResourceError:
-                return
-            for frame in frames:
-                try:
-                    await sock.sendto(frame, address)
-                except OSError:
-                    port.vm.stats.drop("dgram_send_failed")
+                out.send(frame)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(out)
+                continue
+            except OSError:
+                # A restarted peer is a new socket at the same address: connect anew.
+                if not retried and _connect(out, address):
+                    retried = True
+                    continue
+                port.vm.stats.drop("dgram_send_failed")
+            break
+
+
+def _connect(sock: socket.socket, address: str | bytes) -> bool:
+    try:
+        sock.connect(address)
+    except OSError:
+        return False
+    return True

@@ -19,6 +19,7 @@ from slirpnet.wire.buffer import Bytes
 
 _MOD = 0xFFFF
 _CHUNK = 8192
+_FOLD_ABOVE = 1024  # bits: below this, one ``%`` is cheaper than a fold
 
 
 def ones_sum(data: Bytes, start: int = 0) -> int:
@@ -27,21 +28,36 @@ def ones_sum(data: Bytes, start: int = 0) -> int:
     ``start`` is an earlier sum (for example of a pseudo-header); only the last
     buffer of a chain may have odd length.
     """
-    view = memoryview(data)
-    size = len(view)
-    value = start
+    size = len(data)
     if size & 1:
         # RFC 1071 §4.1: the odd last byte is the high half of a zero-padded word.
+        view = memoryview(data)
         size -= 1
-        value += view[size] << 8
-    # Any even-length chunk is congruent to its own sum of words, so chunks add up.
-    # Summing 8 KiB chunks beats one huge integer: ``%`` on it costs more than
-    # the extra ``from_bytes`` calls.
+        start += view[size] << 8
+        data = view[:size]
     if size <= _CHUNK:
-        value += int.from_bytes(view[:size], "big")
-    else:
-        for offset in range(0, size, _CHUNK):
-            value += int.from_bytes(view[offset : min(offset + _CHUNK, size)], "big")
+        return fold(start + int.from_bytes(data, "big"))
+    # Any even-length chunk is congruent to its own sum of words, so chunks add up.
+    # Summing 8 KiB chunks beats one huge integer: reducing it costs more than the
+    # extra ``from_bytes`` calls.
+    view = memoryview(data)
+    value = start
+    for offset in range(0, size, _CHUNK):
+        value += int.from_bytes(view[offset : min(offset + _CHUNK, size)], "big")
+    return fold(value)
+
+
+def fold(value: int) -> int:
+    """The 16-bit ones'-complement sum congruent to ``value`` modulo 0xFFFF.
+
+    ``value`` is a sum of 16-bit words, of 32-bit fields, or of even-length buffers
+    read as big-endian integers: all congruent to their sums of words.  It is 0 only
+    when every term is, which is when the ones'-complement sum is +0 rather than -0.
+    """
+    # Halving a large value first is cheaper than ``%`` on all of it: splitting at a
+    # multiple of 16 bits keeps it congruent, since 2**16 ≡ 1 (mod 0xFFFF).
+    while (half := (value.bit_length() >> 5) << 4) >= _FOLD_ABOVE:
+        value = (value >> half) + (value & ((1 << half) - 1))
     folded = value % _MOD
     if folded == 0 and value:
         return 0xFFFF

@@ -11,12 +11,13 @@ never fragments (and reassembly is where libslirp's worst bugs lived).
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from ipaddress import IPv4Address
 
 from attrs import frozen
 
 from slirpnet.wire.buffer import Bytes, require
-from slirpnet.wire.checksum import internet_checksum, ones_sum
+from slirpnet.wire.checksum import fold
 from slirpnet.wire.errors import IntegrityError, SanityError
 
 PROTO_ICMP = 1
@@ -30,8 +31,14 @@ FLAG_DF = 0x4000
 FLAG_MF = 0x2000
 _OFFSET_MASK = 0x1FFF
 
-_HEADER = struct.Struct("!BBHHHBBH4s4s")
-_CHECKSUM = struct.Struct("!H")
+# Addresses as 32-bit integers: summed whole, each is congruent to the sum of its halves.
+_HEADER = struct.Struct("!BBHHHBBHII")
+
+
+@lru_cache(maxsize=1024)
+def _address(value: int) -> IPv4Address:
+    """A guest's few addresses come again and again: build each one once."""
+    return IPv4Address(value)
 
 
 @frozen
@@ -60,7 +67,7 @@ class IPv4Packet:
     def parse(cls, data: Bytes, *, verify_checksum: bool = True) -> IPv4Packet:
         view = memoryview(data)
         require(view, MIN_HEADER_LEN, "ipv4_truncated", "IPv4 header")
-        (ver_ihl, tos, total_len, ident, flags_frag, ttl, protocol, _csum, src, dst) = (
+        (ver_ihl, tos, total_len, ident, flags_frag, ttl, protocol, checksum, src, dst) = (
             _HEADER.unpack_from(view)
         )
         if ver_ihl >> 4 != 4:
@@ -72,14 +79,17 @@ class IPv4Packet:
             raise IntegrityError("ipv4_bad_length", f"total length {total_len} < IHL")
         require(view, total_len, "ipv4_truncated", "IPv4 total length")
         # RFC 1071: a header whose ones'-complement sum, checksum included, is not
-        # negative zero has been corrupted.
-        if verify_checksum and ones_sum(view[:header_len]) != 0xFFFF:
-            raise IntegrityError("ipv4_bad_checksum")
+        # negative zero has been corrupted.  The words are summed from the fields.
+        if verify_checksum:
+            words = (ver_ihl << 8 | tos) + total_len + ident + flags_frag + (ttl << 8 | protocol)
+            options = int.from_bytes(view[MIN_HEADER_LEN:header_len], "big")
+            if fold(words + checksum + src + dst + options) != 0xFFFF:
+                raise IntegrityError("ipv4_bad_checksum")
         if flags_frag & 0x8000:
             raise SanityError("ipv4_reserved_flag", "evil bit set (RFC 791 reserved flag)")
         return cls(
-            src=IPv4Address(src),
-            dst=IPv4Address(dst),
+            src=_address(src),
+            dst=_address(dst),
             protocol=protocol,
             payload=view[header_len:total_len],
             ttl=ttl,
@@ -101,19 +111,15 @@ class IPv4Packet:
             | (self.fragment_offset // 8)
         )
         header_len = self.header_len
-        fields = (
-            0x40 | header_len // 4,
-            self.tos,
-            header_len + len(self.payload),
-            self.ident,
-            flags_frag,
-            self.ttl,
-            self.protocol,
-        )
-        header = bytearray(_HEADER.pack(*fields, 0, self.src.packed, self.dst.packed))
-        header += self.options
-        _CHECKSUM.pack_into(header, 10, internet_checksum(header))
-        return bytes(header)
+        total_len = header_len + len(self.payload)
+        first, third = 0x40 | header_len // 4, self.ttl << 8 | self.protocol
+        src, dst = int(self.src), int(self.dst)
+        # RFC 1071: the words summed from the fields, options as one even-length integer.
+        words = (first << 8 | self.tos) + total_len + self.ident + flags_frag + third
+        checksum = ~fold(words + src + dst + int.from_bytes(self.options, "big")) & 0xFFFF
+        fields = (first, self.tos, total_len, self.ident, flags_frag, self.ttl, self.protocol)
+        header = _HEADER.pack(*fields, checksum, src, dst)
+        return header + self.options if self.options else header
 
     def encode(self) -> bytes:
         return self.encode_header() + self.payload

@@ -60,7 +60,6 @@ OPT_TIMESTAMPS = 8
 # Source port, destination port, sequence, acknowledgment, data offset + reserved
 # + flags, window, checksum, urgent pointer.
 _HEADER = struct.Struct("!HHIIHHHH")
-_CHECKSUM_OFFSET = 16
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _PAIR = struct.Struct("!II")  # timestamps (TSval, TSecr) and each SACK block (left, right)
@@ -220,28 +219,26 @@ class TcpSegment:
         )
 
     def encode(self, src: IPv4Address, dst: IPv4Address) -> bytes:
-        options = self.options.encode()
+        options = b"" if self.options is NO_OPTIONS else self.options.encode()
         header_len = HEADER_LEN + len(options)
-        header = bytearray(header_len)
-        _HEADER.pack_into(
-            header,
-            0,
+        offset_flags = (header_len // 4) << 12 | self.flags
+        payload = self.payload
+        # The header's words summed from its fields (a 32-bit field is congruent to the
+        # sum of its halves) and its options as one integer, a multiple of 4 bytes long.
+        words = self.src_port + self.dst_port + self.seq + self.ack + offset_flags
+        words += self.window + self.urgent + int.from_bytes(options, "big")
+        start = words + pseudo_header_sum(src, dst, PROTOCOL, header_len + len(payload))
+        header = _HEADER.pack(
             self.src_port,
             self.dst_port,
             self.seq,
             self.ack,
-            (header_len // 4) << 12 | self.flags,
+            offset_flags,
             self.window,
-            0,
+            internet_checksum(payload, start),
             self.urgent,
         )
-        header[HEADER_LEN:] = options
-        payload = memoryview(self.payload)
-        # The header is a multiple of 4 bytes, so summing it apart from the payload
-        # gives the same result as summing the concatenation.
-        start = ones_sum(header, pseudo_header_sum(src, dst, PROTOCOL, header_len + payload.nbytes))
-        _U16.pack_into(header, _CHECKSUM_OFFSET, internet_checksum(payload, start))
-        return b"".join((header, payload))
+        return b"".join((header, options, payload))
 
     @property
     def is_fin(self) -> bool:

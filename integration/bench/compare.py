@@ -1,0 +1,386 @@
+"""slirpnet against libslirp, side by side: throughput, streams, requests, idle flows, CPU.
+
+Run as root from the repository (it needs namespaces, taps, QEMU and iperf3):
+
+    python -m integration.bench.compare [--quick] [--json FILE] [--check]
+
+Each backend serves the real Linux TCP stack in a namespace (integration/linux): slirpnet
+at its own MTU (65520, from DHCP), slirpnet forced to 1500, and QEMU's libslirp (1500).
+Every measurement runs them in turn, round after round, the order reversed each round,
+so that the machine's other work falls on all of them alike; the table compares medians.
+``--check`` exits 1 when a target is missed or a transfer came through damaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from integration.bench.figures import Figure, table
+from integration.bench.flows import HeldFlows, hold_flows
+from integration.bench.iperf import guest_mtu, iperf_server, run_iperf
+from integration.bench.procstat import raise_file_limit
+from integration.bench.requests import answer_once, connection_rate, echo_server, round_trip
+from integration.linux import system
+from integration.linux.harness import Backend, LinuxGuest, open_linux_guest
+from integration.linux.traffic import TransferServer, loopback_server, parallel_transfers
+from slirpnet import heapreport
+
+MB = 1 << 20
+GB = 1e9
+GATEWAY = "10.0.2.2"
+PARTS = ("iperf", "streams", "requests", "flows")
+# The table's order: throughput, requests, flows, then costs.
+ORDER = (
+    *("g2h", "h2g", "g2h_1500", "h2g_1500", "g2h_p4", "h2g_p4"),
+    *("connect_rate", "rtt_median", "rtt_p99", "flows_alive", "heap_per_flow", "rss_per_flow"),
+    *("cpu_g2h", "cpu_g2h_total", "cpu_h2g", "cpu_h2g_total", "cpu_g2h_1500", "cpu_h2g_1500"),
+)
+# The setups: slirpnet at its own MTU, slirpnet at 1500 (rows of its own), libslirp.
+SLIRPNET, SLIRPNET_1500, LIBSLIRP = "slirpnet", "slirpnet-1500", "libslirp"
+
+
+@dataclass(frozen=True)
+class Options:
+    seconds: float = 5.0  # per iperf3 run
+    rounds: int = 3
+    flows: int = 10_000
+    idle: float = 5.0  # how long the flows are held before they are checked
+    connect_seconds: float = 3.0
+    round_trips: int = 2000
+    transfer_mb: int = 16
+    parts: tuple[str, ...] = PARTS
+
+
+QUICK = Options(
+    seconds=1.0, rounds=1, flows=200, idle=1.0, connect_seconds=1.0, round_trips=200, transfer_mb=2
+)
+
+
+@dataclass
+class Setup:
+    name: str
+    backend: Backend
+    guest: LinuxGuest
+    column: str  # in the table
+    mtu: int = 0
+    frame_bytes: dict[str, float] = field(default_factory=dict)  # mean data frame, by direction
+
+    @property
+    def backend_pid(self) -> int:
+        """The process that does the backend's work: slirpnet's, or QEMU's for libslirp."""
+        return self.guest.pids["slirpnet" if self.backend == "slirpnet" else "qemu"]
+
+
+@dataclass
+class Results:
+    setups: list[Setup] = field(default_factory=list)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    transfers: dict[str, list[str]] = field(default_factory=dict)  # problems, by setup
+    flows: dict[str, HeldFlows] = field(default_factory=dict)
+
+    def figure(self, key: str, label: str, unit: str, higher_is_better: bool = True) -> Figure:
+        if key not in self.figures:
+            self.figures[key] = Figure(key, label, unit, higher_is_better)
+        return self.figures[key]
+
+
+def alternate(setups: list[Setup], rounds: int) -> Iterator[Setup]:
+    """Each setup once per round; every other round in reverse order."""
+    for number in range(rounds):
+        yield from (setups if number % 2 == 0 else reversed(setups))
+
+
+async def check_transfers(setups: list[Setup], size: int, results: Results) -> None:
+    """One hash-checked connection per setup carrying ``size`` bytes each way at once."""
+    server = TransferServer()
+    async with loopback_server(server.handle) as port:
+        for number, setup in enumerate(setups):
+            connect = partial(setup.guest.connect, GATEWAY, port)
+            with trio.fail_after(300):
+                transfers = await parallel_transfers(
+                    connect, server, 1, size, size, 1000 * (number + 1)
+                )
+            results.transfers[setup.name] = transfers.problems()
+
+
+async def measure_iperf(setups: list[Setup], port: int, options: Options, results: Results) -> None:
+    """One stream each way, with CPU per GB and the frames' real size."""
+    for reverse in (False, True):
+        way = "host→guest" if reverse else "guest→host"
+        key = "h2g" if reverse else "g2h"
+        for setup in alternate(setups, options.rounds):
+            run = await run_iperf(
+                setup.guest, port, setup.guest.pids, reverse=reverse, seconds=options.seconds
+            )
+            setup.frame_bytes[key] = run.frame_bytes
+            gigabytes = run.received / GB
+            own = run.cpu["slirpnet" if setup.backend == "slirpnet" else "qemu"]
+            # libslirp always runs at 1500: it is the reference of both slirpnet's rows.
+            for mtu in {SLIRPNET: [""], SLIRPNET_1500: [" MTU 1500"]}.get(
+                setup.name, ["", " MTU 1500"]
+            ):
+                suffix = "_1500" if mtu else ""
+                results.figure(f"{key}{suffix}", f"iperf3 {way}{mtu}", "Gbit/s").add(
+                    setup.column, run.bits_per_second / 1e9
+                )
+                results.figure(
+                    f"cpu_{key}{suffix}", f"CPU {way}{mtu}, backend process", "s/GB", False
+                ).add(setup.column, own / gigabytes)
+            if setup.name != SLIRPNET_1500:
+                results.figure(f"cpu_{key}_total", f"CPU {way}, backend + QEMU", "s/GB", False).add(
+                    setup.column, sum(run.cpu.values()) / gigabytes
+                )
+
+
+async def measure_streams(
+    setups: list[Setup], port: int, options: Options, results: Results
+) -> None:
+    """Four streams at once each way."""
+    for reverse in (False, True):
+        way = "host→guest" if reverse else "guest→host"
+        key = "h2g" if reverse else "g2h"
+        for setup in alternate(setups, options.rounds):
+            run = await run_iperf(
+                setup.guest, port, {}, reverse=reverse, streams=4, seconds=options.seconds
+            )
+            results.figure(f"{key}_p4", f"iperf3 {way}, 4 streams", "Gbit/s").add(
+                setup.column, run.bits_per_second / 1e9
+            )
+
+
+async def measure_requests(setups: list[Setup], options: Options, results: Results) -> None:
+    async with echo_server() as port, echo_server(answer_once) as answer_port:
+        for setup in alternate(setups, options.rounds):
+            rate = await connection_rate(setup.guest, answer_port, options.connect_seconds)
+            results.figure("connect_rate", "connect, request, close", "per s").add(
+                setup.column, rate["per_second"]
+            )
+            trips = await round_trip(setup.guest, port, options.round_trips)
+            results.figure("rtt_median", "request/response, median", "µs", False).add(
+                setup.column, trips["median_us"]
+            )
+            results.figure("rtt_p99", "request/response, 99th percentile", "µs", False).add(
+                setup.column, trips["p99_us"]
+            )
+
+
+async def measure_flows(
+    setups: list[Setup], traced: Setup, heap_file: Path, options: Options, results: Results
+) -> None:
+    """Idle flows in one VM: RSS on untraced backends, the Python heap on a traced slirpnet."""
+    for setup in setups:
+        held = await hold_flows(setup.guest, setup.backend_pid, options.flows, options.idle)
+        results.flows[setup.name] = held
+        results.figure("flows_alive", f"idle flows alive of {options.flows}", "flows").add(
+            setup.column, held.alive
+        )
+        results.figure("rss_per_flow", "RSS per idle flow", "KiB", False).add(
+            setup.column, held.rss_per_flow / 1024
+        )
+    held = await hold_flows(
+        traced.guest, traced.backend_pid, options.flows, options.idle, heap_report=heap_file
+    )
+    results.flows[traced.name] = held
+    assert held.heap_per_flow is not None
+    results.figure("heap_per_flow", "Python heap per idle flow", "KiB", False).add(
+        traced.column, held.heap_per_flow / 1024
+    )
+
+
+def set_targets(results: Results, options: Options) -> None:
+    """Mark each figure that has a target (issue 6) met or missed."""
+    figures = results.figures
+    for key in ("g2h", "h2g"):
+        if key in figures:
+            speedup = figures[key].speedup() or 0.0
+            figures[key].expect(">= 1.0x libslirp", speedup >= 1.0)
+        if f"{key}_1500" in figures:
+            speedup = figures[f"{key}_1500"].speedup() or 0.0
+            figures[f"{key}_1500"].expect(">= 0.5x libslirp", speedup >= 0.5)
+        if f"{key}_p4" in figures and key in figures:
+            total, single = figures[f"{key}_p4"].median("slirpnet"), figures[key].median("slirpnet")
+            figures[f"{key}_p4"].expect(
+                f">= slirpnet's 1 stream ({single:.2f})", (total or 0) >= (single or 0)
+            )
+    if "flows_alive" in figures:
+        figures["flows_alive"].expect(
+            f"all {options.flows}", figures["flows_alive"].median("slirpnet") == options.flows
+        )
+    if "heap_per_flow" in figures:
+        heap = figures["heap_per_flow"].median("slirpnet")
+        figures["heap_per_flow"].expect("< 16 KiB", heap is not None and heap < 16)
+
+
+async def run(options: Options, workdir: Path) -> Results:
+    # Each of this process, the backend and the probe holds a descriptor per flow.
+    limit = raise_file_limit(options.flows + 1024)  # inherited by slirpnet, QEMU and the probe
+    if limit < options.flows + 1024:
+        print(f"warning: {limit} descriptors per process may be too few for the flows")
+    results = Results()
+    async with AsyncExitStack() as stack:
+
+        async def setup(name: str, backend: Backend, column: str, **kwargs: Any) -> Setup:
+            guest = await stack.enter_async_context(
+                open_linux_guest(workdir / name, backend, log_level="warning", **kwargs)
+            )
+            return Setup(name, backend, guest, column, mtu=guest_mtu(guest))
+
+        setups = results.setups = [
+            await setup(SLIRPNET, "slirpnet", "slirpnet"),
+            await setup(SLIRPNET_1500, "slirpnet", "slirpnet", slirpnet_args=["--mtu", "1500"]),
+            await setup(LIBSLIRP, "libslirp", "libslirp"),
+        ]
+        pair = [setups[0], setups[2]]
+        await check_transfers(setups, options.transfer_mb * MB, results)
+        port = await stack.enter_async_context(iperf_server())
+        if "iperf" in options.parts:
+            await measure_iperf(setups, port, options, results)
+        if "streams" in options.parts:
+            await measure_streams(pair, port, options, results)
+        if "requests" in options.parts:
+            await measure_requests(setups, options, results)
+        if "flows" in options.parts:
+            heap_file = workdir / "heap.json"
+            traced = await setup(
+                "slirpnet-traced",
+                "slirpnet",
+                "slirpnet",
+                slirpnet_env={heapreport.ENV: str(heap_file)},
+            )
+            await measure_flows(pair, traced, heap_file, options, results)
+        set_targets(results, options)
+    return results
+
+
+def machine() -> dict[str, Any]:
+    """What the figures came from."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "qemu": _first_line("qemu-system-x86_64", "--version"),
+        "iperf3": _first_line("iperf3", "--version"),
+        "tcp_congestion_control": Path("/proc/sys/net/ipv4/tcp_congestion_control")
+        .read_text()
+        .strip(),
+        "load_average": os.getloadavg(),
+    }
+
+
+def _first_line(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.split("\n")[0]
+
+
+def report(results: Results, options: Options, started: str, where: dict[str, Any]) -> str:
+    lines = [
+        f"slirpnet vs libslirp, {started}: {where['cpu']}, {where['cores']} cores, "
+        f"Linux {where['kernel']}, Python {where['python']}, {where['qemu']}",
+        f"medians of {options.rounds} round(s), iperf3 runs of {options.seconds:g} s; "
+        "speed-up > 1 means slirpnet is ahead",
+        "",
+        table(sorted(results.figures.values(), key=lambda figure: ORDER.index(figure.key))),
+        "",
+    ]
+    for setup in results.setups:
+        frames = ", ".join(f"{way} {size:,.0f} B" for way, size in setup.frame_bytes.items())
+        lines.append(f"{setup.name}: guest MTU {setup.mtu}; mean data frame {frames or '-'}")
+    for name, problems in results.transfers.items():
+        verdict = "; ".join(problems) if problems else "intact (SHA-256)"
+        lines.append(f"{name}: {options.transfer_mb} MB each way at once, {verdict}")
+    for name, held in results.flows.items():
+        heap = "" if held.heap_per_flow is None else f", heap {held.heap_per_flow / 1024:.1f} KiB"
+        lines.append(
+            f"{name}: {held.opened}/{held.wanted} flows opened in {held.open_seconds:.1f} s "
+            f"(failures {held.errors or 'none'}), {held.alive} alive after the hold; "
+            f"per flow RSS {held.rss_per_flow / 1024:.1f} KiB{heap}, "
+            f"{held.files_per_flow:.2f} descriptors"
+        )
+    lines.append(
+        "CPU: 'backend process' is slirpnet's process, or QEMU's for libslirp (libslirp, "
+        "the hub and the tap); '+ QEMU' adds slirpnet's QEMU (hub, tap, datagram socket)."
+    )
+    return "\n".join(lines)
+
+
+def to_json(results: Results, options: Options, started: str, where: dict[str, Any]) -> Any:
+    return {
+        "date": started,
+        "machine": where,
+        "options": asdict(options),
+        "setups": {s.name: {"mtu": s.mtu, "frame_bytes": s.frame_bytes} for s in results.setups},
+        "transfers": results.transfers,
+        "figures": {key: figure.to_json() for key, figure in results.figures.items()},
+        "flows": {name: asdict(held) for name, held in results.flows.items()},
+        "all_met": all_met(results),
+    }
+
+
+def all_met(results: Results) -> bool:
+    return all(f.met is not False for f in results.figures.values()) and not any(
+        results.transfers.values()
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a fast, rough run: proves the tool")
+    parser.add_argument("--json", type=Path, help="write every sample and figure here")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--seconds", type=float, help="per iperf3 run (default 5)")
+    parser.add_argument("--rounds", type=int, help="rounds of each measurement (default 3)")
+    parser.add_argument("--flows", type=int, help="idle flows to hold (default 10000)")
+    parser.add_argument("--only", help=f"a comma-separated subset of {','.join(PARTS)}")
+    args = parser.parse_args()
+    reason = system.missing()
+    if reason:
+        print(f"cannot run: {reason}", file=sys.stderr)
+        return 2
+    options = QUICK if args.quick else Options()
+    changes: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("seconds", "rounds", "flows")
+        if getattr(args, name) is not None
+    }
+    if args.only:
+        changes["parts"] = tuple(part for part in args.only.split(",") if part in PARTS)
+    options = Options(**{**asdict(options), **changes})
+    started = time.strftime("%Y-%m-%d %H:%M %Z")
+    where = machine()
+    with tempfile.TemporaryDirectory(prefix="slirpnet-compare-") as tmp:
+        results = trio.run(run, options, Path(tmp))
+    where["load_average_after"] = os.getloadavg()
+    print(report(results, options, started, where))
+    if args.json:
+        args.json.write_text(json.dumps(to_json(results, options, started, where), indent=2))
+    if args.check and not all_met(results):
+        print("targets missed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
