@@ -6,11 +6,24 @@ frames, as in the other core tests.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
-from scapy.layers.inet import IP
+from scapy.layers.dns import DNS, DNSQR
+from scapy.layers.inet import IP, UDP
 
-from tests.test_core_segment import BROADCAST, GUEST_MAC, new_segment, one_frame, udp_frame
+from tests.test_core_dns import ask, forwarded, query
+from tests.test_core_segment import (
+    BROADCAST,
+    GUEST_MAC,
+    UPSTREAM_1,
+    Shell,
+    closes,
+    new_segment,
+    one_frame,
+    udp_frame,
+)
 
 
 def _discover(hostname: bytes) -> bytes:
@@ -35,3 +48,34 @@ def test_dhcp_reply_never_outgrows_576_bytes_by_an_echoed_hostname(mtu: int) -> 
     assert [o for o in reply[DHCP].options if o[0] == "hostname"] == []
     segment.receive(vm, _discover(b"guest1"), 1.0)  # an ordinary one is still echoed
     assert ("hostname", b"guest1") in one_frame(vm)[DHCP].options
+
+
+def test_upstream_answer_too_long_for_the_mtu_becomes_truncated() -> None:
+    """Emitted frames within the MTU: an upstream's answer of any size was relayed.
+    The guest now gets TC and asks again over TCP, as after any truncated answer."""
+    segment = new_segment(mtu=1500, dns_upstreams=(UPSTREAM_1,))
+    vm = segment.attach("guest")
+    shell = Shell(segment)
+    sent = query(ident=9)
+    ask(segment, vm, sent)
+    flow = forwarded(shell, sent, UPSTREAM_1)
+    segment.flow_received(flow, sent[:2] + bytes(1471), 0.1)  # 1501 bytes with IP and UDP
+    reply = one_frame(vm)
+    assert len(reply[IP]) <= 1500
+    answer = reply[DNS]
+    assert (answer.id, answer.qr, answer.tc, answer.rcode, answer.ancount) == (9, 1, 1, 0, 0)
+    assert bytes(answer.qd[0]) == bytes(DNS(sent).qd[0])
+    assert closes(shell.actions()) == [flow]
+    assert vm.stats.drops == Counter()
+
+
+def test_upstream_answer_that_fits_is_relayed_unchanged() -> None:
+    segment = new_segment(mtu=1500, dns_upstreams=(UPSTREAM_1,))
+    vm = segment.attach("guest")
+    shell = Shell(segment)
+    sent = query(ident=9)
+    ask(segment, vm, sent)
+    flow = forwarded(shell, sent, UPSTREAM_1)
+    answer = (bytes(DNS(id=9, qr=1, qd=DNSQR(qname="example.com"))) + bytes(1500))[:1472]
+    segment.flow_received(flow, answer, 0.1)
+    assert bytes(one_frame(vm)[UDP].payload) == answer
