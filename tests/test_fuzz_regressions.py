@@ -13,6 +13,8 @@ from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import IP, UDP
 
+from slirpnet.core.tcp import IDLE_TIMEOUT, State
+from slirpnet.wire.tcp import RST
 from tests.test_core_dns import ask, forwarded, query
 from tests.test_core_segment import (
     BROADCAST,
@@ -24,6 +26,7 @@ from tests.test_core_segment import (
     one_frame,
     udp_frame,
 )
+from tests.test_tcp_endpoint import established, out
 
 
 def _discover(hostname: bytes) -> bytes:
@@ -79,3 +82,15 @@ def test_upstream_answer_that_fits_is_relayed_unchanged() -> None:
     answer = (bytes(DNS(id=9, qr=1, qd=DNSQR(qname="example.com"))) + bytes(1500))[:1472]
     segment.flow_received(flow, answer, 0.1)
     assert bytes(one_frame(vm)[UDP].payload) == answer
+
+
+def test_idle_timer_moves_past_now_whatever_the_rounding() -> None:
+    """The timer always moves forward: at 1000.3 + 7200, ``now - last < limit`` held in
+    floating point while ``last + limit <= now``, so the endpoint kept asking for its
+    timer at ``now``, and a shell on a mock clock called it at ``now`` for ever."""
+    ep = established(now=1000.3)
+    due = ep.deadline()
+    assert due == 1000.3 + IDLE_TIMEOUT
+    ep.handle_timer(due)
+    assert ep.state is State.CLOSED
+    assert [s.flags & RST for s in out(ep)] == [RST]
