@@ -9,5 +9,7 @@ sends; ``namespaces`` holds the networks fuzzed and what must hold of each after
 every step; ``machine`` is the hypothesis state machine that drives them.
 
 ``tests/test_fuzz_*.py`` run it bounded in CI; ``python -m tests.fuzz.long``
-runs it for as long as asked and reports frames per second.
+runs it for as long as asked and reports frames per second.  ``records`` drives
+a namespace from a plain byte string, with the same checks, for the
+coverage-guided ``atheris_core`` (libFuzzer), run by hand.
 """
