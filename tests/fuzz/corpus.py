@@ -34,9 +34,6 @@ from slirpnet.core.settings import NetworkSettings
 REMOTE = "192.0.2.1"
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MDNS_MAC = "01:00:5e:00:00:fb"
-# Source ports of the TCP samples: never those of ``craft``'s connections, whose data
-# the state machine checks byte by byte.
-SAMPLE_PORTS = range(40000, 40010)
 ALL_OPTIONS = [
     ("MSS", 1460),
     ("SAckOK", b""),
@@ -102,18 +99,32 @@ class _Builder:
     def ip(self, dst: str, *, src: str | None = None, **fields: object) -> IP:
         return IP(src=src or self.guest.address, dst=dst, **fields)
 
-    def udp(self, dst: str, dport: int, payload: bytes | Packet = b"data", **kw: object) -> bytes:
-        sport = kw.pop("sport", 40000)
-        src = kw.pop("src", None)
-        eth_dst = kw.pop("eth_dst", None)
-        layers = self.ip(dst, src=src) / UDP(sport=sport, dport=dport) / payload  # type: ignore[arg-type]
-        return self.eth(layers, dst=eth_dst)  # type: ignore[arg-type]
+    def udp(
+        self,
+        dst: str,
+        dport: int,
+        payload: bytes | Packet = b"data",
+        *,
+        sport: int = 40000,
+        src: str | None = None,
+        eth_dst: str | None = None,
+    ) -> bytes:
+        layers = self.ip(dst, src=src) / UDP(sport=sport, dport=dport) / payload
+        return self.eth(layers, dst=eth_dst)
 
-    def tcp(self, dst: str, dport: int, flags: str, *, sport: int = 40000, **kw: object) -> bytes:
-        data = kw.pop("data", b"")
-        src = kw.pop("src", None)
-        layers = self.ip(dst, src=src) / TCP(sport=sport, dport=dport, flags=flags, **kw) / data  # type: ignore[arg-type]
-        return self.eth(layers)
+    def tcp(
+        self,
+        dst: str,
+        dport: int,
+        flags: str,
+        *,
+        sport: int = 40000,
+        src: str | None = None,
+        data: bytes = b"",
+        **fields: object,
+    ) -> bytes:
+        layers = self.ip(dst, src=src) / TCP(sport=sport, dport=dport, flags=flags, **fields)
+        return self.eth(layers / data)
 
     def dhcp(
         self,

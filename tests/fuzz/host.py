@@ -4,8 +4,9 @@
 not carry out: a socket opened twice or for a VM of another namespace, data or a
 shutdown on a socket never opened or already closed, data after the shutdown, a
 close that comes twice.  Each flow's ``HostSocket`` remembers what happened to
-it, so the state machine can report only what a real socket could (written
-bytes that were sent, reads within ``read_allowance``, an EOF the reader saw).
+it, so that ``events`` offers only what a real socket could report (written
+bytes that were sent, reads within ``read_allowance``, an EOF the reader saw),
+and ``report`` tells the segment one of them.
 
 The reader follows ``shell/hostsockets.py``: it waits when ``read_allowance`` is
 0 and wakes on ``ResumeFlow``; ``stalled`` finds a reader left waiting with room
@@ -14,7 +15,7 @@ to read, which would hang the connection for good.
 
 from __future__ import annotations
 
-from attrs import define, field
+from attrs import define
 
 from slirpnet.core.flows import (
     Action,
@@ -54,12 +55,11 @@ class HostSocket:
     shut: bool = False
     host_sent: int = 0  # TCP bytes read from the host peer and reported
     eof: bool = False  # the host peer's EOF was reported
-    failed: bool = False  # an error was reported: the socket's task is over
+    failed: bool = False  # TCP: an error was reported, so the socket's task is over
     closed: bool = False
     aborted: bool = False
     waiting: bool = False  # the reader waits for ResumeFlow
     resume: bool = False  # a ResumeFlow came that the reader has not seen yet
-    payloads: list[bytes] = field(factory=list, repr=False)  # non-TCP: what was sent
 
     @property
     def reading(self) -> bool:
@@ -118,8 +118,7 @@ class HostModel:
     def _send(self, socket: HostSocket, payload: bytes) -> None:
         flow = socket.flow
         if not isinstance(flow, TcpFlow):
-            socket.payloads.append(payload)
-            return
+            return  # a datagram: any payload, even an empty one
         assert payload, "an empty write"
         assert not socket.shut, "data after the shutdown"
         if socket.checked:
