@@ -16,7 +16,8 @@ Replies follow RFC 2131 §4.3: OFFER answers DISCOVER; REQUEST is told apart
 by its fields (§4.3.2: SELECTING carries a server identifier, INIT-REBOOT only
 a requested address, RENEWING and REBINDING only ``ciaddr``) and gets ACK or
 NAK; DECLINE, RELEASE are recorded silently; INFORM gets an ACK with the
-options and no lease.  Where a reply goes is §4.1's rule.
+options and no lease.  Where a reply goes is §4.1's rule.  A reply echoes the
+client's hostname only while it stays within the 576 bytes of §4.1.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 OFFER_HOLD = 60.0  # how long an offered address waits for the client's REQUEST
 DECLINE_HOLD = 3600.0  # how long an address a client found in use stays out of the pool
 _LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+MAX_REPLY_LEN = 576  # RFC 2131 §4.1: what every client takes, IPv4 and UDP headers included
+# IPv4, UDP, the BOOTP header and cookie, options 53 and 54, End: all but ``_options``.
+_REPLY_OVERHEAD = 20 + 8 + 240 + 3 + 6 + 1
 
 
 @define
@@ -272,7 +276,12 @@ class DhcpServer:
             options.append(DhcpOption.domain_search(settings.search))
         hostname = message.hostname
         if hostname:
-            options.append(DhcpOption.hostname(hostname))
+            echo = DhcpOption.hostname(hostname)
+            # Only the echoed hostname is the client's to make long: left out when the
+            # reply would pass the 576 bytes every client takes (and no MTU is smaller).
+            used = _REPLY_OVERHEAD + sum(len(option.encode()) for option in options)
+            if used + len(echo.encode()) <= MAX_REPLY_LEN:
+                options.append(echo)
         return options
 
     def _reply(self, message: DhcpMessage, kind: MessageType, address: IPv4Address) -> DhcpReply:

@@ -3,7 +3,9 @@
 Queries go to the upstream resolvers unchanged, every type passed through, one
 upstream at a time in order: when one does not answer within the timeout the
 next is asked, and when all have failed the guest gets SERVFAIL, never silence
-(a silent resolver costs a guest its full resolver timeout per name).
+(a silent resolver costs a guest its full resolver timeout per name).  An
+answer too long for the guest's MTU is replaced by an empty one with TC set, and
+the guest asks again over TCP (RFC 7766 §5), as it would a truncated answer.
 
 DNS over TCP to the DNS address is not handled here: the segment relays such a
 connection, like any TCP flow, to the first upstream, which then also answers
@@ -95,6 +97,14 @@ class DnsService:
             return dns.reply(dns.DnsQuery.parse(payload), dns.RCODE_SERVFAIL)
         except WireError:
             return dns.error_for_unparsed(payload, dns.RCODE_SERVFAIL)
+
+    @staticmethod
+    def truncated(query: bytes) -> bytes | None:
+        """An empty answer with TC set, which sends the guest to TCP; None if unreadable."""
+        try:
+            return dns.reply(dns.DnsQuery.parse(query), dns.RCODE_NOERROR, truncated=True)
+        except WireError:
+            return None
 
     @staticmethod
     def matches(flow: DnsFlow, reply: bytes) -> bool:

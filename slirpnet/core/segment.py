@@ -700,7 +700,13 @@ class Segment:
         elif isinstance(flow, DnsFlow):
             if DnsService.matches(flow, payload):
                 self.dns.upstream_answered(flow.attempt)
-                self._send_udp(vm, flow.guest, self.settings.dns, 53, payload)
+                answer: bytes | None = payload
+                if len(payload) + _IP_UDP_HEADERS > self.settings.mtu:
+                    answer = DnsService.truncated(flow.query)  # the guest asks again over TCP
+                if answer is None:
+                    self._drop(vm, "udp_reply_over_mtu")
+                else:
+                    self._send_udp(vm, flow.guest, self.settings.dns, 53, answer)
                 self._close(flow)
             else:
                 self._drop(vm, "dns_reply_mismatch")

@@ -635,8 +635,10 @@ class TcpEndpoint:
             self._terminate(HostOp.CLOSE)
         elif state is State.TIME_WAIT:
             self._guest_side_done(now)
-        elif now - self.last_activity < self._idle_limit():
-            self.expires_at = self.last_activity + self._idle_limit()
+        elif now < (idle_until := self.last_activity + self._idle_limit()):
+            # Not ``now - last < limit``: in floating point that can hold with
+            # ``last + limit <= now``, and the timer would come due at ``now`` for ever.
+            self.expires_at = idle_until
         elif state is State.CLOSED:
             self._terminate(HostOp.ABORT)  # the host socket never took the last bytes
         else:

@@ -2,8 +2,9 @@
 
 slirpnet forwards queries to the upstream resolvers byte for byte; it reads a
 message only to find the question (to answer names it owns and to match
-replies) and writes only two kinds of reply: an answer from its local records
-and an error (SERVFAIL, or NOTIMP for what it cannot read).
+replies) and writes only three kinds of reply: an answer from its local records,
+an error (SERVFAIL, or FORMERR for what it cannot read), and an empty answer with
+TC set where an upstream's is too long for the guest's link.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ RCODE_NOTIMP = 4
 
 _FLAG_QR = 0x8000
 _FLAG_AA = 0x0400
+_FLAG_TC = 0x0200
 _FLAG_RD = 0x0100
 _FLAG_RA = 0x0080
 _OPCODE_MASK = 0x7800
@@ -124,11 +126,17 @@ def reply(
     ttl: int = 0,
     *,
     authoritative: bool = False,
+    truncated: bool = False,
 ) -> bytes:
-    """A reply to ``query``: its question echoed, then one A record per address."""
+    """A reply to ``query``: its question echoed, then one A record per address.
+
+    ``truncated`` sets TC (RFC 1035 §4.1.1): the answer did not fit, ask again over TCP.
+    """
     flags = _FLAG_QR | (query.flags & (_OPCODE_MASK | _FLAG_RD)) | _FLAG_RA | rcode
     if authoritative:
         flags |= _FLAG_AA
+    if truncated:
+        flags |= _FLAG_TC
     header = _HEADER.pack(query.ident, flags, 1, len(addresses), 0, 0)
     answers = b"".join(
         # 0xC00C: the name is the question's, at offset 12 (RFC 1035 §4.1.4).

@@ -1,0 +1,91 @@
+"""Every frame the gateway sends must be one a guest's stack takes.
+
+``check`` parses it with our own codecs, checksums verified, and checks the
+fields no valid frame gets wrong: from the gateway's MAC, ARP replies only, IPv4
+with nothing after its total length, never a fragment, within the MTU, DHCP
+replies within 576 bytes that parse as OFFER, ACK or NAK.  ``check_with_scapy`` dissects it again
+with scapy, as an oracle we did not write.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from attrs import frozen
+from scapy.layers.inet import ICMP, IP, TCP, UDP, in4_chksum
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Padding
+from scapy.utils import checksum
+
+from slirpnet.core.dhcp import MAX_REPLY_LEN
+from slirpnet.core.settings import NetworkSettings
+from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
+
+
+@frozen
+class Emitted:
+    eth: ethernet.EthernetFrame
+    ip: ipv4.IPv4Packet | None = None
+    tcp: tcp.TcpSegment | None = None
+
+
+def check(frame: bytes, settings: NetworkSettings, gateway_mac: bytes) -> Emitted:
+    eth = ethernet.EthernetFrame.parse(frame)
+    # The destination is the guest's to choose (an ARP sender or DHCP client address).
+    assert eth.src == gateway_mac, "not from the gateway"
+    if eth.ethertype == ethernet.ETHERTYPE_ARP:
+        reply = arp.ArpPacket.parse(eth.payload)
+        assert len(frame) == ethernet.HEADER_LEN + arp.PACKET_LEN
+        assert reply.op == arp.OP_REPLY and reply.sender_mac == gateway_mac
+        assert reply.sender_ip in (settings.gateway, settings.dns)
+        return Emitted(eth)
+    assert eth.ethertype == ethernet.ETHERTYPE_IPV4, f"ethertype {eth.ethertype:#06x}"
+    packet = ipv4.IPv4Packet.parse(eth.payload)
+    size = len(eth.payload)
+    assert packet.header_len + len(packet.payload) == size, "bytes after the total length"
+    assert size <= settings.mtu, f"a {size}-byte packet on an MTU of {settings.mtu}"
+    assert not packet.is_fragment and packet.ttl > 0
+    segment = None
+    if packet.protocol == ipv4.PROTO_UDP:
+        datagram = udp.UdpDatagram.parse(packet.payload, packet.src, packet.dst)
+        assert packet.payload[6:8] != b"\x00\x00", "a UDP checksum left out"
+        if datagram.src_port == dhcp.SERVER_PORT:
+            assert size <= MAX_REPLY_LEN, "a DHCP reply longer than every client takes"
+            reply = dhcp.DhcpMessage.parse(datagram.payload)
+            assert reply.op == dhcp.OP_REPLY
+            assert reply.message_type in (
+                dhcp.MessageType.OFFER,
+                dhcp.MessageType.ACK,
+                dhcp.MessageType.NAK,
+            )
+    elif packet.protocol == ipv4.PROTO_TCP:
+        segment = tcp.TcpSegment.parse(packet.payload, packet.src, packet.dst)
+    else:
+        assert packet.protocol == ipv4.PROTO_ICMP, f"protocol {packet.protocol}"
+        message = icmp.IcmpMessage.parse(packet.payload)
+        assert message.type in (icmp.TYPE_ECHO_REPLY, icmp.TYPE_DEST_UNREACHABLE)
+        if message.is_error:
+            message.quoted()
+    return Emitted(eth, packet, segment)
+
+
+def check_with_scapy(frame: bytes) -> None:
+    pkt = Ether(frame)
+    assert not pkt.haslayer(Padding), "scapy finds bytes past the end"
+    if pkt.type == ethernet.ETHERTYPE_ARP:
+        assert pkt.haslayer(ARP) and pkt[ARP].op == arp.OP_REPLY
+        return
+    assert pkt.haslayer(IP)
+    raw_ip = frame[ethernet.HEADER_LEN :]
+    header_len = pkt[IP].ihl * 4
+    assert checksum(raw_ip[:header_len]) == 0, "IPv4 header checksum"
+    assert struct.unpack_from("!H", raw_ip, 2)[0] == len(raw_ip), "IPv4 total length"
+    body = raw_ip[header_len:]
+    layer = {ipv4.PROTO_UDP: UDP, ipv4.PROTO_TCP: TCP, ipv4.PROTO_ICMP: ICMP}[pkt[IP].proto]
+    assert pkt.haslayer(layer)
+    if layer is ICMP:
+        assert checksum(body) == 0, "ICMP checksum"
+    else:
+        assert in4_chksum(pkt[IP].proto, pkt[IP], body) == 0, f"{layer.__name__} checksum"
+    if layer is UDP:
+        assert pkt[UDP].len == len(body)

@@ -1,0 +1,418 @@
+"""A hypothesis state machine over three namespaces of VMs, their host sockets and time.
+
+Rules feed the segments what hostile guests and a real shell would: corpus frames
+of every protocol, the same frames mutated, random bytes, TCP segments crafted to
+fit open connections (hostile ones, and the next step of a well-behaved peer so
+that connections get deep), host socket events on any flow (connected, data,
+EOF, written, each kind of error), forwarded connections and datagrams, time
+passing, VMs leaving and coming back.  After every step:
+
+* nothing raised, and each frame is counted in ``frames_in`` and under at most one
+  drop reason; a sample malformed by construction under exactly its own;
+* the actions keep the socket protocol (``host.HostModel``), the guest's TCP data
+  reaches the host intact and the host's reaches the guest intact;
+* every frame the gateway sends parses, checksums and all (``emitted``); every
+  frame a VM gets from another was sent by a VM of the same namespace just now;
+* flows stay within ``max_flows``, each live flow has a timer entry, the timer
+  always moves forward, no TCP reader waits forever (``Namespace.check``);
+* a VM that leaves closes every socket of its flows, and a frame it sends after
+  is not even counted; at the end every socket ever opened is closed and every
+  TCP buffer budget is back to zero.
+
+``TALLY`` counts the frames fed, for the long run's report.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+from ipaddress import IPv4Address
+from typing import TypeVar
+
+from attrs import define
+from hypothesis import note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+
+from slirpnet.core.flows import TcpFlow
+from slirpnet.core.segment import MAX_MACS_PER_VM
+from slirpnet.core.tcp import SEND_BUFFER, State
+from slirpnet.wire import tcp
+from slirpnet.wire.errors import WireError
+from slirpnet.wire.ethernet import EthernetFrame
+from slirpnet.wire.ipv4 import PROTO_TCP, IPv4Packet
+from tests.fuzz import corpus, craft, mutate
+from tests.fuzz.host import ERRORS, HostSocket
+from tests.fuzz.namespaces import CHECKED_PORTS, NETWORKS, Namespace, Slot
+
+REMOTE = IPv4Address(corpus.REMOTE)
+# Drops decided before the source MAC is learned, so never hidden by the MAC limit.
+_BEFORE_LEARNING = frozenset(
+    ("eth_truncated", "eth_vlan_tagged", "eth_not_ethernet_ii", "eth_bad_source")
+)
+_GUEST_OPTIONS = b"\x02\x04\x05\xb4\x01\x03\x03\x07"  # MSS 1460, window scale 7
+BURST = 20  # frames in one send_burst step at most
+
+T = TypeVar("T")
+
+
+@define
+class Tally:
+    frames: int = 0  # fed, by every machine in this process
+
+
+TALLY = Tally()
+
+
+class SegmentMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1000.0
+        self.namespaces = [Namespace.of(net) for net in range(len(NETWORKS))]
+        self.slots = [slot for ns in self.namespaces for slot in ns.slots]
+
+    # -- what there is to choose from ----------------------------------------------------
+
+    def attached(self) -> list[Slot]:
+        return [slot for slot in self.slots if slot.vm is not None]
+
+    def away(self) -> list[Slot]:
+        return [slot for slot in self.slots if slot.vm is None]
+
+    def live_tcp(self) -> list[tuple[Slot, TcpFlow]]:
+        return [found for ns in self.namespaces for found in ns.live_tcp()]
+
+    def host_events(self) -> list[tuple[Namespace, str, HostSocket]]:
+        return [(ns, event, socket) for ns in self.namespaces for event, socket in ns.host.events()]
+
+    # -- frames from guests ----------------------------------------------------------------
+
+    @precondition(attached)
+    @rule(data=st.data())
+    def send_sample(self, data: st.DataObject) -> None:
+        slot = _pick(data, self.attached(), "slot")
+        sample = _pick(data, self._samples(slot), "sample")
+        note(f"{slot}: {sample.name}")
+        self._feed(slot, sample.frame, self._expected(slot, sample))
+        self._after()
+
+    @precondition(attached)
+    @rule(
+        data=st.data(),
+        mutations=st.lists(
+            st.tuples(
+                st.sampled_from(mutate.KINDS), st.integers(0, 1 << 16), st.integers(0, 0xFFFF)
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        fix=st.booleans(),
+    )
+    def send_mutated(
+        self, data: st.DataObject, mutations: list[mutate.Mutation], fix: bool
+    ) -> None:
+        slot = _pick(data, self.attached(), "slot")
+        sample = _pick(data, self._samples(slot), "sample")
+        note(f"{slot}: {sample.name}")
+        frame = mutate.mutate(sample.frame, mutations, fix=fix)
+        if not _forges_checked_data(frame):
+            self._feed(slot, frame)
+        self._after()
+
+    @precondition(attached)
+    @rule(
+        data=st.data(),
+        ethertype=st.sampled_from([None, 0x0800, 0x0806, 0x86DD, 0x8100]),
+        body=st.binary(max_size=300),
+    )
+    def send_random(self, data: st.DataObject, ethertype: int | None, body: bytes) -> None:
+        """Random bytes, or random bytes behind an Ethernet header to the gateway."""
+        slot = _pick(data, self.attached(), "slot")
+        if ethertype is not None:
+            gateway = self.namespaces[slot.net].segment.gateway_mac
+            body = gateway + slot.guest.mac_bytes + ethertype.to_bytes(2, "big") + body
+        if not _forges_checked_data(body):
+            self._feed(slot, body)
+        self._after()
+
+    @precondition(attached)
+    @rule(seed=st.integers(0, 2**32 - 1), count=st.integers(1, BURST))
+    def send_burst(self, seed: int, count: int) -> None:
+        """Many frames from one seed, cheaply: samples mutated or not, hostile segments."""
+        rng = random.Random(seed)
+        for _ in range(count):
+            flows = self.live_tcp()
+            if flows and rng.random() < 0.3:
+                slot, flow = rng.choice(flows)
+                offset = rng.randint(1, 1 << 20)
+                seq, ack = craft.near(
+                    flow.endpoint, rng.choice(craft.SEQ_FROM), rng.choice(craft.ACK_FROM), offset
+                )
+                frame = craft.on_flow(
+                    flow,
+                    self.namespaces[slot.net].segment.gateway_mac,
+                    seq,
+                    ack,
+                    rng.randint(0, 0xFF),
+                    window=rng.choice(craft.WINDOWS),
+                    urgent=rng.choice(craft.URGENT),
+                    options=rng.choice(craft.OPTIONS),
+                    size=rng.choice(craft.SIZES),
+                )
+                self._feed(slot, frame)
+            else:
+                slot = rng.choice(self.attached())
+                sample = rng.choice(self._samples(slot))
+                mutations = [
+                    (rng.choice(mutate.KINDS), rng.randint(0, 1 << 16), rng.randint(0, 0xFFFF))
+                    for _ in range(rng.choice((0, 1, 1, 2, 3)))
+                ]
+                frame = mutate.mutate(sample.frame, mutations, fix=rng.random() < 0.7)
+                if _forges_checked_data(frame):
+                    continue
+                intact = frame == sample.frame  # no mutation, no checksum fixed
+                self._feed(slot, frame, self._expected(slot, sample) if intact else None)
+            self.namespaces[slot.net].drain()
+        self._after()
+
+    @precondition(attached)
+    @rule(
+        data=st.data(),
+        sport=st.sampled_from(craft.CRAFT_PORTS),
+        to=st.sampled_from(["remote", "gateway", "dns", "neighbour"]),
+        isn=st.sampled_from([0, 0xFFFFFFFF, 0x7FFFFFFF]) | st.integers(0, 0xFFFFFFFF),
+        window=st.sampled_from([65535, 0, 1, 512]),
+        options=st.sampled_from(craft.OPTIONS[:6]),
+    )
+    def tcp_open(
+        self, data: st.DataObject, sport: int, to: str, isn: int, window: int, options: bytes
+    ) -> None:
+        slot = _pick(data, self.attached(), "slot")
+        settings = self.namespaces[slot.net].settings
+        dst, dport = {
+            "remote": (REMOTE, 80),
+            "gateway": (settings.gateway, 8080),
+            "dns": (settings.dns, 53),
+            "neighbour": (IPv4Address(slot.other.address), 22),
+        }[to]
+        frame = craft.tcp_frame(
+            src_mac=slot.guest.mac_bytes,
+            dst_mac=self.namespaces[slot.net].segment.gateway_mac,
+            src=IPv4Address(slot.guest.address),
+            dst=dst,
+            sport=sport,
+            dport=dport,
+            seq=isn,
+            ack=0,
+            flags=tcp.SYN,
+            window=window,
+            options=options,
+        )
+        self._feed(slot, frame)
+        self._after()
+
+    @precondition(live_tcp)
+    @rule(
+        data=st.data(),
+        seq_from=st.sampled_from(craft.SEQ_FROM),
+        ack_from=st.sampled_from(craft.ACK_FROM),
+        flags=st.integers(0, 0xFF),
+        window=st.sampled_from(craft.WINDOWS),
+        urgent=st.sampled_from(craft.URGENT),
+        options=st.sampled_from(craft.OPTIONS),
+        size=st.sampled_from(craft.SIZES),
+        offset=st.integers(1, 1 << 20),
+    )
+    def tcp_hostile(
+        self,
+        data: st.DataObject,
+        seq_from: str,
+        ack_from: str,
+        flags: int,
+        window: int,
+        urgent: int,
+        options: bytes,
+        size: int,
+        offset: int,
+    ) -> None:
+        """A segment on an open connection with any flags, numbers near ours, any options."""
+        slot, flow = _pick(data, self.live_tcp(), "flow")
+        seq, ack = craft.near(flow.endpoint, seq_from, ack_from, offset)
+        gateway = self.namespaces[slot.net].segment.gateway_mac
+        frame = craft.on_flow(
+            flow, gateway, seq, ack, flags, window=window, urgent=urgent, options=options, size=size
+        )
+        self._feed(slot, frame)
+        self._after()
+
+    @precondition(live_tcp)
+    @rule(
+        data=st.data(),
+        steps=st.integers(1, 4),
+        size=st.sampled_from([1, 100, 1460, 5000]),
+        window=st.sampled_from([65535, 65535, 0, 300]),
+    )
+    def tcp_progress(self, data: st.DataObject, steps: int, size: int, window: int) -> None:
+        """The next steps a well-behaved guest and host take on a connection."""
+        slot, flow = _pick(data, self.live_tcp(), "flow")
+        ns = self.namespaces[slot.net]
+        socket = ns.host.sockets[flow]
+        gateway = ns.segment.gateway_mac
+        for _ in range(steps):
+            ep = flow.endpoint
+            if flow.closed or (ep.state is State.CONNECTING and socket.connected):
+                break
+            if ep.state is State.CONNECTING:
+                self._move(slot, socket, "connected", size, window)
+            elif ep.state is State.SYN_SENT:  # the guest accepts a forwarded connection
+                isn = data.draw(st.integers(0, 0xFFFFFFFF), "guest isn")
+                flags = tcp.SYN | tcp.ACK
+                frame = craft.on_flow(flow, gateway, isn, ep.snd_max, flags, options=_GUEST_OPTIONS)
+                self._feed(slot, frame)
+            else:
+                move = _pick(data, self._moves(ns, socket), "move")
+                self._move(slot, socket, move, size, window)
+            ns.drain()
+        self._after()
+
+    # -- the host side ---------------------------------------------------------------------
+
+    @precondition(host_events)
+    @rule(
+        data=st.data(),
+        error=st.sampled_from(ERRORS),
+        size=st.sampled_from([0, 1, 100, 1400, 1473, 2000, 65507]),
+        count=st.sampled_from([1, 100, 65536, SEND_BUFFER]),
+        variant=st.integers(0, 0xFFFF),
+    )
+    def host_event(
+        self, data: st.DataObject, error: str, size: int, count: int, variant: int
+    ) -> None:
+        """What a host socket reports: connected, data, EOF, bytes written, an error."""
+        ns, event, socket = _pick(data, self.host_events(), "event")
+        note(f"{event} on {socket.flow!r}")
+        ns.report(event, socket, self.now, error=error, size=size, count=count, variant=variant)
+        self._after()
+
+    @rule(
+        data=st.data(),
+        net=st.integers(0, len(NETWORKS) - 1),
+        port=st.integers(1024, 1030),
+        size=st.sampled_from([0, 10, 1472, 1473, 65507]),
+    )
+    def forward(self, data: st.DataObject, net: int, port: int, size: int) -> None:
+        """A connection accepted on a forward, or a datagram received on one."""
+        ns = self.namespaces[net]
+        forward = _pick(data, ns.forwards, "forward")
+        ns.forward(forward, port, craft.host_bytes(0, size), self.now)
+        self._after()
+
+    # -- time and VMs ----------------------------------------------------------------------
+
+    @rule(dt=st.sampled_from([0.001, 0.2, 0.2, 1.0, 1.0, 2.5, 11.0, 61.0, 301.0, 7201.0]))
+    def pass_time(self, dt: float) -> None:
+        target = self.now + dt
+        for ns in self.namespaces:
+            ns.advance(self.now, target)
+        self.now = target
+        self._after()
+
+    @precondition(attached)
+    @rule(data=st.data())
+    def detach(self, data: st.DataObject) -> None:
+        slot = _pick(data, self.attached(), "slot")
+        self.namespaces[slot.net].leave(slot, self.now)
+        self._after()
+
+    @precondition(away)
+    @rule(data=st.data())
+    def attach(self, data: st.DataObject) -> None:
+        """A VM that left connects again (QEMU's reconnect), with the same MAC."""
+        slot = _pick(data, self.away(), "slot")
+        self.namespaces[slot.net].attach(slot)
+        self._after()
+
+    def teardown(self) -> None:
+        for ns in self.namespaces:
+            ns.finish(self.now)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _samples(self, slot: Slot) -> tuple[corpus.Sample, ...]:
+        return self.namespaces[slot.net].samples(slot)
+
+    def _expected(self, slot: Slot, sample: corpus.Sample) -> str | None:
+        """The sample's reason, unless the VM's MAC table is full (that is the reason then)."""
+        vm = slot.vm
+        assert vm is not None
+        source = sample.frame[6:12]
+        learnable = source in vm.macs or len(vm.macs) < MAX_MACS_PER_VM
+        return sample.reason if learnable or sample.reason in _BEFORE_LEARNING else None
+
+    def _feed(self, slot: Slot, frame: bytes, expected: str | None = None) -> None:
+        assert slot.vm is not None
+        TALLY.frames += 1
+        dropped = self.namespaces[slot.net].feed(slot.vm, frame, self.now)
+        assert sum(dropped.values()) <= 1, f"one frame, several drops: {dropped}"
+        if expected is not None:
+            assert dropped == Counter({expected: 1}), f"expected {expected}, got {dropped}"
+
+    def _moves(self, ns: Namespace, socket: HostSocket) -> list[str]:
+        """A well-behaved guest's segments, and what the host socket could report."""
+        assert isinstance(socket.flow, TcpFlow)
+        moves = ["ack"]
+        if not socket.flow.endpoint.guest_fin:
+            moves += ["data", "fin", "fin crossing ours"]
+        moves += [e for e, s in ns.host.events() if s is socket and e != "error"]
+        return moves
+
+    def _move(self, slot: Slot, socket: HostSocket, move: str, size: int, window: int) -> None:
+        flow = socket.flow
+        assert isinstance(flow, TcpFlow)
+        ep = flow.endpoint
+        ns = self.namespaces[slot.net]
+        if move in ("ack", "data"):
+            size = size if move == "data" else 0
+            frame = craft.on_flow(
+                flow,
+                ns.segment.gateway_mac,
+                ep.rcv_nxt,
+                ep.snd_max,
+                tcp.ACK,
+                window=window,
+                size=size,
+            )
+            self._feed(slot, frame)
+        elif move.startswith("fin"):
+            # Crossing ours, the guest's FIN acknowledges only what came before our FIN.
+            ack = ep.snd_una if move == "fin crossing ours" else ep.snd_max
+            flags = tcp.ACK | tcp.FIN
+            frame = craft.on_flow(
+                flow, ns.segment.gateway_mac, ep.rcv_nxt, ack, flags, window=window
+            )
+            self._feed(slot, frame)
+        else:
+            ns.report(move, socket, self.now, error="", size=size, count=SEND_BUFFER, variant=0)
+
+    def _after(self) -> None:
+        """End of a step: drain and check every namespace."""
+        for ns in self.namespaces:
+            ns.drain()
+            ns.check()
+
+
+def _pick(data: st.DataObject, items: Sequence[T], label: str) -> T:
+    """One of ``items``, drawn by index: failing cases print short, and shrink well."""
+    return items[data.draw(st.integers(0, len(items) - 1), label)]
+
+
+def _forges_checked_data(frame: bytes) -> bool:
+    """Would this frame give a checked connection data that is not ``craft``'s?"""
+    try:
+        packet = IPv4Packet.parse(EthernetFrame.parse(frame).payload)
+    except WireError:
+        return False
+    return packet.protocol == PROTO_TCP and (
+        int.from_bytes(packet.payload[:2], "big") in CHECKED_PORTS
+    )
