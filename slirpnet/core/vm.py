@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from attrs import define, field
@@ -12,6 +13,12 @@ from slirpnet.wire.ethernet import format_mac
 
 if TYPE_CHECKING:
     from slirpnet.core.flows import DnsFlow, EchoFlow, FlowKey, TcpFlow, UdpFlow
+
+log = logging.getLogger(__name__)
+
+# A guest that hits a limit hits it thousands of times a second: one line per reason
+# at most this often, with the count so far, says as much without flooding the log.
+REFUSAL_LOG_INTERVAL = 60.0
 
 
 @define(eq=False)
@@ -28,13 +35,26 @@ class Vm:
     tcp_flows: dict[FlowKey, TcpFlow] = field(factory=dict)
     echo_flows: dict[tuple[int, int], EchoFlow] = field(factory=dict)  # (dst, ident)
     dns_flows: set[DnsFlow] = field(factory=set)
+    connecting: set[TcpFlow] = field(factory=set)  # guest connects the host has not finished
     tcp_buffers: BufferBudget = field(factory=lambda: BufferBudget(VM_TCP_BUFFER))
     attached: bool = True
+    _refusals_logged: dict[str, float] = field(factory=dict)  # reason -> when last logged
 
     def send(self, frame: bytes) -> None:
         self.outbox.append(frame)
         self.stats.frames_out += 1
         self.stats.bytes_out += len(frame)
+
+    def refuse(self, reason: str, now: float, why: str) -> None:
+        """A limit or a policy said no: counted under ``reason`` every time, logged (with
+        ``why``) the first time and then at most once per ``REFUSAL_LOG_INTERVAL``."""
+        self.stats.drop(reason)
+        last = self._refusals_logged.get(reason)
+        if last is not None and now < last + REFUSAL_LOG_INTERVAL:
+            return
+        self._refusals_logged[reason] = now
+        count = self.stats.drops[reason]
+        log.warning("refused (%s): %s; %d so far", reason, why, count, extra=self.log_context)
 
     def take_frames(self) -> list[bytes]:
         frames, self.outbox = self.outbox, []
