@@ -37,7 +37,14 @@ from slirpnet.core.flows import (
     TcpFlow,
     UdpFlow,
 )
-from slirpnet.core.segment import FLOW_FAILED, FLOW_REFUSED, FLOW_RESET, FLOW_UNREACHABLE
+from slirpnet.core.segment import (
+    FLOW_EXHAUSTED,
+    FLOW_FAILED,
+    FLOW_REFUSED,
+    FLOW_RESET,
+    FLOW_UNREACHABLE,
+)
+from slirpnet.shell.fdreserve import out_of_fds
 from slirpnet.shell.rawicmp import RawIcmp
 
 if TYPE_CHECKING:
@@ -63,6 +70,8 @@ def error_kind(error: OSError) -> str:
         return FLOW_UNREACHABLE
     if error.errno in _RESET:
         return FLOW_RESET
+    if out_of_fds(error):
+        return FLOW_EXHAUSTED
     return FLOW_FAILED
 
 
@@ -155,8 +164,10 @@ class HostSockets:
             else:
                 raise TypeError(f"no host socket for {flow!r}")
         except OSError as error:
-            log.info("no host socket for a flow to %s: %s", flow.host_address, error)
-            self.runtime.report_error(flow, error_kind(error))
+            kind = error_kind(error)
+            if kind != FLOW_EXHAUSTED:  # the core logs that, once a minute
+                log.info("no host socket for a flow to %s: %s", flow.host_address, error)
+            self.runtime.report_error(flow, kind)
             return
         handle = _Handle(sock)
         self._handles[flow] = handle

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from slirpnet.framing import FrameFormat, FramingError
+from slirpnet.shell.fdreserve import FdReserve, out_of_fds
 from slirpnet.shell.port import Port
 from slirpnet.shell.runtime import NamespaceRuntime
 
@@ -81,15 +82,39 @@ async def serve_listener(
 ) -> None:
     """Each accepted connection is a new VM, in its own task."""
     counter = itertools.count(1)
+    reserve = FdReserve()
     async with listener, trio.open_nursery() as nursery:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as error:  # EMFILE and friends: the server stays up
-                log.warning("accept on %s failed: %s", label, error)
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(serve_stream, runtime, stream, f"{label}#{next(counter)}", fmt)
+        try:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as error:  # the server stays up
+                    if not (out_of_fds(error) and await _refuse(listener, reserve, label)):
+                        log.warning("accept on %s failed: %s", label, error)
+                        await trio.sleep(0.1)
+                    continue
+                name = f"{label}#{next(counter)}"
+                nursery.start_soon(serve_stream, runtime, stream, name, fmt)
+        finally:
+            reserve.close()
+
+
+async def _refuse(listener: trio.SocketListener, reserve: FdReserve, label: str) -> bool:
+    """Out of descriptors: close the VM connection waiting, by the reserve's; False if
+    even that failed."""
+    with reserve.released():
+        try:
+            stream = await listener.accept()
+        except OSError:
+            return False
+    await stream.aclose()
+    if reserve.refusal(trio.current_time()):
+        log.warning(
+            "out of file descriptors: VM connection on %s refused; %d so far",
+            label,
+            reserve.refused,
+        )
+    return True
 
 
 async def keep_connected(
