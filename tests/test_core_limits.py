@@ -21,6 +21,7 @@ from scapy.layers.l2 import Ether
 
 from slirpnet.core.dhcp import OFFER_HOLD
 from slirpnet.core.flows import CloseFlow, DnsFlow, UdpFlow
+from slirpnet.core.ratelimit import TokenBucket
 from slirpnet.core.segment import FLOW_EXHAUSTED, FLOW_REFUSED, Segment
 from slirpnet.core.settings import (
     DEFAULT_MAX_CONNECTING,
@@ -29,7 +30,7 @@ from slirpnet.core.settings import (
     StaticLease,
 )
 from slirpnet.core.tcp import CONNECT_TIMEOUT, State
-from slirpnet.core.vm import REFUSAL_LOG_INTERVAL, Vm
+from slirpnet.core.vm import FLOOD_BURST, FLOOD_FRAME, FLOOD_RATE, REFUSAL_LOG_INTERVAL, Vm
 from slirpnet.wire.dhcp import MessageType
 from slirpnet.wire.ethernet import parse_mac
 from tests.test_core_dhcp import Client, assert_nak, kind, mac
@@ -277,3 +278,37 @@ def test_no_fd_for_a_dns_query_is_servfail_and_no_upstream_is_blamed() -> None:
     assert Ether(answer)[DNS].rcode == 2 and Ether(answer)[UDP].sport == 53
     assert vm.stats.events["dns_upstream_failed"] == 0
     assert vm.stats.drops == Counter({"host_out_of_fds": 1})
+
+
+# -- storm control -----------------------------------------------------------------------
+
+
+def test_token_bucket() -> None:
+    bucket = TokenBucket(rate=10.0, burst=5.0)
+    assert [bucket.take(0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert not bucket.take(0.05)  # half a token
+    assert bucket.take(0.1)
+    assert not bucket.take(100.0, amount=6.0)  # never more than the burst
+    assert bucket.take(100.0, amount=5.0)
+    assert not bucket.take(99.0)  # a clock that goes back adds nothing
+
+
+def test_a_vm_floods_the_others_within_its_storm_control() -> None:
+    segment = new_segment()
+    flooding = segment.attach("flooding")
+    others = [segment.attach("one"), segment.attach("two")]
+    frame = udp_frame("10.0.2.255", 9, b"storm", dst="ff:ff:ff:ff:ff:ff")
+    big = udp_frame("10.0.2.255", 9, b"s" * 4000, dst="ff:ff:ff:ff:ff:ff")
+    for _ in range(int(FLOOD_BURST) + 10):
+        segment.receive(flooding, frame, 0.0)
+    assert [len(vm.take_frames()) for vm in others] == [int(FLOOD_BURST)] * 2
+    assert flooding.stats.drops["flood_limit"] == 10
+    segment.receive(flooding, frame, 1 / FLOOD_RATE)  # a token a millisecond
+    assert [len(vm.take_frames()) for vm in others] == [1, 1]
+    # A large frame costs a token per FLOOD_FRAME bytes begun.
+    segment.receive(flooding, big, 1.0)
+    assert flooding.floods.tokens == 999 - (1 + len(big) // FLOOD_FRAME)  # 999 ms refilled
+    # Another VM's floods have a budget of their own.
+    broadcast = udp_frame("10.0.2.255", 9, src=OTHER_MAC, dst="ff:ff:ff:ff:ff:ff")
+    segment.receive(others[0], broadcast, 1.0)
+    assert len(flooding.take_frames()) == 1

@@ -54,7 +54,7 @@ from slirpnet.core.settings import HOST_LOOPBACK, NetworkSettings
 from slirpnet.core.stats import Stats
 from slirpnet.core.tcp import HostOp, State, TcpEndpoint
 from slirpnet.core.timers import Deadlines
-from slirpnet.core.vm import Vm
+from slirpnet.core.vm import FLOOD_FRAME, FLOOD_RATE, Vm
 from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
 from slirpnet.wire.errors import WireError
 
@@ -176,10 +176,10 @@ class Segment:
         if eth.dst == self.gateway_mac:
             self._to_gateway(vm, eth, now)
         elif eth.dst == ethernet.BROADCAST:
-            self._flood(vm, frame)
+            self._flood(vm, frame, now)
             self._to_gateway(vm, eth, now)
         elif ethernet.is_multicast(eth.dst):
-            if not self._flood(vm, frame):
+            if not self._flood(vm, frame, now):
                 self._drop(vm, "eth_multicast")
         else:
             port = self._switch.get(eth.dst)
@@ -187,7 +187,7 @@ class Segment:
                 self._drop(vm, "eth_to_self")
             elif port is not None:
                 port.send(frame)
-            elif not self._flood(vm, frame):
+            elif not self._flood(vm, frame, now):
                 self._drop(vm, "eth_unknown_destination")
 
     def _learn(self, vm: Vm, mac: bytes, now: float) -> bool:
@@ -202,12 +202,18 @@ class Segment:
         self._switch[mac] = vm
         return True
 
-    def _flood(self, source: Vm, frame: bytes) -> bool:
-        """Send to every other port; False when there is none."""
+    def _flood(self, source: Vm, frame: bytes, now: float) -> bool:
+        """Send to every other port, within the source's storm control (``FLOOD_RATE``);
+        False when there is no other port."""
         others = [vm for vm in self.vms if vm is not source]
-        for vm in others:
-            vm.send(frame)
-        return bool(others)
+        if not others:
+            return False
+        if source.floods.take(now, 1 + len(frame) // FLOOD_FRAME):
+            for vm in others:
+                vm.send(frame)
+        else:
+            source.refuse("flood_limit", now, f"over {FLOOD_RATE:.0f} flooded frames a second")
+        return True
 
     def _to_gateway(self, vm: Vm, eth: ethernet.EthernetFrame, now: float) -> None:
         if eth.ethertype == ethernet.ETHERTYPE_ARP:

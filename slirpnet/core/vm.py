@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 
 from slirpnet.core.budget import VM_TCP_BUFFER, BufferBudget
+from slirpnet.core.ratelimit import TokenBucket
 from slirpnet.core.stats import Stats
 from slirpnet.wire.ethernet import format_mac
 
@@ -19,6 +20,13 @@ log = logging.getLogger(__name__)
 # A guest that hits a limit hits it thousands of times a second: one line per reason
 # at most this often, with the count so far, says as much without flooding the log.
 REFUSAL_LOG_INTERVAL = 60.0
+# Storm control, as switches have it: the broadcast, multicast and unknown-unicast
+# frames a VM may flood to the other VMs of its segment, counted in frames of up to
+# FLOOD_FRAME bytes (a larger one counts as several).  Far above what ARP, DHCP or
+# mDNS need; far below what would fill the other VMs' queues.
+FLOOD_RATE = 1000.0  # a second
+FLOOD_BURST = 1000.0
+FLOOD_FRAME = 1514
 
 
 @define(eq=False)
@@ -37,6 +45,7 @@ class Vm:
     dns_flows: set[DnsFlow] = field(factory=set)
     connecting: set[TcpFlow] = field(factory=set)  # guest connects the host has not finished
     tcp_buffers: BufferBudget = field(factory=lambda: BufferBudget(VM_TCP_BUFFER))
+    floods: TokenBucket = field(factory=lambda: TokenBucket(FLOOD_RATE, FLOOD_BURST))
     attached: bool = True
     _refusals_logged: dict[str, float] = field(factory=dict)  # reason -> when last logged
 
