@@ -23,6 +23,10 @@ from slirpnet.shell.runtime import NamespaceRuntime
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024  # several 64 KiB frames per read
+# Frames of a VM handed to the core before the other tasks get a turn.  A read of
+# small frames holds thousands: fed at once, they would hold up every other VM and
+# every host socket for as long as a flooding guest keeps the socket full.
+FEED_BATCH = 32
 DGRAM_SIZE = 65536
 MAX_DGRAM_PEERS = 256
 RECONNECT_MIN = 0.1
@@ -54,7 +58,10 @@ async def _read_stream(port: Port, stream: trio.abc.Stream, fmt: FrameFormat) ->
             port.vm.stats.drop(error.reason)
             log.warning("closing: %s", error, extra=port.vm.log_context)
             return
-        port.feed_many(frames)
+        for start in range(0, len(frames), FEED_BATCH):
+            if start:
+                await trio.lowlevel.checkpoint()
+            port.feed_many(frames[start : start + FEED_BATCH])
 
 
 async def _write_stream(
