@@ -62,6 +62,7 @@ def vm_view(runtime: NamespaceRuntime, port: Port) -> dict[str, Any]:
             "icmp": len(vm.echo_flows),
             "dns": len(vm.dns_flows),
         },
+        "tcp_connecting": len(vm.connecting),  # of the TCP flows: host connects pending
         "pcap": str(port.pcap.path) if port.pcap is not None else None,
     }
 
