@@ -298,7 +298,9 @@ class HostSockets:
                     await self._tcp_writer(flow, handle, sock)
                     nursery.cancel_scope.cancel()
         finally:
-            if handle.abort:
+            # Only a connected socket has a peer to reset; trio closes one whose connect
+            # was cancelled, and setsockopt on it would raise.
+            if handle.abort and handle.connected:
                 handle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
             sock.close()
 
