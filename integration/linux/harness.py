@@ -62,6 +62,7 @@ class LinuxGuest:
     backend: Backend
     workdir: Path
     lease: dict[str, str] = field(default_factory=dict)
+    slirpnet_pid: int | None = None  # of the slirpnet the harness started
 
     @property
     def address(self) -> str:
@@ -111,16 +112,20 @@ async def open_linux_guest(
     *,
     slirpnet_args: Sequence[str] = (),
     log_level: str | None = None,
+    server: Path | None = None,
 ) -> AsyncIterator[LinuxGuest]:
     """A namespace with a leased address behind ``backend``, through a lossy relay if ``faults``.
 
     ``slirpnet_args`` go to ``slirpnet serve`` (``--mtu 1500``, say).  ``log_level`` is
     slirpnet's (default: $SLIRPNET_TEST_LOG_LEVEL, else info); its log and QEMU's go to
-    ``workdir``.
+    ``workdir``.  With ``server``, the ``unixgram:`` path of a slirpnet the caller runs,
+    none is started: the guest is one more VM of that server.
     """
     reason = system.missing()
     if reason is not None:
         raise HarnessError(f"the Linux-stack guest cannot run here: {reason}")
+    if server is not None and (backend != "slirpnet" or faults is not None):
+        raise ValueError("a guest of a running server has no relay and no other backend")
     system.sweep_stale()
     workdir.mkdir(parents=True, exist_ok=True)
     tap = system.unique_name("t")
@@ -149,14 +154,16 @@ async def open_linux_guest(
                 ],
                 ready=lambda: nic_path.exists() and backend_path.exists(),
             )
-        if backend == "slirpnet":
+        if server is not None:
+            netdevs.append(_dgram_netdev("s0", server, local=workdir / "nic.qemu"))
+        elif backend == "slirpnet":
             # Without the relay, slirpnet takes datagrams itself; behind it, a stream.
             where = (
                 ["--listen", f"unixgram:{nic_path}"]
                 if faults is None
                 else ["--connect", f"unix:{backend_path}"]
             )
-            await _start(
+            slirpnet = await _start(
                 nursery,
                 workdir / "slirpnet.log",
                 [
@@ -166,6 +173,7 @@ async def open_linux_guest(
                 ],
                 ready=nic_path.exists,
             )
+            guest.slirpnet_pid = slirpnet.pid
             netdevs.append(_dgram_netdev("s0", nic_path))
         elif faults is None:
             netdevs.append("user,id=s0,ipv6=off")
@@ -187,10 +195,10 @@ async def open_linux_guest(
         yield guest
 
 
-def _dgram_netdev(name: str, path: Path) -> str:
-    """QEMU's side of a unix datagram link to ``path``, bound at ``path.qemu``."""
+def _dgram_netdev(name: str, path: Path, local: Path | None = None) -> str:
+    """QEMU's side of a unix datagram link to ``path``, bound at ``local`` (``path.qemu``)."""
     return (
-        f"dgram,id={name},local.type=unix,local.path={path}.qemu,"
+        f"dgram,id={name},local.type=unix,local.path={local or f'{path}.qemu'},"
         f"remote.type=unix,remote.path={path}"
     )
 
