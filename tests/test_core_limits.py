@@ -312,3 +312,11 @@ def test_a_vm_floods_the_others_within_its_storm_control() -> None:
     broadcast = udp_frame("10.0.2.255", 9, src=OTHER_MAC, dst="ff:ff:ff:ff:ff:ff")
     segment.receive(others[0], broadcast, 1.0)
     assert len(flooding.take_frames()) == 1
+
+
+def test_a_forward_s_connection_reset_for_want_of_fds_is_counted_on_its_vm() -> None:
+    segment = new_segment()
+    assert not segment.forward_refused(SSH, 0.0)  # no VM: the shell logs it alone
+    client, _ = leased(segment)
+    assert segment.forward_refused(SSH, 1.0)
+    assert client.vm.stats.drops == Counter({"host_out_of_fds": 1})

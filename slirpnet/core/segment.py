@@ -580,6 +580,16 @@ class Segment:
         self._tcp_output(flow, now)
         return flow
 
+    def forward_refused(self, forward: Forward, now: float) -> bool:
+        """A connection on ``forward`` was reset for want of file descriptors: counted
+        (and logged) on the VM it was for; False when there is none."""
+        target = choose_guest(forward, self.vms, self.dhcp, self._neighbours)
+        if target is None:
+            return False
+        why = f"forward {forward}: no host socket: out of file descriptors"
+        target[0].refuse("host_out_of_fds", now, why)
+        return True
+
     def forward_datagram(
         self, forward: Forward, peer: tuple[IPv4Address, int], payload: bytes, now: float
     ) -> UdpFlow | None:

@@ -96,13 +96,36 @@ class Forwards:
                     try:
                         connection, peer = await listener.accept()
                     except OSError as error:  # the forward stays
-                        if not (out_of_fds(error) and await _refuse(listener, reserve, forward)):
+                        if not (
+                            out_of_fds(error) and await self._refuse(listener, reserve, forward)
+                        ):
                             log.warning("forward %s: accept failed: %s", forward, error)
                             await trio.sleep(0.1)
                         continue
                     self._connected(forward, connection, peer)
             finally:
                 reserve.close()
+
+    async def _refuse(
+        self, listener: trio.socket.SocketType, reserve: FdReserve, forward: Forward
+    ) -> bool:
+        """Out of descriptors: reset the connection waiting, accepted with the reserve's,
+        and count it on the VM it was for; False if even that failed."""
+        with reserve.released():
+            try:
+                connection, peer = await listener.accept()
+            except OSError:
+                return False
+        reset(socket.socket(fileno=connection.detach()))
+        now = trio.current_time()
+        if not self.runtime.segment.forward_refused(forward, now) and reserve.refusal(now):
+            log.warning(
+                "forward %s: out of file descriptors: connection from %s:%d reset; %d so far",
+                forward,
+                *peer[:2],
+                reserve.refused,
+            )
+        return True
 
     def _connected(
         self, forward: Forward, connection: trio.socket.SocketType, peer: tuple[str, int]
@@ -138,22 +161,3 @@ class Forwards:
                     address = (IPv4Address(peer[0]), peer[1])
                     runtime.segment.forward_datagram(forward, address, payload, trio.current_time())
                     runtime.flush()
-
-
-async def _refuse(listener: trio.socket.SocketType, reserve: FdReserve, forward: Forward) -> bool:
-    """Out of descriptors: reset the connection waiting, accepted with the reserve's;
-    False if even that failed."""
-    with reserve.released():
-        try:
-            connection, peer = await listener.accept()
-        except OSError:
-            return False
-    reset(socket.socket(fileno=connection.detach()))
-    if reserve.refusal(trio.current_time()):
-        log.warning(
-            "forward %s: out of file descriptors: connection from %s:%d reset; %d so far",
-            forward,
-            *peer[:2],
-            reserve.refused,
-        )
-    return True
