@@ -7,6 +7,7 @@ descriptors (``/proc/PID/fd``), its control API and its log.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -203,6 +204,8 @@ FD_LIMIT = 48  # slirpnet's RLIMIT_NOFILE: a dozen of its own, the rest for flow
 
 async def test_out_of_fds_new_flows_are_refused_and_the_rest_goes_on(tmp_path: Path) -> None:
     skip_unless_linux_guest()
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit is not installed (Debian package util-linux)")
     nic, raw, ctl = tmp_path / "nic.sock", tmp_path / "raw.sock", tmp_path / "ctl.sock"
     args = [
         *("--listen", f"unixgram:{nic}", "--listen", f"unix:{raw}"),
