@@ -307,7 +307,8 @@ def test_a_vm_floods_the_others_within_its_storm_control() -> None:
     assert [len(vm.take_frames()) for vm in others] == [1, 1]
     # A large frame costs a token per FLOOD_FRAME bytes begun.
     segment.receive(flooding, big, 1.0)
-    assert flooding.floods.tokens == 999 - (1 + len(big) // FLOOD_FRAME)  # 999 ms refilled
+    refilled = (1.0 - 1 / FLOOD_RATE) * FLOOD_RATE
+    assert flooding.floods.tokens == pytest.approx(refilled - 1 - len(big) // FLOOD_FRAME)
     # Another VM's floods have a budget of their own.
     broadcast = udp_frame("10.0.2.255", 9, src=OTHER_MAC, dst="ff:ff:ff:ff:ff:ff")
     segment.receive(others[0], broadcast, 1.0)
