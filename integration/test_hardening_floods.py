@@ -158,7 +158,7 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
         assert 1 <= log.count(f"refused ({reason})") <= 1 + flooded_for // 60, log[-3000:]
     # The guest's transfer went on, byte-exact, at a share of its speed alone: the four
     # floods take their shares of the one CPU slirpnet runs on, not the guest's (seen
-    # here: a sixth; a flooding VM whose reads were handled whole stalled it for good).
+    # here: a third to a tenth; a flooding VM whose reads were handled whole stalled it).
     assert during > alone / 20, (alone, during)
     assert flooding.fds > before.fds + DEFAULT_MAX_FLOWS  # the floods' sockets were there
     assert after.peak_rss_kib / 1024 < PEAK_RSS_LIMIT_MIB
