@@ -9,7 +9,9 @@ inside frames.
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from collections import Counter
 from ipaddress import IPv4Address
 
@@ -22,7 +24,7 @@ from scapy.layers.l2 import Ether
 from slirpnet.core.dhcp import OFFER_HOLD
 from slirpnet.core.flows import CloseFlow, DnsFlow, UdpFlow
 from slirpnet.core.ratelimit import TokenBucket
-from slirpnet.core.segment import FLOW_EXHAUSTED, FLOW_REFUSED, Segment
+from slirpnet.core.segment import FLOW_EXHAUSTED, FLOW_REFUSED, PRUNE_MIN, Segment
 from slirpnet.core.settings import (
     DEFAULT_MAX_CONNECTING,
     DEFAULT_MAX_LEASES,
@@ -321,3 +323,43 @@ def test_a_forward_s_connection_reset_for_want_of_fds_is_counted_on_its_vm() -> 
     client, _ = leased(segment)
     assert segment.forward_refused(SSH, 1.0)
     assert client.vm.stats.drops == Counter({"host_out_of_fds": 1})
+
+
+# -- what a VM leaves behind -------------------------------------------------------------
+
+
+def test_a_departed_vm_and_its_flows_are_not_kept() -> None:
+    """Not even in the timer queue, whose entries come due only minutes or hours later."""
+    segment = new_segment(mtu=1500)
+    vm = segment.attach("guest")
+    for port in range(1, 201):
+        segment.receive(vm, syn_frame(sport=port), 0.0)
+        (opened,) = segment.take_actions()
+        segment.flow_connected(opened.flow, 0.0)
+        segment.receive(vm, tcp_frame("A", ISN + 1, opened.flow.endpoint.iss + 1, sport=port), 0.0)
+        segment.flow_received(opened.flow, b"x" * 200_000, 0.1)  # held, unacknowledged
+    del opened
+    segment.take_actions()
+    stays = segment.attach("stays")
+    segment.receive(stays, syn_frame(sport=1, src=OTHER_MAC, src_ip=OTHER_IP), 1.0)
+    segment.detach(vm)
+    segment.take_actions()
+    departed = weakref.ref(vm)
+    del vm
+    gc.collect()
+    assert departed() is None
+    assert len(segment._deadlines) <= 2  # the flow of the VM that stays
+
+
+def test_closed_flows_do_not_pile_up_in_the_timer_queue() -> None:
+    """UDP flows come and go by the thousand; their entries would wait a minute each."""
+    segment = new_segment(dns_upstreams=(UPSTREAM_1,))
+    vm = segment.attach("guest")
+    shell = Shell(segment)
+    for n in range(5000):
+        segment.receive(vm, udp_frame(REMOTE_IP, 1000 + n % 50, sport=2000 + n), float(n) / 1000)
+        flow, _ = shell.opened_one(UdpFlow)
+        segment.flow_error(flow, FLOW_EXHAUSTED, float(n) / 1000)  # closed at once
+        shell.actions()
+        vm.take_frames()
+    assert len(segment._deadlines) <= 2 * PRUNE_MIN

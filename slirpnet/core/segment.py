@@ -71,6 +71,9 @@ FLOW_UNREACHABLE = "unreachable"  # the host said host or network unreachable
 FLOW_RESET = "reset"  # the host peer reset the connection
 FLOW_FAILED = "failed"  # no host socket could be had
 FLOW_EXHAUSTED = "exhausted"  # no host socket: the host is out of file descriptors
+# Closed flows whose timer entries may wait, before the queue is swept of them: an
+# entry waits for its time (an idle timeout: up to hours), keeping its flow alive.
+PRUNE_MIN = 64
 
 _ETHERNET = struct.Struct("!6s6sH")
 _IP_UDP_HEADERS = ipv4.MIN_HEADER_LEN + udp.HEADER_LEN
@@ -104,6 +107,7 @@ class Segment:
         self._next_port = FORWARD_PORTS.start
         self._actions: list[Action] = []
         self._deadlines: Deadlines[Flow] = Deadlines()
+        self._closed_queued = 0  # closed flows with entries in _deadlines, about
         self._ip_ident = 0
         self._vm_ids = 0
         self._departed = Stats()  # the counts of VMs that have left, so totals never go back
@@ -140,6 +144,7 @@ class Segment:
         ]:
             self._close(flow, abort=True)
         vm.outbox.clear()
+        self._prune_timers()
         self.dhcp.forget_owner(vm)
         self._departed.add(vm.stats)
 
@@ -861,6 +866,12 @@ class Segment:
         self._actions.append(OpenFlow(flow))
         self._reschedule(flow, flow.deadline)
 
+    def _prune_timers(self) -> None:
+        """Sweep closed flows out of the timer queue: so many that it is worth a pass
+        over it, or a VM has left (its flows, and the VM with them, are freed now)."""
+        self._deadlines.prune(lambda flow: flow.closed)
+        self._closed_queued = 0
+
     def _reschedule(self, flow: Flow, deadline: float) -> None:
         """Make sure the timer queue holds an entry no later than ``deadline``.
 
@@ -876,6 +887,10 @@ class Segment:
         if flow.closed:
             return
         flow.closed = True
+        if flow.scheduled != math.inf:
+            self._closed_queued += 1
+            if self._closed_queued > max(PRUNE_MIN, len(self._deadlines) // 2):
+                self._prune_timers()
         vm = flow.vm
         if isinstance(flow, TcpFlow):
             vm.tcp_flows.pop(flow.key, None)
