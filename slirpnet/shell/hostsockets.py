@@ -294,7 +294,7 @@ class HostSockets:
                     handle.connected = True
                     self.runtime.report_connected(flow)
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._tcp_reader, flow, handle, sock)
+                    nursery.start_soon(self._tcp_reader, flow, handle)
                     await self._tcp_writer(flow, handle, sock)
                     nursery.cancel_scope.cancel()
         finally:
@@ -304,9 +304,9 @@ class HostSockets:
                 handle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
             sock.close()
 
-    async def _tcp_reader(
-        self, flow: TcpFlow, handle: _TcpHandle, sock: trio.socket.SocketType
-    ) -> None:
+    async def _tcp_reader(self, flow: TcpFlow, handle: _TcpHandle) -> None:
+        raw = handle.sock
+        assert raw is not None
         while True:
             allowance = flow.endpoint.read_allowance
             if allowance <= 0:
@@ -315,8 +315,17 @@ class HostSockets:
                 await handle.readable.wait()
                 handle.readable = trio.Event()
                 continue
+            await trio.lowlevel.wait_readable(raw)
+            # The allowance counts the VM's shared budget, which other flows may have
+            # spent while this one waited: ask again, then read and hand the data over
+            # with no checkpoint between, so that no two flows spend the same bytes.
+            allowance = flow.endpoint.read_allowance
+            if allowance <= 0:
+                continue
             try:
-                data = await sock.recv(min(allowance, TCP_READ_SIZE))
+                data = raw.recv(min(allowance, TCP_READ_SIZE))
+            except BlockingIOError:
+                continue
             except OSError as error:
                 self.runtime.report_error(flow, error_kind(error))
                 return
