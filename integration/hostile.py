@@ -18,7 +18,7 @@ import random
 import socket
 import struct
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -76,15 +76,36 @@ class Frames:
         source = self.address if src is None else src
         return source + IPv4Address(dst).packed + struct.pack("!BBH", 0, protocol, length)
 
-    def syn(self, dst: str, dport: int, sport: int) -> bytes:
-        """A SYN with an MSS option, as any stack sends."""
-        segment = struct.pack(
-            "!HHIIBBHHH", sport, dport, random.getrandbits(32), 0, 6 << 4, 0x02, 65535, 0, 0
-        )
-        segment += struct.pack("!BBH", 2, 4, 1460)
+    def tcp(
+        self, dst: str, dport: int, sport: int, seq: int, ack: int, flags: int, options: bytes
+    ) -> bytes:
+        """A TCP segment with no data and a window of 65535 (scaled if the SYN said so)."""
+        offset = (20 + len(options)) // 4
+        segment = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, offset << 4, flags, 65535, 0, 0)
+        segment += options
         total = checksum(self._pseudo(dst, PROTO_TCP, len(segment)) + segment)
         segment = segment[:16] + struct.pack("!H", total) + segment[18:]
         return self.ethernet(ETH_IPV4, self.ipv4(dst, PROTO_TCP, segment))
+
+    def syn(self, dst: str, dport: int, sport: int, *, window_scale: int | None = None) -> bytes:
+        """A SYN with an MSS option, as any stack sends, and window scaling if asked."""
+        options = struct.pack("!BBH", 2, 4, 1460)
+        if window_scale is not None:
+            options += struct.pack("!BBBB", 1, 3, 3, window_scale)  # NOP, then RFC 7323 §2.2
+        return self.tcp(dst, dport, sport, random.getrandbits(32), 0, 0x02, options)
+
+    def handshake_ack(self, frame: bytes) -> bytes | None:
+        """For a SYN-ACK to us, the ACK that completes the handshake (and then never
+        another: the data that follows stays unacknowledged); None for other frames."""
+        if struct.unpack_from("!H", frame, 12)[0] != ETH_IPV4 or frame[23] != PROTO_TCP:
+            return None
+        ip = frame[14:]
+        body = ip[(ip[0] & 0x0F) * 4 :]
+        if body[13] & 0x12 != 0x12:
+            return None
+        sport, dport, seq, ack = struct.unpack_from("!HHII", body)
+        source = str(IPv4Address(ip[12:16]))
+        return self.tcp(source, sport, dport, ack, (seq + 1) & 0xFFFFFFFF, 0x10, b"")
 
     def udp(
         self,
@@ -178,8 +199,12 @@ def _dhcp_type(message: bytes) -> str:
 
 
 class HostileVm:
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, answer: Callable[[bytes], bytes | None] | None
+    ) -> None:
         self.stream = stream
+        self.answer = answer  # makes a frame to send back for one received, or None
+        self._sending = trio.Lock()
         self.replies: Counter[str] = Counter()
         self.offers: list[str] = []  # the addresses of DHCP offers, in order
         self.sent = 0
@@ -197,7 +222,8 @@ class HostileVm:
             await self._write(batch)
 
     async def _write(self, batch: list[bytes]) -> None:
-        await self.stream.send_all(b"".join(batch))
+        async with self._sending:
+            await self.stream.send_all(b"".join(batch))
         self.sent += len(batch)
 
     async def _read(self) -> None:
@@ -206,26 +232,33 @@ class HostileVm:
             while data := await self.stream.receive_some(1 << 20):
                 buffer += data
                 offset = 0
+                answers = []
                 while len(buffer) - offset >= 4:
                     size = struct.unpack_from("!I", buffer, offset)[0]
                     if len(buffer) - offset - 4 < size:
                         break
                     frame = bytes(buffer[offset + 4 : offset + 4 + size])
                     tally(frame, self.replies, self.offers)
+                    if self.answer is not None and (reply := self.answer(frame)) is not None:
+                        answers.append(reply)
                     offset += 4 + size
                 del buffer[:offset]
+                await self.send(answers)
         except trio.BrokenResourceError:
             pass
         self.closed.set()
 
 
 @asynccontextmanager
-async def hostile_vm(path: Path) -> AsyncIterator[HostileVm]:
-    """A raw-frame VM on slirpnet's unix stream socket at ``path``, until the block ends."""
+async def hostile_vm(
+    path: Path, answer: Callable[[bytes], bytes | None] | None = None
+) -> AsyncIterator[HostileVm]:
+    """A raw-frame VM on slirpnet's unix stream socket at ``path``, until the block ends;
+    ``answer`` makes what it sends back for a frame it receives (``handshake_ack``)."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await sock.connect(os.fspath(path))
     stream = trio.SocketStream(sock)
-    vm = HostileVm(stream)
+    vm = HostileVm(stream, answer)
     async with stream, trio.open_nursery() as nursery:
         nursery.start_soon(vm._read)
         yield vm

@@ -2,7 +2,7 @@
 
 One ``slirpnet serve`` with its default limits carries a Linux-stack guest (the VM
 whose transfer must go on, on a stream as QEMU's ``-netdev stream`` is: through the
-relay of ``integration/linux`` with no faults) and four hostile VMs that write raw
+relay of ``integration/linux`` with no faults) and five hostile VMs that write raw
 frames as fast as slirpnet reads them (``integration/hostile.py``):
 
 * SYNs to thousands of ports of a blackhole (a namespace host of the test that drops
@@ -11,7 +11,10 @@ frames as fast as slirpnet reads them (``integration/hostile.py``):
   ``--max-flows`` answer with RSTs and ICMP.  (Never the host's loopback: other
   programs' services live there.)
 * ARP requests, and ARP from thousands of made-up MACs (the MAC limit);
-* DHCP DISCOVERs from thousands of made-up client addresses (``--max-leases``).
+* DHCP DISCOVERs from thousands of made-up client addresses (``--max-leases``);
+* hundreds of connections to a loopback server of the test that sends without pause,
+  each opened with a 1 GiB window and never acknowledged: the VM's TCP buffer budget
+  and its frame queue.
 
 The guest's hash-checked transfer is timed without the floods and then during them,
 in the same run; slirpnet's peak RSS is read from the kernel (VmHWM).
@@ -22,6 +25,7 @@ from __future__ import annotations
 import random
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +39,16 @@ from integration.linux.nshost import namespace_host
 from integration.linux.relay import Faults
 from integration.linux.traffic import TransferServer, loopback_server, parallel_transfers
 from integration.probe import process_stats, vms, wait_until
+from slirpnet.core.budget import VM_TCP_BUFFER
 from slirpnet.core.segment import MAX_MACS_PER_VM
 from slirpnet.core.settings import DEFAULT_MAX_CONNECTING, DEFAULT_MAX_FLOWS, DEFAULT_MAX_LEASES
+from slirpnet.core.tcp import FLOW_RESERVE
 
 GATEWAY = "10.0.2.2"
 MB = 1 << 20
 CONNECTIONS, SIZE = 2, 24 * MB  # the guest's transfer: each way, per connection
 PEAK_RSS_LIMIT_MIB = 600  # generous: the caps, not the machine, must bound it
+STALLED = 300  # connections that never acknowledge: 64 MiB of budget and 64 KiB each
 
 
 def syn_flood(frames: Frames, blackhole: str, refusing: str) -> Iterator[bytes]:
@@ -68,6 +75,20 @@ def arp_flood(frames: Frames) -> Iterator[bytes]:
             yield frames.arp_request(GATEWAY, sender_mac=mac)
 
 
+async def stall(vm: HostileVm, frames: Frames, port: int) -> None:
+    """Connections that take all they are sent and acknowledge none of it (the VM
+    answers only the SYN-ACKs, with ``handshake_ack``)."""
+    await vm.send(frames.syn(GATEWAY, port, 20000 + n, window_scale=14) for n in range(STALLED))
+
+
+async def blast(stream: trio.SocketStream) -> None:
+    """A loopback server that sends until the connection breaks."""
+    chunk = bytes(1 << 16)
+    with suppress(trio.BrokenResourceError):
+        while True:
+            await stream.send_all(chunk)
+
+
 def dhcp_flood(frames: Frames) -> Iterator[bytes]:
     rng = random.Random(5)
     for chaddr in made_up_macs(10**9):
@@ -89,6 +110,7 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
     async with (
         open_linux_guest(tmp_path, faults=Faults(), slirpnet_args=args) as guest,
         loopback_server(transfers.handle) as port,
+        loopback_server(blast) as blast_port,
     ):
         pid = guest.slirpnet_pid
         assert pid is not None
@@ -123,6 +145,10 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
                     vm = await nursery_vm(nursery, hostile)
                     hostiles.append(vm)
                     nursery.start_soon(keep_sending, vm, flood(frames))
+                frames = Frames(bytes.fromhex("525400660004"), "10.0.2.70")
+                vm = await nursery_vm(nursery, hostile, frames.handshake_ack)
+                hostiles.append(vm)
+                nursery.start_soon(stall, vm, frames, blast_port)
                 await trio.sleep(2)  # the caps are reached before the measurement starts
                 during = await measure(200)
                 shown = {vm["name"]: vm for vm in await vms(ctl)}
@@ -142,7 +168,7 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
     for name, vm in shown.items():
         print(f"{name}: drops {vm['drops']}, flows {vm['flows']}")
 
-    syn, udp, arp, dhcp = (shown_of(shown, f"{hostile}#{n}") for n in range(1, 5))
+    syn, udp, arp, dhcp, stalled = (shown_of(shown, f"{hostile}#{n}") for n in range(1, 6))
     (own,) = [vm for name, vm in shown.items() if str(hostile) not in name]
     assert set(own["drops"]) <= {"eth_multicast"}, own  # nothing of the guest's was lost
     # Each hostile VM hit its cap, and was told so (RST, ICMP admin-prohibited, no offer).
@@ -153,6 +179,11 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
     assert arp["drops"]["eth_mac_limit"] > 0 and hostiles[2].replies["arp_reply"] > 0
     assert dhcp["drops"]["dhcp_lease_limit"] > 0
     assert hostiles[3].replies["dhcp_offer"] == DEFAULT_MAX_LEASES
+    # The unacknowledged connections hold what the budget allows, and no more.
+    assert stalled["flows"]["tcp"] == STALLED
+    assert (
+        0.9 * VM_TCP_BUFFER < stalled["tcp_buffered"] <= VM_TCP_BUFFER + STALLED * 2 * FLOW_RESERVE
+    )
     # ... logged once a minute each, not once per frame.
     for reason in ("connect_limit", "flow_limit", "eth_mac_limit", "dhcp_lease_limit"):
         assert 1 <= log.count(f"refused ({reason})") <= 1 + flooded_for // 60, log[-3000:]
@@ -164,11 +195,13 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
     assert after.peak_rss_kib / 1024 < PEAK_RSS_LIMIT_MIB
 
 
-async def nursery_vm(nursery: trio.Nursery, path: Path) -> HostileVm:
+async def nursery_vm(
+    nursery: trio.Nursery, path: Path, answer: Callable[[bytes], bytes | None] | None = None
+) -> HostileVm:
     """A hostile VM that lives as long as ``nursery``."""
 
     async def run(task_status: trio.TaskStatus[HostileVm] = trio.TASK_STATUS_IGNORED) -> None:
-        async with hostile_vm(path) as vm:
+        async with hostile_vm(path, answer) as vm:
             task_status.started(vm)
             await trio.sleep_forever()
 
