@@ -142,11 +142,16 @@ async def serving(
     lines: int = 1,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    wrapper: Sequence[str] = (),
 ) -> AsyncIterator[Served]:
-    """``slirpnet serve ARGS``, entered once it has printed ``lines`` lines of QEMU arguments."""
+    """``slirpnet serve ARGS``, entered once it has printed ``lines`` lines of QEMU arguments.
+
+    ``wrapper`` runs it, as ``prlimit --nofile=64`` does (it must exec the command, so
+    that the process is slirpnet's).
+    """
     with log.open("wb") as stderr:
         process = await trio.lowlevel.open_process(
-            [*SLIRPNET, "serve", *args],
+            [*wrapper, *SLIRPNET, "serve", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import resource
 import signal
 import socket
 import sys
@@ -52,6 +54,10 @@ _VALUE_FLAGS = (
     ("--static-lease", True, "MAC=IPV4, a fixed DHCP lease"),
     ("--udp-idle-timeout", False, "seconds before an idle UDP flow is closed (default 60)"),
     ("--max-flows", False, "flows a VM may hold at once; more TCP connections get a RST (4096)"),
+    ("--max-connecting", False, "TCP connects a VM may have pending on the host at once (256)"),
+    ("--max-leases", False, "DHCP leases one VM may hold at once (8)"),
+    ("--deny", True, "CIDR: guests' flows may not go there (ICMP admin-prohibited)"),
+    ("--socket-mode", False, "octal mode of the unix sockets for VMs (default 0600)"),
 )
 
 
@@ -149,11 +155,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     config = with_default_listener(with_inherited_listeners(config, inherited))
     configure(config.log_level, config.log_format)
+    _raise_fd_limit()
     try:
         trio.run(_serve_until_signal, config, inherited, heap_report)
     except* ConfigError as group:
         parser.error(str(_first_leaf(group)))
     return 0
+
+
+def _raise_fd_limit() -> None:
+    """Every flow is a host socket: allow as many as the hard limit does.  (The usual
+    soft limit, 1024, is there for select(), which trio never uses.)  Out of them
+    all the same, new flows are refused and the server goes on."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an unlimited hard limit is more than Linux allows
+            pass
+        else:
+            soft = hard
+    logging.getLogger("slirpnet").info("up to %d file descriptors", soft)
 
 
 async def _serve_until_signal(

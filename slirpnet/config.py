@@ -58,6 +58,7 @@ class NamespaceConfig:
     connect: tuple[Address, ...] = ()
     stdio: str | None = None  # "qemu" or "vde": one VM on stdin/stdout
     forwards: tuple[Forward, ...] = ()
+    socket_mode: int = 0o600  # of the unix sockets made for ``listen``: the user's own
 
 
 @frozen
@@ -145,6 +146,19 @@ def _int(text: str, key: str) -> int:
         raise ConfigError(key, f"{text!r} is not a whole number") from None
 
 
+def _socket_mode(text: str, key: str) -> int:
+    """An octal mode like ``0660``: who besides the owner may plug a VM in."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not an octal mode like 0660") from None
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(key, f"{text!r} is not a permission mode (0 to 0777)")
+    if mode & 0o600 != 0o600:
+        raise ConfigError(key, f"{text!r} would lock out the server's own user")
+    return mode
+
+
 def _seconds(text: str, key: str) -> float:
     try:
         value = float(text)
@@ -185,6 +199,9 @@ _SCALAR: dict[str, Callable[[str, str], Any]] = {
     "udp-idle-timeout": _seconds,
     "dns-timeout": _seconds,
     "max-flows": _int,
+    "max-connecting": _int,
+    "max-leases": _int,
+    "socket-mode": _socket_mode,
     "stdio": _choice(("qemu", "vde")),
 }
 _LISTS: dict[str, Callable[[str, str], Any]] = {
@@ -195,6 +212,7 @@ _LISTS: dict[str, Callable[[str, str], Any]] = {
     "dns-record": parse_record,
     "search": _domain,
     "static-lease": _static_lease,
+    "deny": _network,
 }
 _FLAGS = ("no-host-loopback", "restrict")
 
@@ -228,6 +246,9 @@ _SETTINGS_FIELDS = {
     "udp-idle-timeout": "udp_idle_timeout",
     "dns-timeout": "dns_timeout",
     "max-flows": "max_flows",
+    "max-connecting": "max_connecting",
+    "max-leases": "max_leases",
+    "deny": "deny",
     "dns-upstream": "dns_upstreams",
     "dns-record": "dns_records",
     "search": "search",
@@ -276,6 +297,7 @@ def namespace_from_values(name: str, values: Mapping[str, Any], where: str = "")
         connect=parsed.get("connect", ()),
         stdio=parsed.get("stdio"),
         forwards=_forwards_within(parsed.get("forward", ()), settings, f"{where}forward"),
+        socket_mode=parsed.get("socket-mode", 0o600),
     )
 
 

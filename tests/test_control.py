@@ -84,6 +84,7 @@ async def test_vms_leases_and_flows_are_shown() -> None:
             assert shown["addresses"] == ["10.0.2.15"]
             assert shown["frames_in"] == 3 and shown["frames_out"] == 2
             assert shown["flows"] == {"tcp": 0, "udp": 1, "icmp": 0, "dns": 0}
+            assert (shown["tcp_connecting"], shown["tcp_buffered"]) == (0, 0)
             assert get(api, f"/v1/namespaces/test/vms/{shown['id']}") == shown
 
             (lease_view,) = get(api, "/v1/namespaces/test/leases")  # type: ignore[misc]

@@ -331,12 +331,17 @@ def test_flow_limit() -> None:
     segment.receive(vm, udp_frame(DNS_IP, 53, DNS(id=1, qd=DNSQR(qname="example.com"))), 0.0)
     shell.opened_one(DnsFlow)
     assert vm.flow_count == 3
-    segment.receive(vm, udp_frame(REMOTE_IP, 2), 1.0)
-    segment.receive(vm, echo_frame(REMOTE_IP, ident=99), 1.0)
+    # Refused clearly: ICMP admin-prohibited for UDP and echo, SERVFAIL for a query.
+    for frame in (udp_frame(REMOTE_IP, 2), echo_frame(REMOTE_IP, ident=99)):
+        segment.receive(vm, frame, 1.0)
+        from_gateway(
+            vm.take_frames()[0],
+            IP(src=GATEWAY_IP, dst=GUEST_IP) / ICMP(type=3, code=13) / frame[14:42],
+        )
     segment.receive(vm, udp_frame(DNS_IP, 53, DNS(id=2, qd=DNSQR(qname="example.org"))), 1.0)
+    assert one_frame(vm)[DNS].rcode == 2  # SERVFAIL
     assert shell.actions() == []
     assert vm.stats.drops == Counter({"flow_limit": 3})
-    assert vm.take_frames() == []
     # Existing flows still carry traffic; the local DNS name needs no flow.
     segment.receive(vm, udp_frame(REMOTE_IP, 1), 2.0)
     assert shell.actions() == [SendFlow(flow, b"data")]

@@ -65,6 +65,11 @@ class LinuxGuest:
     pids: dict[str, int] = field(default_factory=dict)  # "slirpnet", "qemu", "relay"
 
     @property
+    def slirpnet_pid(self) -> int | None:
+        """Of the slirpnet the harness started (none when the caller runs the server)."""
+        return self.pids.get("slirpnet")
+
+    @property
     def address(self) -> str:
         return self.lease["ip"]
 
@@ -113,16 +118,21 @@ async def open_linux_guest(
     slirpnet_args: Sequence[str] = (),
     slirpnet_env: Mapping[str, str] | None = None,
     log_level: str | None = None,
+    server: Path | None = None,
 ) -> AsyncIterator[LinuxGuest]:
     """A namespace with a leased address behind ``backend``, through a lossy relay if ``faults``.
 
     ``slirpnet_args`` go to ``slirpnet serve`` (``--mtu 1500``, say) and ``slirpnet_env``
     into its environment.  ``log_level`` is slirpnet's (default: $SLIRPNET_TEST_LOG_LEVEL,
     else info); its log and QEMU's go to ``workdir``.  ``guest.pids`` names the processes.
+    With ``server``, the ``unixgram:`` path of a slirpnet the caller runs, none is
+    started: the guest is one more VM of that server.
     """
     reason = system.missing()
     if reason is not None:
         raise HarnessError(f"the Linux-stack guest cannot run here: {reason}")
+    if server is not None and (backend != "slirpnet" or faults is not None):
+        raise ValueError("a guest of a running server has no relay and no other backend")
     system.sweep_stale()
     workdir.mkdir(parents=True, exist_ok=True)
     tap = system.unique_name("t")
@@ -152,7 +162,9 @@ async def open_linux_guest(
                 ready=lambda: nic_path.exists() and backend_path.exists(),
             )
             guest.pids["relay"] = relay.pid
-        if backend == "slirpnet":
+        if server is not None:
+            netdevs.append(_dgram_netdev("s0", server, local=workdir / "nic.qemu"))
+        elif backend == "slirpnet":
             # Without the relay, slirpnet takes datagrams itself; behind it, a stream.
             where = (
                 ["--listen", f"unixgram:{nic_path}"]
@@ -193,10 +205,10 @@ async def open_linux_guest(
         yield guest
 
 
-def _dgram_netdev(name: str, path: Path) -> str:
-    """QEMU's side of a unix datagram link to ``path``, bound at ``path.qemu``."""
+def _dgram_netdev(name: str, path: Path, local: Path | None = None) -> str:
+    """QEMU's side of a unix datagram link to ``path``, bound at ``local`` (``path.qemu``)."""
     return (
-        f"dgram,id={name},local.type=unix,local.path={path}.qemu,"
+        f"dgram,id={name},local.type=unix,local.path={local or f'{path}.qemu'},"
         f"remote.type=unix,remote.path={path}"
     )
 

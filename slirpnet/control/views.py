@@ -62,6 +62,8 @@ def vm_view(runtime: NamespaceRuntime, port: Port) -> dict[str, Any]:
             "icmp": len(vm.echo_flows),
             "dns": len(vm.dns_flows),
         },
+        "tcp_connecting": len(vm.connecting),  # of the TCP flows: host connects pending
+        "tcp_buffered": vm.tcp_buffers.used,  # bytes of its budget the TCP flows hold
         "pcap": str(port.pcap.path) if port.pcap is not None else None,
     }
 

@@ -12,6 +12,13 @@ An address is free for a client when it is in the pool (or statically its
 own), was not declined recently, and no other client holds it: a bound lease
 until it expires, an offer for ``OFFER_HOLD`` seconds.
 
+A client may be anyone a guest makes up, so each record has an owner, the VM
+whose message made or last renewed it, and a VM may hold at most ``max_leases``
+pool addresses at once (offers included; static leases aside): past that a
+new client gets no offer and a REQUEST a NAK, so a guest spraying client
+addresses cannot take the pool from the others.  A VM that reconnects is a
+new owner, and takes over its old records as its clients come back.
+
 Replies follow RFC 2131 §4.3: OFFER answers DISCOVER; REQUEST is told apart
 by its fields (§4.3.2: SELECTING carries a server identifier, INIT-REBOOT only
 a requested address, RENEWING and REBINDING only ``ciaddr``) and gets ACK or
@@ -30,6 +37,7 @@ from attrs import define, frozen
 
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.stats import Stats
+from slirpnet.core.vm import Vm
 from slirpnet.wire import ethernet
 from slirpnet.wire.dhcp import OP_REQUEST, UNSPECIFIED, DhcpMessage, DhcpOption, MessageType
 from slirpnet.wire.errors import WireError
@@ -51,6 +59,7 @@ class Lease:
     hostname: str | None
     expires: float  # bound until then; an offer holds the address until then
     bound: bool  # False while only offered, or after RELEASE
+    owner: int = 0  # the id of the VM whose client it is
 
 
 @frozen
@@ -66,6 +75,8 @@ class DhcpServer:
         self._leases: dict[bytes, Lease] = {}  # client key -> its one record
         self._holder: dict[IPv4Address, bytes] = {}  # address -> client key of its record
         self._declined: dict[IPv4Address, float] = {}  # address -> out of the pool until
+        # VM id -> client keys of the records it owns, maybe expired (pruned when counted)
+        self._owned: dict[int, set[bytes]] = {}
         self._static = {lease.mac: lease.address for lease in settings.static_leases}
         self._static_owner = {lease.address: lease.mac for lease in settings.static_leases}
         network = settings.network
@@ -76,6 +87,10 @@ class DhcpServer:
             if IPv4Address(value) not in reserved
         ]
 
+    def forget_owner(self, vm: Vm) -> None:
+        """``vm`` is gone: its records stay, owned by nobody until its clients return."""
+        self._owned.pop(vm.id, None)
+
     def leases(self) -> list[Lease]:
         return list(self._leases.values())
 
@@ -84,8 +99,9 @@ class DhcpServer:
         client = self._holder.get(address)
         return self._leases[client].mac if client is not None else None
 
-    def handle(self, message: DhcpMessage, stats: Stats, now: float) -> DhcpReply | None:
-        """The reply to a client's message, or None (counted in ``stats`` when dropped)."""
+    def handle(self, message: DhcpMessage, vm: Vm, now: float) -> DhcpReply | None:
+        """The reply to a client's message from ``vm``, or None (counted when dropped)."""
+        stats = vm.stats
         try:
             kind = message.message_type
             client_id = message.client_id
@@ -107,9 +123,9 @@ class DhcpServer:
         client = b"id:" + client_id if client_id else b"mac:" + message.chaddr
         try:
             if kind == MessageType.DISCOVER:
-                return self._discover(message, client, stats, now)
+                return self._discover(message, client, vm, now)
             if kind == MessageType.REQUEST:
-                return self._request(message, client, stats, now)
+                return self._request(message, client, vm, now)
             if kind == MessageType.DECLINE:
                 self._decline(message, client, now)
             elif kind == MessageType.RELEASE:
@@ -125,22 +141,21 @@ class DhcpServer:
     # -- message types -----------------------------------------------------------------
 
     def _discover(
-        self, message: DhcpMessage, client: bytes, stats: Stats, now: float
+        self, message: DhcpMessage, client: bytes, vm: Vm, now: float
     ) -> DhcpReply | None:
+        if not self._room_for(vm, client, message.chaddr, now):
+            return None  # RFC 2131 §4.3.1: a server may choose not to answer
         address = self._choose(message, client, now)
         if address is None:
-            stats.drop("dhcp_pool_exhausted")
-            log.warning("DHCP pool exhausted: no offer for %s", _mac(message))
+            vm.refuse("dhcp_pool_exhausted", now, f"no address free for {_mac(message)}")
             return None
-        lease = self._record(client, address, message, now)
+        lease = self._record(client, address, message, vm, now)
         if not lease.bound or lease.expires <= now:  # expired exactly now: see _free_for
             lease.bound = False
             lease.expires = now + OFFER_HOLD
         return self._reply(message, MessageType.OFFER, address)
 
-    def _request(
-        self, message: DhcpMessage, client: bytes, stats: Stats, now: float
-    ) -> DhcpReply | None:
+    def _request(self, message: DhcpMessage, client: bytes, vm: Vm, now: float) -> DhcpReply | None:
         server_id = message.server_id
         requested = message.requested_ip
         if server_id is not None:  # SELECTING
@@ -154,10 +169,14 @@ class DhcpServer:
             address = message.ciaddr
         else:
             address = None
-        if address is None or not self._free_for(address, client, message.chaddr, now):
-            stats.count("dhcp_nak")
+        if (
+            address is None
+            or not self._free_for(address, client, message.chaddr, now)
+            or not self._room_for(vm, client, message.chaddr, now)
+        ):
+            vm.stats.count("dhcp_nak")
             return self._nak(message)
-        lease = self._record(client, address, message, now)
+        lease = self._record(client, address, message, vm, now)
         lease.bound = True
         lease.expires = now + self.settings.lease_time
         return self._reply(message, MessageType.ACK, address)
@@ -230,9 +249,10 @@ class DhcpServer:
         return self._leases[holder].expires <= now
 
     def _record(
-        self, client: bytes, address: IPv4Address, message: DhcpMessage, now: float
+        self, client: bytes, address: IPv4Address, message: DhcpMessage, vm: Vm, now: float
     ) -> Lease:
-        """The client's record, now for ``address``; an expired holder of it is evicted."""
+        """The client's record, now for ``address`` and owned by ``vm``; an expired holder
+        of the address is evicted."""
         hostname = message.hostname  # may raise: before any change, so a drop leaves no trace
         holder = self._holder.get(address)
         if holder is not None and holder != client:
@@ -246,7 +266,31 @@ class DhcpServer:
             self._holder[address] = client
         lease.mac = message.chaddr
         lease.hostname = hostname or lease.hostname
+        lease.owner = vm.id
+        self._owned.setdefault(vm.id, set()).add(client)
         return lease
+
+    def _room_for(self, vm: Vm, client: bytes, mac: bytes, now: float) -> bool:
+        """May ``client`` of ``vm`` have a lease?  Yes if it holds one already (a renewal,
+        or a VM come back), if its address is static, or if ``vm`` is under its limit."""
+        lease = self._leases.get(client)
+        if (lease is not None and lease.expires > now) or mac in self._static:
+            return True
+        owned = self._owned.get(vm.id, set())
+        held = {
+            key
+            for key in owned
+            if (record := self._leases.get(key)) is not None
+            and record.owner == vm.id
+            and record.expires > now
+            and record.mac not in self._static
+        }
+        self._owned[vm.id] = held  # what is gone or taken over needs no looking at again
+        limit = self.settings.max_leases
+        if len(held) < limit:
+            return True
+        vm.refuse("dhcp_lease_limit", now, f"{limit} leases held already (--max-leases)")
+        return False
 
     def _forget_offer(self, client: bytes) -> None:
         lease = self._leases.get(client)

@@ -52,9 +52,9 @@ from slirpnet.core.flows import (
 from slirpnet.core.forwards import Forward, choose_guest
 from slirpnet.core.settings import HOST_LOOPBACK, NetworkSettings
 from slirpnet.core.stats import Stats
-from slirpnet.core.tcp import HostOp, TcpEndpoint
+from slirpnet.core.tcp import HostOp, State, TcpEndpoint
 from slirpnet.core.timers import Deadlines
-from slirpnet.core.vm import Vm
+from slirpnet.core.vm import FLOOD_FRAME, FLOOD_RATE, Vm
 from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
 from slirpnet.wire.errors import WireError
 
@@ -70,6 +70,10 @@ FLOW_REFUSED = "refused"  # the host said port unreachable
 FLOW_UNREACHABLE = "unreachable"  # the host said host or network unreachable
 FLOW_RESET = "reset"  # the host peer reset the connection
 FLOW_FAILED = "failed"  # no host socket could be had
+FLOW_EXHAUSTED = "exhausted"  # no host socket: the host is out of file descriptors
+# Closed flows whose timer entries may wait, before the queue is swept of them: an
+# entry waits for its time (an idle timeout: up to hours), keeping its flow alive.
+PRUNE_MIN = 64
 
 _ETHERNET = struct.Struct("!6s6sH")
 _IP_UDP_HEADERS = ipv4.MIN_HEADER_LEN + udp.HEADER_LEN
@@ -103,6 +107,7 @@ class Segment:
         self._next_port = FORWARD_PORTS.start
         self._actions: list[Action] = []
         self._deadlines: Deadlines[Flow] = Deadlines()
+        self._closed_queued = 0  # closed flows with entries in _deadlines, about
         self._ip_ident = 0
         self._vm_ids = 0
         self._departed = Stats()  # the counts of VMs that have left, so totals never go back
@@ -139,6 +144,8 @@ class Segment:
         ]:
             self._close(flow, abort=True)
         vm.outbox.clear()
+        self._prune_timers()
+        self.dhcp.forget_owner(vm)
         self._departed.add(vm.stats)
 
     def totals(self) -> Stats:
@@ -169,15 +176,15 @@ class Segment:
         if ethernet.is_multicast(eth.src) or eth.src == self.gateway_mac:
             self._drop(vm, "eth_bad_source")
             return
-        if not self._learn(vm, eth.src):
+        if not self._learn(vm, eth.src, now):
             return
         if eth.dst == self.gateway_mac:
             self._to_gateway(vm, eth, now)
         elif eth.dst == ethernet.BROADCAST:
-            self._flood(vm, frame)
+            self._flood(vm, frame, now)
             self._to_gateway(vm, eth, now)
         elif ethernet.is_multicast(eth.dst):
-            if not self._flood(vm, frame):
+            if not self._flood(vm, frame, now):
                 self._drop(vm, "eth_multicast")
         else:
             port = self._switch.get(eth.dst)
@@ -185,27 +192,33 @@ class Segment:
                 self._drop(vm, "eth_to_self")
             elif port is not None:
                 port.send(frame)
-            elif not self._flood(vm, frame):
+            elif not self._flood(vm, frame, now):
                 self._drop(vm, "eth_unknown_destination")
 
-    def _learn(self, vm: Vm, mac: bytes) -> bool:
+    def _learn(self, vm: Vm, mac: bytes, now: float) -> bool:
         if mac in vm.macs:
             self._switch[mac] = vm
             return True
         if len(vm.macs) >= MAX_MACS_PER_VM:
-            self._drop(vm, "eth_mac_limit")
+            vm.refuse("eth_mac_limit", now, f"more than {MAX_MACS_PER_VM} source MACs")
             return False
         vm.macs.add(mac)
         vm.mac = vm.mac or mac
         self._switch[mac] = vm
         return True
 
-    def _flood(self, source: Vm, frame: bytes) -> bool:
-        """Send to every other port; False when there is none."""
+    def _flood(self, source: Vm, frame: bytes, now: float) -> bool:
+        """Send to every other port, within the source's storm control (``FLOOD_RATE``);
+        False when there is no other port."""
         others = [vm for vm in self.vms if vm is not source]
-        for vm in others:
-            vm.send(frame)
-        return bool(others)
+        if not others:
+            return False
+        if source.floods.take(now, 1 + len(frame) // FLOOD_FRAME):
+            for vm in others:
+                vm.send(frame)
+        else:
+            source.refuse("flood_limit", now, f"over {FLOOD_RATE:.0f} flooded frames a second")
+        return True
 
     def _to_gateway(self, vm: Vm, eth: ethernet.EthernetFrame, now: float) -> None:
         if eth.ethertype == ethernet.ETHERTYPE_ARP:
@@ -266,29 +279,28 @@ class Segment:
         self._drop(vm, "ipv4_bad_source")
         return False
 
-    def _host_destination(self, vm: Vm, packet: ipv4.IPv4Packet) -> IPv4Address | None:
+    def _host_destination(self, vm: Vm, packet: ipv4.IPv4Packet, now: float) -> IPv4Address | None:
         """Where a guest's packet to ``packet.dst`` goes on the host, or None (counted)."""
         settings = self.settings
         dst = packet.dst
-        reason = None
-        if dst == settings.gateway:
-            if settings.restrict:
-                reason = "restricted"
-            elif not settings.host_loopback:
-                reason = "host_loopback_disabled"
-            else:
-                return HOST_LOOPBACK
-        elif dst in settings.network or _martian(dst):
+        if (dst in settings.network and dst != settings.gateway) or _martian(dst):
             self._drop(vm, "no_route")
             return None
-        elif settings.restrict:
-            reason = "restricted"
+        host = HOST_LOOPBACK if dst == settings.gateway else dst
+        if settings.restrict:
+            vm.refuse("restricted", now, f"{dst}: guests reach only built-in services")
+        elif dst == settings.gateway and not settings.host_loopback:
+            vm.refuse("host_loopback_disabled", now, f"{dst}: the host's loopback is off")
+        elif settings.denied(host):
+            vm.refuse("denied", now, f"{dst}: on the deny list")
         else:
-            return dst
-        self._drop(vm, reason)
-        # RFC 1812 §5.2.7.1: tell the guest at once rather than let it time out.
-        self._icmp_error(vm, packet, icmp.TYPE_DEST_UNREACHABLE, icmp.CODE_ADMIN_PROHIBITED)
+            return host
+        self._prohibited(vm, packet)
         return None
+
+    def _prohibited(self, vm: Vm, packet: ipv4.IPv4Packet) -> None:
+        """RFC 1812 §5.2.7.1: tell the guest at once rather than let it time out."""
+        self._icmp_error(vm, packet, icmp.TYPE_DEST_UNREACHABLE, icmp.CODE_ADMIN_PROHIBITED)
 
     # -- UDP: DHCP, DNS, NAT -----------------------------------------------------------
 
@@ -325,8 +337,11 @@ class Segment:
         key = (int(packet.src), datagram.src_port, int(dst), datagram.dst_port)
         flow = vm.udp_flows.get(key)
         if flow is None:
-            host = self._host_destination(vm, packet)
-            if host is None or not self._room_for_flow(vm):
+            host = self._host_destination(vm, packet, now)
+            if host is None:
+                return
+            if not self._room_for_flow(vm, now):
+                self._prohibited(vm, packet)
                 return
             flow = UdpFlow(
                 vm=vm,
@@ -352,7 +367,7 @@ class Segment:
         except WireError as error:
             self._drop(vm, error.reason)
             return
-        reply = self.dhcp.handle(message, vm.stats, now)
+        reply = self.dhcp.handle(message, vm, now)
         if reply is None:
             return
         if (
@@ -374,8 +389,11 @@ class Segment:
         if answer is not None:
             if answer:  # not DROPPED
                 self._send_udp(vm, guest, self.settings.dns, 53, answer)
-        elif self.dns.upstreams and self._room_for_flow(vm):
-            self._ask_upstream(vm, guest, query, 0, now)
+        elif self.dns.upstreams:
+            if self._room_for_flow(vm, now):
+                self._ask_upstream(vm, guest, query, 0, now)
+            else:
+                self._servfail(vm, guest, query)
 
     def _ask_upstream(
         self, vm: Vm, guest: Endpoint, query: bytes, attempt: int, now: float
@@ -413,10 +431,10 @@ class Segment:
             self._drop(vm, "tcp_no_flow")
             self._tcp_refuse(vm, eth.src, packet, segment)
             return
-        destination = self._tcp_destination(vm, eth.src, packet, segment)
+        destination = self._tcp_destination(vm, eth.src, packet, segment, now)
         if destination is None:
             return
-        if not self._room_for_flow(vm):
+        if not self._room_for_flow(vm, now) or not self._room_to_connect(vm, now):
             self._tcp_refuse(vm, eth.src, packet, segment)
             return
         endpoint = TcpEndpoint.from_syn(segment, self.settings.mtu - 40, now, budget=vm.tcp_buffers)
@@ -431,10 +449,23 @@ class Segment:
             endpoint=endpoint,
         )
         vm.tcp_flows[key] = flow
+        vm.connecting.add(flow)
         self._open(flow)
 
+    def _room_to_connect(self, vm: Vm, now: float) -> bool:
+        limit = self.settings.max_connecting
+        if len(vm.connecting) < limit:
+            return True
+        vm.refuse("connect_limit", now, f"{limit} connects pending already (--max-connecting)")
+        return False
+
     def _tcp_destination(
-        self, vm: Vm, mac: bytes, packet: ipv4.IPv4Packet, segment: tcp.TcpSegment
+        self,
+        vm: Vm,
+        mac: bytes,
+        packet: ipv4.IPv4Packet,
+        segment: tcp.TcpSegment,
+        now: float,
     ) -> tuple[IPv4Address, int] | None:
         """Where the host socket of a new connection goes, or None (counted, maybe refused)."""
         if packet.dst == self.settings.dns:
@@ -446,7 +477,7 @@ class Segment:
             self._drop(vm, "no_service")
             self._tcp_refuse(vm, mac, packet, segment)
             return None
-        host = self._host_destination(vm, packet)
+        host = self._host_destination(vm, packet, now)
         return None if host is None else (host, segment.dst_port)
 
     def _tcp_refuse(
@@ -490,6 +521,8 @@ class Segment:
                 flow.host_closed = True
                 self._actions.append(CloseFlow(flow, abort=op is HostOp.ABORT))
         endpoint.host_ops.clear()
+        if endpoint.state is not State.CONNECTING:
+            vm.connecting.discard(flow)
         if endpoint.closed:
             if endpoint.unreachable:
                 self._tcp_unreachable(flow)
@@ -526,7 +559,7 @@ class Segment:
     ) -> TcpFlow | None:
         """A host connection accepted on ``forward``: a flow that opens to the guest, or
         None when no VM is there to take it (the shell then resets the connection)."""
-        target = self._forward_target(forward)
+        target = self._forward_target(forward, now)
         if target is None:
             return None
         vm, mac, address = target
@@ -552,6 +585,16 @@ class Segment:
         self._tcp_output(flow, now)
         return flow
 
+    def forward_refused(self, forward: Forward, now: float) -> bool:
+        """A connection on ``forward`` was reset for want of file descriptors: counted
+        (and logged) on the VM it was for; False when there is none."""
+        target = choose_guest(forward, self.vms, self.dhcp, self._neighbours)
+        if target is None:
+            return False
+        why = f"forward {forward}: no host socket: out of file descriptors"
+        target[0].refuse("host_out_of_fds", now, why)
+        return True
+
     def forward_datagram(
         self, forward: Forward, peer: tuple[IPv4Address, int], payload: bytes, now: float
     ) -> UdpFlow | None:
@@ -559,7 +602,7 @@ class Segment:
         its replies take (new or not), or None when no VM is there (dropped)."""
         flow = self._forwarded_udp.get((forward, *peer))
         if flow is None or flow.closed:
-            target = self._forward_target(forward)
+            target = self._forward_target(forward, now)
             if target is None:
                 return None
             vm, mac, address = target
@@ -588,9 +631,9 @@ class Segment:
         self._send_udp(flow.vm, flow.guest, flow.dst_address, flow.dst_port, payload)
         return flow
 
-    def _forward_target(self, forward: Forward) -> tuple[Vm, bytes, IPv4Address] | None:
+    def _forward_target(self, forward: Forward, now: float) -> tuple[Vm, bytes, IPv4Address] | None:
         target = choose_guest(forward, self.vms, self.dhcp, self._neighbours)
-        if target is None or self._room_for_flow(target[0]):
+        if target is None or self._room_for_flow(target[0], now):
             return target
         return None
 
@@ -629,8 +672,11 @@ class Segment:
         key = (int(packet.dst), message.ident)
         flow = vm.echo_flows.get(key)
         if flow is None:
-            host = self._host_destination(vm, packet)
-            if host is None or not self._room_for_flow(vm):
+            host = self._host_destination(vm, packet, now)
+            if host is None:
+                return
+            if not self._room_for_flow(vm, now):
+                self._prohibited(vm, packet)
                 return
             flow = EchoFlow(
                 vm=vm,
@@ -734,12 +780,20 @@ class Segment:
         )
 
     def flow_error(self, flow: Flow, kind: str, now: float) -> None:
-        """The host socket of ``flow`` failed: ``FLOW_REFUSED``, ``_UNREACHABLE`` or ``_FAILED``."""
+        """The host socket of ``flow`` failed: ``FLOW_REFUSED``, ``_UNREACHABLE``, ``_RESET``,
+        ``_FAILED``, or ``_EXHAUSTED`` (it could not be had for want of file descriptors)."""
         if flow.closed:
             return
         vm = flow.vm
+        if kind == FLOW_EXHAUSTED:
+            # The flow is refused like any other over a limit; the ones open go on.
+            vm.refuse("host_out_of_fds", now, "no host socket: out of file descriptors")
         if isinstance(flow, DnsFlow):
-            self._dns_failed(flow, now)
+            if kind == FLOW_EXHAUSTED:  # not the upstream's fault: don't ask the next one
+                self._close(flow)
+                self._servfail(vm, flow.guest, flow.query)
+            else:
+                self._dns_failed(flow, now)
             return
         if isinstance(flow, TcpFlow):
             vm.stats.count(f"tcp_host_{kind}")
@@ -748,21 +802,23 @@ class Segment:
             return
         if kind == FLOW_FAILED:
             self._drop(vm, "host_socket_failed")
+        if isinstance(flow, UdpFlow) and kind != FLOW_FAILED:
+            self._udp_unreachable(flow, kind)
+        if kind in (FLOW_FAILED, FLOW_EXHAUSTED):
             self._close(flow)
-            return
-        if isinstance(flow, UdpFlow):
-            code = (
-                icmp.CODE_PORT_UNREACHABLE if kind == FLOW_REFUSED else icmp.CODE_HOST_UNREACHABLE
-            )
-            header = udp.UdpDatagram(flow.guest.port, flow.dst_port, b"").encode(
-                flow.guest.address, flow.dst_address
-            )
-            original = ipv4.IPv4Packet(flow.guest.address, flow.dst_address, ipv4.PROTO_UDP, header)
-            message = icmp.IcmpMessage.error(icmp.TYPE_DEST_UNREACHABLE, code, original.encode())
-            source = self.settings.gateway if kind == FLOW_UNREACHABLE else flow.dst_address
-            self._send_ip(
-                vm, flow.guest.mac, source, flow.guest.address, ipv4.PROTO_ICMP, message.encode()
-            )
+
+    def _udp_unreachable(self, flow: UdpFlow, kind: str) -> None:
+        """ICMP destination unreachable for a UDP flow, quoting a datagram of its (RFC 792):
+        from the destination for a refused port, from the gateway when no host was reached."""
+        code = icmp.CODE_PORT_UNREACHABLE if kind == FLOW_REFUSED else icmp.CODE_HOST_UNREACHABLE
+        guest = flow.guest
+        header = udp.UdpDatagram(guest.port, flow.dst_port, b"").encode(
+            guest.address, flow.dst_address
+        )
+        original = ipv4.IPv4Packet(guest.address, flow.dst_address, ipv4.PROTO_UDP, header)
+        message = icmp.IcmpMessage.error(icmp.TYPE_DEST_UNREACHABLE, code, original.encode())
+        source = flow.dst_address if kind in (FLOW_REFUSED, FLOW_RESET) else self.settings.gateway
+        self._send_ip(flow.vm, guest.mac, source, guest.address, ipv4.PROTO_ICMP, message.encode())
 
     def _dns_failed(self, flow: DnsFlow, now: float) -> None:
         """This upstream did not answer: ask the next, or tell the guest SERVFAIL."""
@@ -774,9 +830,13 @@ class Segment:
         if attempt < len(self.dns.upstreams) and vm.attached:
             self._ask_upstream(vm, flow.guest, flow.query, attempt, now)
             return
-        answer = DnsService.servfail(flow.query)
-        if answer is not None and vm.attached:
-            self._send_udp(vm, flow.guest, self.settings.dns, 53, answer)
+        if vm.attached:
+            self._servfail(vm, flow.guest, flow.query)
+
+    def _servfail(self, vm: Vm, guest: Endpoint, query: bytes) -> None:
+        answer = DnsService.servfail(query)
+        if answer is not None:
+            self._send_udp(vm, guest, self.settings.dns, 53, answer)
 
     # -- timers ------------------------------------------------------------------------
 
@@ -801,15 +861,22 @@ class Segment:
 
     # -- flows -------------------------------------------------------------------------
 
-    def _room_for_flow(self, vm: Vm) -> bool:
-        if vm.flow_count < self.settings.max_flows:
+    def _room_for_flow(self, vm: Vm, now: float) -> bool:
+        limit = self.settings.max_flows
+        if vm.flow_count < limit:
             return True
-        self._drop(vm, "flow_limit")
+        vm.refuse("flow_limit", now, f"{limit} flows held already (--max-flows)")
         return False
 
     def _open(self, flow: Flow) -> None:
         self._actions.append(OpenFlow(flow))
         self._reschedule(flow, flow.deadline)
+
+    def _prune_timers(self) -> None:
+        """Sweep closed flows out of the timer queue: so many that it is worth a pass
+        over it, or a VM has left (its flows, and the VM with them, are freed now)."""
+        self._deadlines.prune(lambda flow: flow.closed)
+        self._closed_queued = 0
 
     def _reschedule(self, flow: Flow, deadline: float) -> None:
         """Make sure the timer queue holds an entry no later than ``deadline``.
@@ -826,9 +893,14 @@ class Segment:
         if flow.closed:
             return
         flow.closed = True
+        if flow.scheduled != math.inf:
+            self._closed_queued += 1
+            if self._closed_queued > max(PRUNE_MIN, len(self._deadlines) // 2):
+                self._prune_timers()
         vm = flow.vm
         if isinstance(flow, TcpFlow):
             vm.tcp_flows.pop(flow.key, None)
+            vm.connecting.discard(flow)
             vm.stats.count("tcp_retransmits", flow.endpoint.counters.retransmits)
             flow.endpoint.discard()
             if flow.host_closed:

@@ -20,6 +20,13 @@ MIN_MTU = 576  # RFC 791: every host must accept datagrams this large
 # once; beyond it a new TCP connection gets a RST.  Each TCP flow may buffer a few
 # MiB, so this is also what bounds a VM's memory.
 DEFAULT_MAX_FLOWS = 4096
+# Of those, TCP connections the host is still connecting at once: each holds a socket
+# and a task for up to CONNECT_TIMEOUT, the cost a SYN flood to a silent network runs
+# up.  Chromium, a busy client, keeps at most 256 sockets in a pool.
+DEFAULT_MAX_CONNECTING = 256
+# DHCP leases (bound, or offered and held) one VM may have at once: a guest spraying
+# client hardware addresses takes this many addresses of the pool and no more.
+DEFAULT_MAX_LEASES = 8
 DEFAULT_HOST_NAME = "host.slirpnet.internal"
 HOST_LOOPBACK = IPv4Address("127.0.0.1")
 
@@ -58,6 +65,9 @@ class NetworkSettings:
     udp_idle_timeout: float = 60.0
     dns_timeout: float = 2.0  # per upstream, before the next one is tried
     max_flows: int = DEFAULT_MAX_FLOWS  # per VM
+    max_connecting: int = DEFAULT_MAX_CONNECTING  # per VM
+    max_leases: int = DEFAULT_MAX_LEASES  # per VM
+    deny: tuple[IPv4Network, ...] = ()  # host destinations a guest's flows may not reach
 
     def __attrs_post_init__(self) -> None:
         problems = self.problems()
@@ -76,8 +86,9 @@ class NetworkSettings:
             found.append(f"dns: {self.dns} is the gateway's address too")
         if not MIN_MTU <= self.mtu <= DEFAULT_MTU:
             found.append(f"mtu: {self.mtu} is outside {MIN_MTU}..{DEFAULT_MTU}")
-        if self.max_flows < 1:
-            found.append(f"max_flows: {self.max_flows} leaves no room for a single flow")
+        for name in ("max_flows", "max_connecting", "max_leases"):
+            if getattr(self, name) < 1:
+                found.append(f"{name}: {getattr(self, name)} leaves no room for a single one")
         if net.prefixlen > 30:
             found.append(f"network: {net} has no room for a gateway, DNS and a guest")
         reserved = {self.gateway, self.dns, net.network_address, net.broadcast_address}
@@ -90,6 +101,10 @@ class NetworkSettings:
             macs.add(lease.mac)
             addresses.add(lease.address)
         return found
+
+    def denied(self, address: IPv4Address) -> bool:
+        """Is ``address``, a host socket's destination, on the deny list?"""
+        return any(address in network for network in self.deny)
 
     def local_records(self) -> dict[str, IPv4Address]:
         """Names answered without asking upstream, lower-cased (RFC 4343: case-insensitive)."""

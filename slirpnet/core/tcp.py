@@ -305,9 +305,12 @@ class TcpEndpoint:
         )
 
     def discard(self) -> None:
-        """The owner forgets this endpoint: what it held goes back to the budget."""
+        """The owner forgets this endpoint: what it held goes back to the budget, and
+        its buffers are freed now, whoever still holds a reference to it."""
         self.budget.used -= self._charged
         self._charged = 0
+        self.send_buffer = bytearray()
+        self.reassembly.clear()
 
     def deadline(self) -> float:
         times = [self.expires_at]

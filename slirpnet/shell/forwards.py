@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ import trio
 
 from slirpnet.config import ConfigError
 from slirpnet.core.forwards import Forward
+from slirpnet.shell.fdreserve import FdReserve, out_of_fds, reset
 
 if TYPE_CHECKING:
     from slirpnet.shell.runtime import NamespaceRuntime
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 BACKLOG = 128
 DATAGRAM_SIZE = 65535
-_LINGER_ABORT = struct.pack("ii", 1, 0)  # close with a RST
 
 
 class ForwardError(ConfigError):
@@ -90,15 +89,43 @@ class Forwards:
         self, forward: Forward, sock: socket.socket, scope: trio.CancelScope
     ) -> None:
         listener = trio.socket.from_stdlib_socket(sock)
+        reserve = FdReserve()
         with scope, listener:
-            while True:
-                try:
-                    connection, peer = await listener.accept()
-                except OSError as error:  # EMFILE and the like: the forward stays
-                    log.warning("forward %s: accept failed: %s", forward, error)
-                    await trio.sleep(0.1)
-                    continue
-                self._connected(forward, connection, peer)
+            try:
+                while True:
+                    try:
+                        connection, peer = await listener.accept()
+                    except OSError as error:  # the forward stays
+                        if not (
+                            out_of_fds(error) and await self._refuse(listener, reserve, forward)
+                        ):
+                            log.warning("forward %s: accept failed: %s", forward, error)
+                            await trio.sleep(0.1)
+                        continue
+                    self._connected(forward, connection, peer)
+            finally:
+                reserve.close()
+
+    async def _refuse(
+        self, listener: trio.socket.SocketType, reserve: FdReserve, forward: Forward
+    ) -> bool:
+        """Out of descriptors: reset the connection waiting, accepted with the reserve's,
+        and count it on the VM it was for; False if even that failed."""
+        with reserve.released():
+            try:
+                connection, peer = await listener.accept()
+            except OSError:
+                return False
+        reset(socket.socket(fileno=connection.detach()))
+        now = trio.current_time()
+        if not self.runtime.segment.forward_refused(forward, now) and reserve.refusal(now):
+            log.warning(
+                "forward %s: out of file descriptors: connection from %s:%d reset; %d so far",
+                forward,
+                *peer[:2],
+                reserve.refused,
+            )
+        return True
 
     def _connected(
         self, forward: Forward, connection: trio.socket.SocketType, peer: tuple[str, int]
@@ -108,9 +135,7 @@ class Forwards:
         flow = runtime.segment.forward_connection(forward, address, trio.current_time())
         raw = socket.socket(fileno=connection.detach())
         if flow is None:
-            # No VM to take it: a RST now, like a closed port, rather than a hang.
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
-            raw.close()
+            reset(raw)  # no VM to take it: a RST now, like a closed port, rather than a hang
             runtime.flush()  # the drop is counted; nothing else to do
             log.info("forward %s: no VM to take a connection from %s:%d", forward, *peer)
             return

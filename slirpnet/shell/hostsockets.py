@@ -37,7 +37,14 @@ from slirpnet.core.flows import (
     TcpFlow,
     UdpFlow,
 )
-from slirpnet.core.segment import FLOW_FAILED, FLOW_REFUSED, FLOW_RESET, FLOW_UNREACHABLE
+from slirpnet.core.segment import (
+    FLOW_EXHAUSTED,
+    FLOW_FAILED,
+    FLOW_REFUSED,
+    FLOW_RESET,
+    FLOW_UNREACHABLE,
+)
+from slirpnet.shell.fdreserve import out_of_fds
 from slirpnet.shell.rawicmp import RawIcmp
 
 if TYPE_CHECKING:
@@ -63,6 +70,8 @@ def error_kind(error: OSError) -> str:
         return FLOW_UNREACHABLE
     if error.errno in _RESET:
         return FLOW_RESET
+    if out_of_fds(error):
+        return FLOW_EXHAUSTED
     return FLOW_FAILED
 
 
@@ -155,8 +164,10 @@ class HostSockets:
             else:
                 raise TypeError(f"no host socket for {flow!r}")
         except OSError as error:
-            log.info("no host socket for a flow to %s: %s", flow.host_address, error)
-            self.runtime.report_error(flow, error_kind(error))
+            kind = error_kind(error)
+            if kind != FLOW_EXHAUSTED:  # the core logs that, once a minute
+                log.info("no host socket for a flow to %s: %s", flow.host_address, error)
+            self.runtime.report_error(flow, kind)
             return
         handle = _Handle(sock)
         self._handles[flow] = handle
@@ -283,17 +294,19 @@ class HostSockets:
                     handle.connected = True
                     self.runtime.report_connected(flow)
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._tcp_reader, flow, handle, sock)
+                    nursery.start_soon(self._tcp_reader, flow, handle)
                     await self._tcp_writer(flow, handle, sock)
                     nursery.cancel_scope.cancel()
         finally:
-            if handle.abort:
+            # Only a connected socket has a peer to reset; trio closes one whose connect
+            # was cancelled, and setsockopt on it would raise.
+            if handle.abort and handle.connected:
                 handle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
             sock.close()
 
-    async def _tcp_reader(
-        self, flow: TcpFlow, handle: _TcpHandle, sock: trio.socket.SocketType
-    ) -> None:
+    async def _tcp_reader(self, flow: TcpFlow, handle: _TcpHandle) -> None:
+        raw = handle.sock
+        assert raw is not None
         while True:
             allowance = flow.endpoint.read_allowance
             if allowance <= 0:
@@ -302,12 +315,21 @@ class HostSockets:
                 await handle.readable.wait()
                 handle.readable = trio.Event()
                 continue
+            await trio.lowlevel.wait_readable(raw)
+            # The allowance counts the VM's shared budget, which other flows may have
+            # spent while this one waited: ask again, then read and hand the data over
+            # with no checkpoint between, so that no two flows spend the same bytes.
+            allowance = flow.endpoint.read_allowance
+            if allowance <= 0:
+                continue
             size = min(allowance, TCP_READ_SIZE)
             mss = flow.endpoint.mss
             if size > mss:
                 size -= size % mss  # whole segments: a short tail would be a frame of its own
             try:
-                data = await sock.recv(size)
+                data = raw.recv(size)
+            except BlockingIOError:
+                continue
             except OSError as error:
                 self.runtime.report_error(flow, error_kind(error))
                 return

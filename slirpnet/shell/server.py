@@ -112,7 +112,7 @@ async def _run_namespace(
             for forward in config.forwards:
                 runtime.forwards.add(forward)
             for address in config.listen:
-                _start_listener(runtime, nursery, address, sockets, created)
+                _start_listener(runtime, nursery, address, sockets, created, config.socket_mode)
             for address in config.connect:
                 nursery.start_soon(
                     keep_connected, runtime, _opener(address), str(address), QEMU_STREAM
@@ -138,6 +138,7 @@ def _start_listener(
     address: Address,
     sockets: dict[Address, socket.socket],
     created: list[Path],
+    mode: int,
 ) -> None:
     inherited = sockets.pop(address, None)
     if inherited is not None:
@@ -147,7 +148,7 @@ def _start_listener(
         sock = _tcp_socket(address, "listen")
     else:
         kind = socket.SOCK_STREAM if address.kind == "unix" else socket.SOCK_DGRAM
-        sock = bind_unix(Path(address.path), kind)
+        sock = bind_unix(Path(address.path), kind, mode=mode)
         created.append(Path(address.path))
     _serve_socket(runtime, nursery, address, sock)
 
@@ -163,17 +164,23 @@ def _serve_socket(
         nursery.start_soon(serve_datagrams, runtime, sock, label)
 
 
-def bind_unix(path: Path, kind: socket.SocketKind, key: str = "listen") -> socket.socket:
-    """A unix socket bound at ``path``, owner-only; a stale file from a dead server is replaced."""
+def bind_unix(
+    path: Path, kind: socket.SocketKind, key: str = "listen", *, mode: int = 0o600
+) -> socket.socket:
+    """A unix socket bound at ``path`` with permissions ``mode`` (owner-only unless told);
+    a stale file from a dead server is replaced."""
     _clear_stale(path, kind, key)
     sock = socket.socket(socket.AF_UNIX, kind)
     try:
-        # The guest is untrusted but the host user is: only they may plug VMs in.
+        # The guest is untrusted but the host user is: only they may plug VMs in, unless
+        # they say who else may.  Born owner-only, so that no one gets in before chmod.
         old_umask = os.umask(0o177)
         try:
             sock.bind(str(path))
         finally:
             os.umask(old_umask)
+        if mode != 0o600:
+            os.chmod(path, mode)
         if kind == socket.SOCK_STREAM:
             sock.listen(BACKLOG)
     except OSError as error:

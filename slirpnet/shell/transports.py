@@ -18,12 +18,17 @@ from contextlib import suppress
 import trio
 
 from slirpnet.framing import FrameFormat, FramingError
+from slirpnet.shell.fdreserve import FdReserve, out_of_fds
 from slirpnet.shell.port import Port
 from slirpnet.shell.runtime import NamespaceRuntime
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024  # several 64 KiB frames per read
+# Frames of a VM handed to the core before the other tasks get a turn.  A read of
+# small frames holds thousands: fed at once, they would hold up every other VM and
+# every host socket for as long as a flooding guest keeps the socket full.
+FEED_BATCH = 32
 DGRAM_SIZE = 65536
 DGRAM_BATCH = 64  # datagrams taken per wakeup, before the other tasks get a turn
 # Bytes sent between two looks at what came in (_DatagramVms): data to a guest brings
@@ -62,7 +67,10 @@ async def _read_stream(port: Port, stream: trio.abc.Stream, fmt: FrameFormat) ->
             port.vm.stats.drop(error.reason)
             log.warning("closing: %s", error, extra=port.vm.log_context)
             return
-        port.feed_many(frames)
+        for start in range(0, len(frames), FEED_BATCH):
+            if start:
+                await trio.lowlevel.checkpoint()
+            port.feed_many(frames[start : start + FEED_BATCH])
 
 
 async def _write_stream(
@@ -90,15 +98,39 @@ async def serve_listener(
 ) -> None:
     """Each accepted connection is a new VM, in its own task."""
     counter = itertools.count(1)
+    reserve = FdReserve()
     async with listener, trio.open_nursery() as nursery:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as error:  # EMFILE and friends: the server stays up
-                log.warning("accept on %s failed: %s", label, error)
-                await trio.sleep(0.1)
-                continue
-            nursery.start_soon(serve_stream, runtime, stream, f"{label}#{next(counter)}", fmt)
+        try:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as error:  # the server stays up
+                    if not (out_of_fds(error) and await _refuse(listener, reserve, label)):
+                        log.warning("accept on %s failed: %s", label, error)
+                        await trio.sleep(0.1)
+                    continue
+                name = f"{label}#{next(counter)}"
+                nursery.start_soon(serve_stream, runtime, stream, name, fmt)
+        finally:
+            reserve.close()
+
+
+async def _refuse(listener: trio.SocketListener, reserve: FdReserve, label: str) -> bool:
+    """Out of descriptors: close the VM connection waiting, by the reserve's; False if
+    even that failed."""
+    with reserve.released():
+        try:
+            stream = await listener.accept()
+        except OSError:
+            return False
+    await stream.aclose()
+    if reserve.refusal(trio.current_time()):
+        log.warning(
+            "out of file descriptors: VM connection on %s refused; %d so far",
+            label,
+            reserve.refused,
+        )
+    return True
 
 
 async def keep_connected(
