@@ -13,7 +13,7 @@ from hypothesis import settings
 
 from tests.fuzz.machine import SegmentMachine
 
-EXAMPLES = int(os.environ.get("SLIRPNET_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SLIRPNET_FUZZ_EXAMPLES", "600"))
 STEPS = int(os.environ.get("SLIRPNET_FUZZ_STEPS", "50"))
 
 TestSegmentMachine = SegmentMachine.TestCase
