@@ -19,6 +19,9 @@ collect in ``vm.outbox``.
 
 Time is only ever what the caller passes in: ``get_timer()`` says when
 ``handle_timer(now)`` is next due (idle flows, DNS retries, TCP timers).
+After a batch of frames the caller calls ``send_delayed_acks(now)``: the TCP
+ACKs that waited for more of the guest's segments (``tcp.py``) go out then,
+one per flow and batch, rather than one per segment.
 
 Bad input never raises: every frame that is not used is counted under a reason
 in the sending VM's ``stats.drops`` and logged at debug level.
@@ -107,6 +110,7 @@ class Segment:
         self._next_port = FORWARD_PORTS.start
         self._actions: list[Action] = []
         self._deadlines: Deadlines[Flow] = Deadlines()
+        self._acks_delayed: dict[TcpFlow, None] = {}  # flows owing a delayed ACK, in order
         self._closed_queued = 0  # closed flows with entries in _deadlines, about
         self._ip_ident = 0
         self._vm_ids = 0
@@ -155,6 +159,20 @@ class Segment:
         for vm in self.vms:
             total.add(vm.stats)
         return total
+
+    def send_delayed_acks(self, now: float) -> None:
+        """The end of a batch of frames: every delayed TCP ACK goes out now.
+
+        A batch is what the caller had at hand at once; the guest's next segments
+        come after our ACKs get to it, so waiting longer would only slow it down.
+        """
+        if not self._acks_delayed:
+            return
+        flows, self._acks_delayed = self._acks_delayed, {}
+        for flow in flows:
+            if not flow.closed:
+                flow.endpoint.send_delayed_ack()
+                self._tcp_output(flow, now)
 
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -528,6 +546,8 @@ class Segment:
                 self._tcp_unreachable(flow)
             self._close(flow)
         else:
+            if endpoint.ack_at is not None:
+                self._acks_delayed[flow] = None
             self._reschedule(flow, endpoint.deadline())
 
     def _tcp_unreachable(self, flow: TcpFlow) -> None:

@@ -28,9 +28,16 @@ the host socket (``host_connected``, ``host_data``, ``host_eof``,
   never uses them (RFC 2018 §2, RFC 7323 §3.2).
 * Guest to host.  In-order data is handed on at once (a ``bytes`` host op);
   out-of-order data waits in a bounded ``Reassembly`` and is answered with a
-  duplicate ACK.  The advertised window is the room really left: bytes the host
-  socket has not taken yet (``host_written`` gives them back) count against it,
-  so a host that stops reading stops the guest by the window, never by drops.
+  duplicate ACK at once.  In-order data is acknowledged every second segment
+  (RFC 5681 §4.2, RFC 1122 §4.2.3.2); a lone one waits in ``ack_at`` (delayed
+  ACK, ``DELAYED_ACK``) for data of ours to ride on, for ``send_delayed_ack``
+  (the owner's end of a batch of frames) or for the timer.  A FIN, data that
+  fills a gap or lies outside the window are acknowledged at once, as is one
+  that leaves no room for another like it.  The advertised window is the room
+  really left: bytes the host socket has not taken yet (``host_written`` gives
+  them back) count against it, so a host that stops reading stops the guest by
+  the window, never by drops.  The room the host makes is announced on its own
+  only when the guest may be waiting for it (``_window_update``).
   The window starts at ``FLOW_RESERVE`` and doubles each time the guest fills
   it, up to ``RECEIVE_BUFFER``: a flow the guest hardly sends on never ties up
   memory with a window it does not use.
@@ -96,6 +103,11 @@ WINDOW_SHIFT = 7  # RFC 7323 §2.3: ours, when the guest scales: 65535 << 7 cove
 DEFAULT_GUEST_MSS = 536  # RFC 9293 §3.7.1, when the SYN names none
 MIN_GUEST_MSS = 88  # Linux's TCP_MIN_MSS: no one-byte segments on a guest's say-so
 DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
+# RFC 1122 §4.2.3.2: an ACK may wait, for at most 0.5 s, and at least every second
+# full-sized segment is acknowledged (RFC 5681 §4.2).  40 ms is Linux's shortest
+# delay; the shell acknowledges at the end of each batch of frames anyway.
+DELAYED_ACK = 0.04
+ACK_EVERY = 2
 
 
 class State(enum.Enum):
@@ -194,7 +206,9 @@ class TcpEndpoint:
     # On its own, a flow is bounded by its buffers only.
     budget: BufferBudget = field(factory=lambda: BufferBudget(SEND_BUFFER + RECEIVE_BUFFER))
     _charged: int = 0  # what this flow holds in ``budget`` now
-    _ack_due: bool = False  # the guest must hear RCV.NXT and the window
+    _ack_due: bool = False  # the guest must hear RCV.NXT and the window now
+    _unacked: int = 0  # in-order data segments taken since our last ACK
+    ack_at: float | None = None  # a delayed ACK is owed, by this time
     _read_blocked: bool = False  # read_allowance was 0 when last looked at
 
     @classmethod
@@ -318,6 +332,8 @@ class TcpEndpoint:
             times.append(self.retransmit_at)
         if self.persist_at is not None:
             times.append(self.persist_at)
+        if self.ack_at is not None:
+            times.append(self.ack_at)
         return min(times)
 
     # -- from the host side ------------------------------------------------------------
@@ -373,11 +389,23 @@ class TcpEndpoint:
         self.last_activity = now
         self._release_host_when_done()
         if self.state in _RECEIVING and self.state is not State.SYN_RECEIVED:
-            # RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): announce only a real gain.
-            gain = seq_diff(seq_add(self.rcv_nxt, self._room()), self.rcv_adv)
-            if gain >= min(self.mss, FLOW_RESERVE // 2):
-                self._send_ack()
+            self._window_update()
         self._settle()
+
+    def _window_update(self) -> None:
+        """Tell the guest of room the host made, when it may be waiting for it.
+
+        RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): only a gain of an MSS or more.
+        And only once the window left to the guest is at most half the room (as
+        Linux's __tcp_cleanup_rbuf): with more left, the guest keeps sending, and the
+        ACKs of that data carry the new edge; so a host that keeps up costs no
+        frame of its own per write.  Never a deadlock: while no update goes out, the
+        guest has more than half an MSS of window to send into.
+        """
+        left = seq_diff(self.rcv_adv, self.rcv_nxt)
+        room = self._room()
+        if room - left >= min(self.mss, FLOW_RESERVE // 2) and left <= room // 2:
+            self._send_ack()
 
     # -- from the guest ----------------------------------------------------------------
 
@@ -576,23 +604,51 @@ class TcpEndpoint:
             payload = payload[: max(0, window - start)]
             fin = False
         end = seq_add(seg.seq, len(seg.payload))
-        if seq_diff(self.rcv_adv, end) < len(payload) and self.rcv_drained >= self.rcv_space // 2:
-            # No room for another such segment, and the host keeps up: the window, not
-            # the host, limits the guest.
+        no_room = seq_diff(self.rcv_adv, end) < len(payload)  # for another such segment
+        if no_room and self.rcv_drained >= self.rcv_space // 2:
+            # The host keeps up: the window, not the host, limits the guest.
             self.rcv_space = min(2 * self.rcv_space, RECEIVE_BUFFER)
             self.rcv_drained = 0
         if fin:
             self.fin_seq = seq_add(self.rcv_nxt, start + len(payload))
-        self._ack_due = True  # at once, duplicate or not (RFC 5681 §4.2)
         if start > 0:
+            self._ack_due = True  # out of order: a duplicate ACK at once (RFC 5681 §4.2)
             if payload:
                 self.reassembly.add(seq_add(self.rcv_nxt, start), bytes(payload), self.rcv_nxt)
             return
+        # RFC 5681 §4.2: at once for data that fills a gap, and for a FIN, a repeat or
+        # a segment cut at the window edge (the guest must hear where it stands); and
+        # when no room is left for another such segment (the guest waits for a window).
+        if (
+            fin
+            or len(payload) != len(seg.payload)
+            or self.reassembly
+            or self.fin_seq is not None
+            or no_room
+        ):
+            self._ack_due = True
+        else:
+            self._delay_ack(now)
         self._deliver(bytes(payload))
         for chunk in self.reassembly.pop(self.rcv_nxt):
             self._deliver(chunk)
         if self.fin_seq == self.rcv_nxt:
             self._guest_fin(now)
+
+    def _delay_ack(self, now: float) -> None:
+        """In-order data: every second segment is acknowledged now, a lone one soon."""
+        self._unacked += 1
+        if self._unacked >= ACK_EVERY:
+            self._ack_due = True
+        elif self.ack_at is None:
+            self.ack_at = now + DELAYED_ACK
+
+    def send_delayed_ack(self) -> None:
+        """Acknowledge now what was waiting for the delayed ACK (the owner calls this at
+        the end of a batch of the guest's segments, when no more are coming at once)."""
+        if self.ack_at is not None and self.state is not State.CLOSED:
+            self._send_ack()
+            self._settle()
 
     def _deliver(self, payload: bytes) -> None:
         if not payload:
@@ -625,6 +681,8 @@ class TcpEndpoint:
         if now >= self.expires_at:
             self._expire(now)
         else:
+            if self.ack_at is not None and now >= self.ack_at and self.state is not State.CLOSED:
+                self._send_ack()
             if self.retransmit_at is not None and now >= self.retransmit_at:
                 self._retransmission_timeout(now)
             if self.persist_at is not None and now >= self.persist_at:
@@ -815,8 +873,10 @@ class TcpEndpoint:
             window = 0
         elif window is None:
             window = self._advertise()
-        if flags & tcp.ACK:
+        if flags & tcp.ACK:  # any segment of ours carries RCV.NXT: no ACK is owed after it
             self._ack_due = False
+            self._unacked = 0
+            self.ack_at = None
         self.counters.segments_out += 1
         self.segments.append(
             TcpSegment(self.port, self.guest_port, seq, ack, flags, window, 0, options, payload)
@@ -910,7 +970,7 @@ class TcpEndpoint:
     def _guest_side_done(self, now: float) -> None:
         """Both FINs are through: only the host socket's last writes may be left."""
         self.state = State.CLOSED
-        self.retransmit_at = self.persist_at = None
+        self.retransmit_at = self.persist_at = self.ack_at = None
         self.send_buffer.clear()
         self.last_activity = now
         self.expires_at = now + HALF_CLOSED_IDLE
@@ -919,7 +979,7 @@ class TcpEndpoint:
     def _terminate(self, op: HostOp) -> None:
         """The connection is over, both sides at once; ``op`` for the host socket."""
         self.state = State.CLOSED
-        self.retransmit_at = self.persist_at = None
+        self.retransmit_at = self.persist_at = self.ack_at = None
         self.send_buffer.clear()
         self.reassembly.clear()
         if not self.host_released:

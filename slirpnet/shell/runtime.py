@@ -132,8 +132,13 @@ class NamespaceRuntime:
     # -- carrying out the core's output ------------------------------------------------
 
     def flush(self) -> None:
-        """Do what the core asked: host socket actions, frames to VMs, the next timer."""
+        """Do what the core asked: host socket actions, frames to VMs, the next timer.
+
+        Every input is a batch (a VM's frames are fed ``FEED_BATCH`` or more at a time),
+        so the TCP ACKs delayed for more of the guest's segments go out first.
+        """
         segment = self.segment
+        segment.send_delayed_acks(trio.current_time())
         while actions := segment.take_actions():
             for action in actions:
                 self.host.apply(action)
