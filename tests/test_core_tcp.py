@@ -13,7 +13,7 @@ from collections import Counter
 from ipaddress import IPv4Address
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, TCPerror, in4_chksum
+from scapy.layers.inet import ICMP, IP, TCP, IPOption_NOP, TCPerror, in4_chksum
 from scapy.layers.l2 import Ether
 
 from slirpnet.core.flows import (
@@ -328,6 +328,40 @@ def test_a_batch_of_guest_segments_gets_an_ack_every_second_one_and_at_its_end(
     assert vm.take_frames() == []
     segment.handle_timer(2.0 + DELAYED_ACK)
     assert one_tcp(vm).ack == (ISN + 5011) & 0xFFFFFFFF
+
+
+def test_established_flow_frames_are_checked_like_any_other(
+    segment: Segment, vm: Vm, shell: TcpShell
+) -> None:
+    """The shortcut for an established flow's frames (``_established_tcp``) leaves
+    whatever it does not fully check to the general path: the same drops, reasons
+    and deliveries as before it."""
+    flow = connect(segment, vm, shell)
+    una = our_seq(flow)
+
+    def variant(ip: dict[str, object], tcp: dict[str, object], data: bytes) -> bytes:
+        layer = TCP(sport=SPORT, dport=80, ack=una & 0xFFFFFFFF, flags="A", **tcp)
+        return framed(IP(src=GUEST_IP, dst=REMOTE_IP, **ip) / layer / data)
+
+    seq = ISN + 1
+    bad = [
+        ({}, {"chksum": 0x1234}, "tcp_bad_checksum"),
+        ({"chksum": 0x1234}, {}, "ipv4_bad_checksum"),
+        ({"flags": "MF"}, {}, "ipv4_fragment"),
+        ({"frag": 8}, {}, "ipv4_fragment"),
+        ({"flags": "evil"}, {}, "ipv4_reserved_flag"),
+    ]
+    for ip, tcp, reason in bad:
+        segment.receive(vm, variant(ip, {"seq": seq & 0xFFFFFFFF, **tcp}, b"x"), 1.0)
+        assert vm.stats.drops[reason] >= 1, reason
+    assert shell.actions() == [] and vm.take_frames() == []
+    # Well formed, if unusual: taken.  IPv4 options; Ethernet padding (not data).
+    options = {"options": [IPOption_NOP()] * 4}
+    segment.receive(vm, variant(options, {"seq": seq & 0xFFFFFFFF}, b"opts"), 1.1)
+    segment.receive(vm, variant({}, {"seq": (seq + 4) & 0xFFFFFFFF}, b"pad") + bytes(20), 1.1)
+    assert shell.actions() == [SendFlow(flow, b"opts"), SendFlow(flow, b"pad")]
+    assert [pkt[TCP].ack for pkt in frames(vm)] == [(seq + 7) & 0xFFFFFFFF]  # every second
+    assert sum(vm.stats.drops.values()) == len(bad)
 
 
 def test_time_wait_gives_way_to_a_new_connection(segment: Segment, vm: Vm, shell: TcpShell) -> None:

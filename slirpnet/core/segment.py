@@ -59,6 +59,7 @@ from slirpnet.core.tcp import HostOp, State, TcpEndpoint
 from slirpnet.core.timers import Deadlines
 from slirpnet.core.vm import FLOOD_FRAME, FLOOD_RATE, Vm
 from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
+from slirpnet.wire.checksum import ones_sum
 from slirpnet.wire.errors import WireError
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,12 @@ FLOW_EXHAUSTED = "exhausted"  # no host socket: the host is out of file descript
 PRUNE_MIN = 64
 
 _ETHERNET = struct.Struct("!6s6sH")
+# An established flow's frame, read in one go: Ethernet, an IPv4 header without
+# options, the fixed TCP header (RFC 791 §3.1, RFC 9293 §3.1).
+_ETH_IPV4_TCP = struct.Struct("!6s6sHBBHHHBBHIIHHIIHHHH")
+_TCP_AT = ethernet.HEADER_LEN + ipv4.MIN_HEADER_LEN
+_FAST_MIN = _TCP_AT + tcp.HEADER_LEN
+_IPV4_NOT_WHOLE = 0xBFFF  # the reserved flag, MF and the fragment offset: DF alone may be set
 _IP_UDP_HEADERS = ipv4.MIN_HEADER_LEN + udp.HEADER_LEN
 
 
@@ -186,6 +193,8 @@ class Segment:
             return
         vm.stats.frames_in += 1
         vm.stats.bytes_in += len(frame)
+        if self._established_tcp(vm, frame, now):
+            return
         try:
             eth = ethernet.EthernetFrame.parse(frame)
         except WireError as error:
@@ -212,6 +221,88 @@ class Segment:
                 port.send(frame)
             elif not self._flood(vm, frame, now):
                 self._drop(vm, "eth_unknown_destination")
+
+    def _established_tcp(self, vm: Vm, frame: bytes, now: float) -> bool:
+        """The common case, taken in one step: a valid TCP segment of a flow ``vm`` holds.
+
+        What the general path (``_to_gateway``, ``_ipv4``, ``_tcp``) would do with it,
+        without building the Ethernet and IPv4 objects: from a MAC this port has
+        learned to the gateway's, IPv4 without options or fragments, both checksums
+        right, a flow under this key (so its source was checked when it opened), the
+        address still this port's.  Anything else, malformed frames included, is left
+        to the general path (False), which counts and answers it.
+        """
+        if len(frame) < _FAST_MIN:
+            return False
+        (
+            dst_mac,
+            src_mac,
+            ethertype,
+            ver_ihl,
+            tos,
+            total_len,
+            ident,
+            flags_frag,
+            ttl,
+            protocol,
+            ip_checksum,
+            src,
+            dst,
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            offset_flags,
+            window,
+            _,
+            urgent,
+        ) = _ETH_IPV4_TCP.unpack_from(frame)
+        if (
+            dst_mac != self.gateway_mac
+            or ethertype != ethernet.ETHERTYPE_IPV4
+            or ver_ihl != 0x45
+            or protocol != ipv4.PROTO_TCP
+            or flags_frag & _IPV4_NOT_WHOLE
+            or not _TCP_AT + tcp.HEADER_LEN <= ethernet.HEADER_LEN + total_len <= len(frame)
+            or self._switch.get(src_mac) is not vm
+        ):
+            return False
+        flow = vm.tcp_flows.get((src, src_port, dst, dst_port))
+        if flow is None or flow.endpoint.state is State.TIME_WAIT:
+            return False  # (a new SYN may replace a flow in TIME_WAIT: the general path)
+        # RFC 1071: the header's words, checksum included, sum to negative zero, i.e.
+        # to a non-zero multiple of 0xFFFF (the version word makes the sum non-zero).
+        words = (ver_ihl << 8 | tos) + total_len + ident + flags_frag + (ttl << 8 | protocol)
+        if (words + ip_checksum + src + dst) % 0xFFFF:
+            return False
+        view = memoryview(frame)[_TCP_AT : ethernet.HEADER_LEN + total_len]
+        header_len = (offset_flags >> 12) * 4
+        if not tcp.HEADER_LEN <= header_len <= len(view):
+            return False
+        if ones_sum(view, src + dst + tcp.PROTOCOL + len(view)) != 0xFFFF:
+            return False
+        options = tcp.NO_OPTIONS
+        if header_len > tcp.HEADER_LEN:
+            try:
+                options = tcp.TcpOptions.parse(view[tcp.HEADER_LEN : header_len])
+            except WireError:
+                return False
+        if self._neighbours.get(flow.guest.address) is not vm:
+            return False  # the address moved to another port: the general path takes it back
+        segment = tcp.TcpSegment(
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            offset_flags & 0xFF,
+            window,
+            urgent,
+            options,
+            view[header_len:],
+        )
+        flow.endpoint.segment_received(segment, now)
+        self._tcp_output(flow, now)
+        return True
 
     def _learn(self, vm: Vm, mac: bytes, now: float) -> bool:
         if mac in vm.macs:
