@@ -608,17 +608,15 @@ class Segment:
         """Move what the endpoint produced: segments to the guest, operations to the host."""
         endpoint = flow.endpoint
         vm = flow.vm
-        guest = flow.guest
-        for segment in endpoint.segments:
-            self._send_ip(
-                vm,
-                guest.mac,
-                flow.dst_address,
-                guest.address,
-                ipv4.PROTO_TCP,
-                segment.encode(flow.dst_address, guest.address),
-            )
-        endpoint.segments.clear()
+        if endpoint.segments:
+            head = flow.frame_head
+            if head is None:
+                mac = self._ethernet(flow.guest.mac, ethernet.ETHERTYPE_IPV4)
+                head = flow.frame_head = (mac, int(flow.dst_address), int(flow.guest.address))
+            for segment in endpoint.segments:
+                self._ip_ident = (self._ip_ident + 1) & 0xFFFF
+                vm.send(segment.encode_frame(head[0], head[1], head[2], self._ip_ident))
+            endpoint.segments.clear()
         for op in endpoint.host_ops:
             if isinstance(op, bytes):
                 self._actions.append(SendFlow(flow, op))
