@@ -472,6 +472,8 @@ class TcpEndpoint:
         """RFC 9293 §3.10.7.4's four cases: does the segment touch the receive window?"""
         length = len(seg.payload) + (1 if seg.flags & tcp.FIN else 0)
         length += 1 if seg.flags & tcp.SYN else 0
+        if length == 0 and seg.seq == self.rcv_nxt:
+            return True  # a bare ACK where expected: acceptable whatever the window
         window = self._rcv_wnd()
         start = seq_diff(seg.seq, self.rcv_nxt)
         if length == 0:
@@ -764,14 +766,17 @@ class TcpEndpoint:
         """Send what the guest's window allows, then our FIN once the data is all out."""
         if self.state in _SENDING:
             held = len(self.send_buffer)
+            window = None  # ours, the same in every segment of the run: worked out once
             while True:
                 offset = seq_diff(self.snd_nxt, self.snd_una)
                 unsent = held - offset
                 room = seq_diff(self._snd_edge(), self.snd_nxt)
                 if unsent > 0 and room > 0:
                     size = min(unsent, self.mss, room)
+                    window = self._advertise() if window is None else window
                     # The FIN rides on the last data; it needs no window of its own.
-                    self._send_segment(offset, size, self.fin_queued and size == unsent, now)
+                    fin = self.fin_queued and size == unsent
+                    self._send_segment(offset, size, fin, now, window)
                 elif unsent == 0 and self.fin_queued:
                     self._send_segment(offset, 0, True, now)
                 else:
@@ -798,12 +803,14 @@ class TcpEndpoint:
         from the ACK the window came with: a reordered older segment can move SND.UNA)."""
         return seq_add(self.snd_wl2, self.snd_wnd)
 
-    def _send_segment(self, offset: int, size: int, fin: bool, now: float) -> None:
+    def _send_segment(
+        self, offset: int, size: int, fin: bool, now: float, window: int | None = None
+    ) -> None:
         """Send ``size`` bytes from ``offset`` into the buffer (at SND.NXT), and maybe FIN."""
         seq = self.snd_nxt
-        payload = bytes(self.send_buffer[offset : offset + size])
+        payload = self._buffered(offset, size)
         flags = tcp.ACK | (tcp.PSH if payload else 0) | (tcp.FIN if fin else 0)
-        self._emit(flags, seq=seq, ack=self.rcv_nxt, payload=payload)
+        self._emit(flags, seq=seq, ack=self.rcv_nxt, payload=payload, window=window)
         end = seq_add(seq, size + fin)
         if seq_lt(seq, self.snd_max):
             self.counters.retransmits += 1
@@ -833,9 +840,15 @@ class TcpEndpoint:
         self.timed_seq = None
         self.counters.retransmits += 1
         flags = tcp.ACK | (tcp.PSH if size else 0) | (tcp.FIN if fin else 0)
-        payload = bytes(self.send_buffer[:size])
+        payload = self._buffered(0, size)
         self._emit(flags, seq=self.snd_una, ack=self.rcv_nxt, payload=payload)
         self.retransmit_at = now + self.rto
+
+    def _buffered(self, offset: int, size: int) -> bytes:
+        """``size`` bytes of the send buffer from ``offset``, copied once (slicing the
+        bytearray would copy twice).  The view goes before the buffer can change."""
+        with memoryview(self.send_buffer) as view:
+            return bytes(view[offset : offset + size])
 
     def _send_syn_ack(self) -> None:
         options = TcpOptions(mss=self.our_mss, window_scale=WINDOW_SHIFT if self.scaling else None)
