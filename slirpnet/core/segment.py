@@ -112,7 +112,7 @@ class Segment:
             settings.local_records(), settings.dns_upstreams, settings.dns_timeout
         )
         self._switch: dict[bytes, Vm] = {}  # learned source MAC -> port
-        self._neighbours: dict[IPv4Address, Vm] = {}  # guest addresses seen -> their port
+        self._neighbours: dict[int, Vm] = {}  # guest addresses seen (as integers) -> their port
         self._forwarded_udp: dict[tuple[Forward, IPv4Address, int], UdpFlow] = {}
         self._next_port = FORWARD_PORTS.start
         self._actions: list[Action] = []
@@ -287,7 +287,7 @@ class Segment:
                 options = tcp.TcpOptions.parse(view[tcp.HEADER_LEN : header_len])
             except WireError:
                 return False
-        if self._neighbours.get(flow.guest.address) is not vm:
+        if self._neighbours.get(src) is not vm:
             return False  # the address moved to another port: the general path takes it back
         segment = tcp.TcpSegment(
             src_port,
@@ -381,9 +381,9 @@ class Segment:
         """The source must be a guest address of our network: no spoofing the gateway."""
         source = packet.src
         if source in self.settings.network and source not in self._not_guests:
-            known = self._neighbours.get(source)
+            known = self._neighbours.get(int(source))
             if known is not vm and (known or len(self._neighbours) < MAX_NEIGHBOURS):
-                self._neighbours[source] = vm
+                self._neighbours[int(source)] = vm
             return True
         self._drop(vm, "ipv4_bad_source")
         return False

@@ -123,6 +123,10 @@ class State(enum.Enum):
     TIME_WAIT = "time-wait"
     CLOSED = "closed"  # the guest side is done (the host socket may still be draining)
 
+    # Members are singletons compared by identity: hashing by identity too keeps the
+    # ``state in _SENDING`` tests of every segment in C (Enum's own hash is Python).
+    __hash__ = object.__hash__
+
 
 # Where data (and our FIN) may go to the guest, first sends and retransmissions.
 _SENDING = frozenset(
