@@ -109,6 +109,7 @@ class HostSockets:
         self.runtime = runtime
         self._handles: dict[Flow, _Handle] = {}
         self._adopted: dict[Flow, socket.socket] = {}  # accepted on a forward, not yet opened
+        self._unwritten: dict[TcpFlow, _TcpHandle] = {}  # guest data queued by this flush
         self._ping_sockets = True  # until the kernel says no
         self._raw: RawIcmp | None = None
         self._echo_warned = False
@@ -203,8 +204,10 @@ class HostSockets:
         if handle is None:
             return  # opening failed, and the core has heard
         if isinstance(handle, _TcpHandle):
-            if not self._write_now(flow, handle, payload):
-                handle.outgoing.append(payload)
+            handle.outgoing.append(payload)
+            if handle.connected and not handle.writing and isinstance(flow, TcpFlow):
+                self._unwritten[flow] = handle  # written by ``write_unwritten``, at once
+            else:
                 handle.writable.set()
             return
         try:
@@ -226,30 +229,36 @@ class HostSockets:
         except OSError as error:
             self.runtime.report_error(flow, error_kind(error))
 
-    def _write_now(self, flow: Flow, handle: _TcpHandle, payload: bytes) -> bool:
-        """Write ``payload`` at once when nothing is ahead of it; False to leave it to the
-        writer task.  A request then reaches the host without waiting for that task's
-        turn, which is most of a round trip's time.  (Called from the runtime's flush:
-        the core hears of the write directly, and the flush goes on with what follows.)
+    def write_unwritten(self) -> bool:
+        """Write the guest's data that this flush queued, one send per flow; True when
+        the core was told of a write (which may have asked for more actions).
+
+        A request then reaches the host without waiting for the writer task's turn,
+        which is most of a round trip's time; a batch of segments is still one send.
+        What the socket does not take now is left to the writer, in order.
         """
-        if (
-            not handle.connected
-            or handle.outgoing
-            or handle.writing
-            or handle.shutdown
-            or handle.closing
-        ):
+        if not self._unwritten:
             return False
-        assert handle.sock is not None
-        try:
-            sent = handle.sock.send(payload)
-        except OSError:  # full, or failed: the writer waits, or meets the error and says so
-            return False
-        if sent < len(payload):
-            handle.outgoing.append(payload[sent:])
-            handle.writable.set()
-        self.runtime.segment.flow_written(flow, sent, trio.current_time())
-        return True
+        flows, self._unwritten = self._unwritten, {}
+        now = trio.current_time()
+        told = False
+        for flow, handle in flows.items():
+            if self._handles.get(flow) is not handle or handle.writing or not handle.outgoing:
+                continue  # closed, or aborted, since; or the writer has it
+            assert handle.sock is not None
+            data = _take(handle.outgoing, TCP_WRITE_BATCH)
+            try:
+                sent = handle.sock.send(data)
+            except OSError:  # full, or failed: the writer waits, or meets the error and says so
+                sent = 0
+            if sent < len(data):
+                handle.outgoing.appendleft(data[sent:])
+            if handle.outgoing or handle.shutdown or handle.closing:
+                handle.writable.set()
+            if sent:
+                self.runtime.segment.flow_written(flow, sent, now)
+                told = True
+        return told
 
     def _close(self, flow: Flow, *, abort: bool = False) -> None:
         handle = self._handles.pop(flow, None)

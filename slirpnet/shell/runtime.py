@@ -139,9 +139,12 @@ class NamespaceRuntime:
         """
         segment = self.segment
         segment.send_delayed_acks(trio.current_time())
-        while actions := segment.take_actions():
-            for action in actions:
-                self.host.apply(action)
+        while True:
+            while actions := segment.take_actions():
+                for action in actions:
+                    self.host.apply(action)
+            if not self.host.write_unwritten():  # the guest's data, a send per flow
+                break
         for vm, port in self._ports.items():
             if vm.outbox:
                 port.enqueue(vm.take_frames())
