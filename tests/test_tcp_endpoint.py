@@ -791,7 +791,7 @@ def test_sequence_numbers_wrap_both_ways() -> None:
     assert sent[0].seq == iss + 1 and sent[-1].seq < 5000  # wrapped
     ep.segment_received(seg(isn + 1 + len(up), iss + 1 + len(down)), 1.3)
     assert ep.snd_una == (iss + 1 + len(down)) & 0xFFFFFFFF
-    assert ep.send_buffer == bytearray()
+    assert len(ep.send_buffer) == 0
 
 
 def test_go_bug_zero_window_is_respected_and_probed() -> None:
@@ -1024,7 +1024,7 @@ def test_guest_reset_mid_transfer_aborts_the_host_at_once() -> None:
     ep.segment_received(seg(base, 0, RST), 1.3)
     assert ops(ep) == [HostOp.ABORT]
     assert ep.closed and out(ep) == []
-    assert ep.send_buffer == bytearray() and ep.retransmit_at is None
+    assert len(ep.send_buffer) == 0 and ep.retransmit_at is None
 
 
 def test_host_reset_mid_transfer_resets_the_guest() -> None:

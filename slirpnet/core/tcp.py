@@ -74,6 +74,7 @@ from attrs import define, field
 
 from slirpnet.core.budget import BufferBudget
 from slirpnet.core.reassembly import Reassembly
+from slirpnet.core.sendbuffer import SendBuffer
 from slirpnet.core.sequence import seq_add, seq_diff, seq_le, seq_lt
 from slirpnet.wire import tcp
 from slirpnet.wire.tcp import TcpOptions, TcpSegment
@@ -175,7 +176,7 @@ class TcpEndpoint:
     snd_wnd: int = 0
     snd_wl1: int = 0  # the guest's sequence number and ACK that SND.WND came with:
     snd_wl2: int = 0  # the window reaches to SND.WL2 + SND.WND, not SND.UNA + SND.WND
-    send_buffer: bytearray = field(factory=bytearray)
+    send_buffer: SendBuffer = field(factory=SendBuffer)
     fin_queued: bool = False  # the host sent EOF: our FIN follows the buffered data
     # Receive side, the guest's sequence space.
     rcv_nxt: int = 0
@@ -327,7 +328,7 @@ class TcpEndpoint:
         its buffers are freed now, whoever still holds a reference to it."""
         self.budget.used -= self._charged
         self._charged = 0
-        self.send_buffer = bytearray()
+        self.send_buffer = SendBuffer()
         self.reassembly.clear()
 
     def deadline(self) -> float:
@@ -370,7 +371,7 @@ class TcpEndpoint:
     def host_data(self, data: bytes, now: float) -> None:
         if self.fin_queued or self.state not in _READING:
             return
-        self.send_buffer += data
+        self.send_buffer.append(data)
         self._account()
         self.last_activity = now
         self._transmit(now)
@@ -560,7 +561,7 @@ class TcpEndpoint:
     def _acked(self, acked: int, ack: int, now: float) -> None:
         held = len(self.send_buffer)
         fin_acked = self.fin_queued and acked > held
-        del self.send_buffer[: min(acked, held)]
+        self.send_buffer.drop(min(acked, held))
         self._account()
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
@@ -812,7 +813,7 @@ class TcpEndpoint:
     ) -> None:
         """Send ``size`` bytes from ``offset`` into the buffer (at SND.NXT), and maybe FIN."""
         seq = self.snd_nxt
-        payload = self._buffered(offset, size)
+        payload = self.send_buffer.get(offset, size)
         flags = tcp.ACK | (tcp.PSH if payload else 0) | (tcp.FIN if fin else 0)
         self._emit(flags, seq=seq, ack=self.rcv_nxt, payload=payload, window=window)
         end = seq_add(seq, size + fin)
@@ -844,15 +845,9 @@ class TcpEndpoint:
         self.timed_seq = None
         self.counters.retransmits += 1
         flags = tcp.ACK | (tcp.PSH if size else 0) | (tcp.FIN if fin else 0)
-        payload = self._buffered(0, size)
+        payload = self.send_buffer.get(0, size)
         self._emit(flags, seq=self.snd_una, ack=self.rcv_nxt, payload=payload)
         self.retransmit_at = now + self.rto
-
-    def _buffered(self, offset: int, size: int) -> bytes:
-        """``size`` bytes of the send buffer from ``offset``, copied once (slicing the
-        bytearray would copy twice).  The view goes before the buffer can change."""
-        with memoryview(self.send_buffer) as view:
-            return bytes(view[offset : offset + size])
 
     def _send_syn_ack(self) -> None:
         options = TcpOptions(mss=self.our_mss, window_scale=WINDOW_SHIFT if self.scaling else None)
@@ -882,7 +877,7 @@ class TcpEndpoint:
         *,
         seq: int,
         ack: int,
-        payload: bytes = b"",
+        payload: bytes | memoryview = b"",
         options: TcpOptions = tcp.NO_OPTIONS,
         window: int | None = None,
     ) -> None:
