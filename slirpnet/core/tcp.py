@@ -477,8 +477,10 @@ class TcpEndpoint:
         """RFC 9293 §3.10.7.4's four cases: does the segment touch the receive window?"""
         length = len(seg.payload) + (1 if seg.flags & tcp.FIN else 0)
         length += 1 if seg.flags & tcp.SYN else 0
-        if length == 0 and seg.seq == self.rcv_nxt:
-            return True  # a bare ACK where expected: acceptable whatever the window
+        if seg.seq == self.rcv_nxt and (length == 0 or seq_diff(self.rcv_adv, self.rcv_nxt) > 0):
+            # Where expected: a bare ACK whatever the window, data while a window offered
+            # earlier is open (RCV.WND is at least that).  No need to work the room out.
+            return True
         window = self._rcv_wnd()
         start = seq_diff(seg.seq, self.rcv_nxt)
         if length == 0:
@@ -606,10 +608,13 @@ class TcpEndpoint:
         if start < 0:  # the head was received before
             payload = payload[-start:]
             start = 0
-        window = self._rcv_wnd()
-        if start + len(payload) > window:  # the tail is beyond the window: cut, FIN too
-            payload = payload[: max(0, window - start)]
-            fin = False
+        # A tail beyond the window is cut, FIN too.  (Within the edge offered earlier it
+        # never is: RCV.WND is at least that, and need not be worked out.)
+        if start + len(payload) > seq_diff(self.rcv_adv, self.rcv_nxt):
+            window = self._rcv_wnd()
+            if start + len(payload) > window:
+                payload = payload[: max(0, window - start)]
+                fin = False
         end = seq_add(seg.seq, len(seg.payload))
         no_room = seq_diff(self.rcv_adv, end) < len(payload)  # for another such segment
         if no_room and self.rcv_drained >= self.rcv_space // 2:
