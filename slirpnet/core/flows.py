@@ -101,7 +101,7 @@ class OpenFlow:
 @frozen
 class SendFlow:
     flow: Flow
-    payload: bytes
+    payload: bytes | memoryview  # a view of the guest's frame, which is never changed
 
 
 @frozen

@@ -618,7 +618,7 @@ class Segment:
                 vm.send(segment.encode_frame(head[0], head[1], head[2], self._ip_ident))
             endpoint.segments.clear()
         for op in endpoint.host_ops:
-            if isinstance(op, bytes):
+            if not isinstance(op, HostOp):
                 self._actions.append(SendFlow(flow, op))
             elif op is HostOp.SHUTDOWN:
                 self._actions.append(ShutdownFlow(flow))

@@ -77,6 +77,7 @@ from slirpnet.core.reassembly import Reassembly
 from slirpnet.core.sendbuffer import SendBuffer
 from slirpnet.core.sequence import seq_add, seq_diff, seq_le, seq_lt
 from slirpnet.wire import tcp
+from slirpnet.wire.buffer import Bytes
 from slirpnet.wire.tcp import TcpOptions, TcpSegment
 
 RTO_INITIAL = 1.0  # RFC 6298 §2.1
@@ -109,6 +110,15 @@ DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
 # delay; the shell acknowledges at the end of each batch of frames anyway.
 DELAYED_ACK = 0.04
 ACK_EVERY = 2
+
+
+def _kept(payload: Bytes) -> bytes | memoryview:
+    """A guest payload the host socket may have later: the view itself when it is of an
+    immutable frame (a 64 KiB payload is not copied on its way to the host), else a copy
+    (a caller's bytearray may change once it has been fed)."""
+    if isinstance(payload, memoryview) and isinstance(payload.obj, bytes):
+        return payload
+    return bytes(payload)
 
 
 class State(enum.Enum):
@@ -206,7 +216,7 @@ class TcpEndpoint:
     recover: int | None = None  # NewReno: SND.MAX when fast retransmit began
     # Output, taken by the owner.
     segments: list[TcpSegment] = field(factory=list)
-    host_ops: list[bytes | HostOp] = field(factory=list)
+    host_ops: list[bytes | memoryview | HostOp] = field(factory=list)
     counters: TcpCounters = field(factory=TcpCounters)
     # On its own, a flow is bounded by its buffers only.
     budget: BufferBudget = field(factory=lambda: BufferBudget(SEND_BUFFER + RECEIVE_BUFFER))
@@ -641,7 +651,7 @@ class TcpEndpoint:
             self._ack_due = True
         else:
             self._delay_ack(now)
-        self._deliver(bytes(payload))
+        self._deliver(_kept(payload))
         for chunk in self.reassembly.pop(self.rcv_nxt):
             self._deliver(chunk)
         if self.fin_seq == self.rcv_nxt:
@@ -662,7 +672,7 @@ class TcpEndpoint:
             self._send_ack()
             self._settle()
 
-    def _deliver(self, payload: bytes) -> None:
+    def _deliver(self, payload: bytes | memoryview) -> None:
         if not payload:
             return
         self.rcv_nxt = seq_add(self.rcv_nxt, len(payload))

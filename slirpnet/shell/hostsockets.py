@@ -94,7 +94,7 @@ class _ForwardHandle(_Handle):
 class _TcpHandle(_Handle):
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock)
-        self.outgoing: deque[bytes] = deque()
+        self.outgoing: deque[bytes | memoryview] = deque()
         self.writing = False  # the writer holds bytes taken from ``outgoing``
         self.shutdown = False  # after ``outgoing``, shut the socket for writing
         self.connected = False
@@ -199,7 +199,7 @@ class HostSockets:
         self._raw.add(flow)
         return None
 
-    def _send(self, flow: Flow, payload: bytes) -> None:
+    def _send(self, flow: Flow, payload: bytes | memoryview) -> None:
         handle = self._handles.get(flow)
         if handle is None:
             return  # opening failed, and the core has heard
@@ -411,7 +411,7 @@ class HostSockets:
             handle.writable = trio.Event()
 
 
-def _take(queue: deque[bytes], limit: int) -> bytes:
+def _take(queue: deque[bytes | memoryview], limit: int) -> bytes | memoryview:
     """Up to about ``limit`` bytes from the front of ``queue``, as one buffer."""
     parts = [queue.popleft()]
     size = len(parts[0])
