@@ -14,7 +14,8 @@ NOP, NOP, timestamps.
 
 Scenarios: guest-to-host data at MTU 65520 and 1500, host-to-guest data read in
 256 KiB chunks at both MTUs, a guest's pure ACK on an idle flow, and the codecs
-alone (parse with checksums, encode with checksums) for the same frames.
+alone (parse with checksums, encode with checksums: the layered codecs, and
+``TcpSegment.encode_frame``, which the core uses for TCP) for the same frames.
 """
 
 from __future__ import annotations
@@ -237,9 +238,15 @@ def codecs(mtu: int, seconds: float) -> list[Result]:
         header = ipv4.IPv4Packet(GATEWAY_IP, GUEST_IP, ipv4.PROTO_TCP, body).encode_header()
         return b"".join((_ETHERNET.pack(GUEST_MAC, GATEWAY_MAC, 0x0800), header, body))
 
+    head = _ETHERNET.pack(GUEST_MAC, GATEWAY_MAC, 0x0800)
+
+    def encode_frame() -> object:  # what the core uses for its TCP frames
+        return segment.encode_frame(head, int(GATEWAY_IP), int(GUEST_IP), 1)
+
     return [
         codec(f"parse Ethernet+IPv4+TCP, MTU {mtu}", parse, len(payload), seconds),
         codec(f"encode TCP+IPv4+Ethernet, MTU {mtu}", encode, len(payload), seconds),
+        codec(f"encode_frame, MTU {mtu}", encode_frame, len(payload), seconds),
     ]
 
 
