@@ -1,6 +1,8 @@
 """Floods from hostile VMs hit their own per-VM caps; another VM of the server keeps going.
 
-One ``slirpnet serve`` with its default limits carries a Linux-stack guest (the VM
+One ``slirpnet serve`` with its default limits (but ``--max-flows`` at ``FLOOD_MAX_FLOWS``,
+so that the UDP flood fills the table within seconds and within the descriptors a CI
+machine allows) carries a Linux-stack guest (the VM
 whose transfer must go on, on a stream as QEMU's ``-netdev stream`` is: through the
 relay of ``integration/linux`` with no faults) and five hostile VMs that write raw
 frames as fast as slirpnet reads them (``integration/hostile.py``):
@@ -49,6 +51,10 @@ MB = 1 << 20
 CONNECTIONS, SIZE = 2, 24 * MB  # the guest's transfer: each way, per connection
 PEAK_RSS_LIMIT_MIB = 600  # generous: the caps, not the machine, must bound it
 STALLED = 300  # connections that never acknowledge: 64 MiB of budget and 64 KiB each
+# The flow cap the server runs with: below the default (a socket per flow), above the
+# stalled connections, so the UDP flood is what reaches it.
+FLOOD_MAX_FLOWS = 4096
+assert STALLED < FLOOD_MAX_FLOWS <= DEFAULT_MAX_FLOWS
 
 
 def syn_flood(frames: Frames, blackhole: str, refusing: str) -> Iterator[bytes]:
@@ -63,7 +69,7 @@ def syn_flood(frames: Frames, blackhole: str, refusing: str) -> Iterator[bytes]:
 def udp_flood(frames: Frames, refusing: str) -> Iterator[bytes]:
     """A datagram to each of thousands of ports: a flow each, until the cap."""
     while True:
-        for port in range(10000, 10000 + 2 * DEFAULT_MAX_FLOWS):
+        for port in range(10000, 10000 + 2 * FLOOD_MAX_FLOWS):
             yield frames.udp(refusing, port, 5000, b"flood")
 
 
@@ -106,6 +112,7 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
         pytest.skip("nft is not installed (Debian package nftables)")
     hostile, ctl = tmp_path / "hostile.sock", tmp_path / "ctl.sock"
     args = ["--listen", f"unix:{hostile}", "--control", f"unix:{ctl}"]
+    args += ["--max-flows", str(FLOOD_MAX_FLOWS)]
     transfers = TransferServer()
     async with (
         open_linux_guest(tmp_path, faults=Faults(), slirpnet_args=args) as guest,
@@ -175,7 +182,7 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
     assert syn["drops"]["connect_limit"] > 0 and hostiles[0].replies["tcp_rst"] > 0
     assert syn["tcp_connecting"] <= DEFAULT_MAX_CONNECTING
     assert udp["drops"]["flow_limit"] > 0 and hostiles[1].replies["icmp_3_13"] > 0
-    assert sum(udp["flows"].values()) == DEFAULT_MAX_FLOWS
+    assert sum(udp["flows"].values()) == FLOOD_MAX_FLOWS
     assert arp["drops"]["eth_mac_limit"] > 0 and hostiles[2].replies["arp_reply"] > 0
     assert dhcp["drops"]["dhcp_lease_limit"] > 0
     assert hostiles[3].replies["dhcp_offer"] == DEFAULT_MAX_LEASES
@@ -191,7 +198,7 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
     # floods take their shares of the one CPU slirpnet runs on, not the guest's (seen
     # here: a third to a tenth; a flooding VM whose reads were handled whole stalled it).
     assert during > alone / 20, (alone, during)
-    assert flooding.fds > before.fds + DEFAULT_MAX_FLOWS  # the floods' sockets were there
+    assert flooding.fds > before.fds + FLOOD_MAX_FLOWS  # the floods' sockets were there
     assert after.peak_rss_kib / 1024 < PEAK_RSS_LIMIT_MIB
 
 

@@ -53,7 +53,7 @@ _VALUE_FLAGS = (
     ("--dns-record", True, "NAME=IPV4 answered locally (host.slirpnet.internal is the host)"),
     ("--static-lease", True, "MAC=IPV4, a fixed DHCP lease"),
     ("--udp-idle-timeout", False, "seconds before an idle UDP flow is closed (default 60)"),
-    ("--max-flows", False, "flows a VM may hold at once; more TCP connections get a RST (4096)"),
+    ("--max-flows", False, "flows a VM may hold at once; more TCP connections get a RST (16384)"),
     ("--max-connecting", False, "TCP connects a VM may have pending on the host at once (256)"),
     ("--max-leases", False, "DHCP leases one VM may hold at once (8)"),
     ("--deny", True, "CIDR: guests' flows may not go there (ICMP admin-prohibited)"),

@@ -206,7 +206,7 @@ class Transfer:
         ep.segments.clear()
         for op in ep.host_ops:
             assert self.host_closed is None, f"{op!r} after {self.host_closed}"
-            if isinstance(op, bytes):
+            if isinstance(op, bytes | memoryview):
                 assert not self.shutdown, "data after the shutdown"
                 self.queued.append(op)
             elif op is HostOp.SHUTDOWN:

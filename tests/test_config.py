@@ -149,7 +149,7 @@ max_flows = 100
     assert lab.listen[1] == Address("unixgram", path="/run/lab.dgram")
     assert lab.settings.gateway == IPv4Address("10.9.0.2")
     assert lab.settings.restrict and not default.settings.restrict
-    assert (lab.settings.max_flows, default.settings.max_flows) == (100, 4096)
+    assert (lab.settings.max_flows, default.settings.max_flows) == (100, 16384)
     # Settings at the top are inherited; listeners are not.
     assert lab.settings.dns_upstreams == default.settings.dns_upstreams
 

@@ -13,7 +13,7 @@ from collections import Counter
 from ipaddress import IPv4Address
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, TCPerror, in4_chksum
+from scapy.layers.inet import ICMP, IP, TCP, IPOption_NOP, TCPerror, in4_chksum
 from scapy.layers.l2 import Ether
 
 from slirpnet.core.flows import (
@@ -28,7 +28,7 @@ from slirpnet.core.flows import (
 )
 from slirpnet.core.segment import FLOW_REFUSED, FLOW_RESET, FLOW_UNREACHABLE, Segment
 from slirpnet.core.settings import HOST_LOOPBACK
-from slirpnet.core.tcp import CONNECT_TIMEOUT, FLOW_RESERVE, TIME_WAIT, State
+from slirpnet.core.tcp import CONNECT_TIMEOUT, DELAYED_ACK, FLOW_RESERVE, TIME_WAIT, State
 from slirpnet.core.vm import Vm
 from slirpnet.wire.tcp import TcpSegment
 from tests.tcp_guest import GuestTcp
@@ -250,6 +250,7 @@ def test_other_flows_keep_moving_while_one_destination_hangs(
     flow = connect(segment, vm, shell, 1.0)
     segment.receive(vm, tcp_frame("PA", ISN + 1, our_seq(flow), b"ping"), 2.0)
     assert shell.actions() == [SendFlow(flow, b"ping")]
+    segment.send_delayed_acks(2.0)  # the end of the batch
     assert one_tcp(vm).ack == (ISN + 5) & 0xFFFFFFFF
     segment.flow_received(flow, b"pong", 2.1)
     assert bytes(one_tcp(vm).payload) == b"pong"
@@ -281,6 +282,7 @@ def test_data_both_ways_half_close_and_close(segment: Segment, vm: Vm, shell: Tc
     una = our_seq(flow)
     segment.receive(vm, tcp_frame("PA", ISN + 1, una, b"GET / HTTP/1.0\r\n\r\n"), 1.0)
     assert shell.actions() == [SendFlow(flow, b"GET / HTTP/1.0\r\n\r\n")]
+    segment.send_delayed_acks(1.0)  # the end of the batch
     assert one_tcp(vm).ack == (ISN + 19) & 0xFFFFFFFF
     # The guest's FIN: a half-close; the host keeps talking.
     segment.receive(vm, tcp_frame("FA", ISN + 19, una), 1.1)
@@ -301,6 +303,65 @@ def test_data_both_ways_half_close_and_close(segment: Segment, vm: Vm, shell: Tc
     assert shell.sent[flow] == b"GET / HTTP/1.0\r\n\r\n"
     assert shell.closed == {flow: False}
     assert flow.endpoint.budget is vm.tcp_buffers and vm.tcp_buffers.used == 0
+
+
+def test_a_batch_of_guest_segments_gets_an_ack_every_second_one_and_at_its_end(
+    segment: Segment, vm: Vm, shell: TcpShell
+) -> None:
+    flow = connect(segment, vm, shell)
+    una = our_seq(flow)
+    for n in range(5):
+        segment.receive(vm, tcp_frame("A", ISN + 1 + n * 1000, una, b"d" * 1000), 1.0)
+    assert [a.payload for a in shell.actions()] == [b"d" * 1000] * 5  # type: ignore[union-attr]
+    assert [(pkt[TCP].ack - ISN - 1) & 0xFFFFFFFF for pkt in frames(vm)] == [2000, 4000]
+    assert flow.endpoint.ack_at == 1.0 + DELAYED_ACK  # the fifth waits...
+    assert (segment.get_timer() or 0.0) <= 1.0 + DELAYED_ACK
+    segment.send_delayed_acks(1.0)  # ...for the batch's end
+    assert one_tcp(vm).ack == (ISN + 5001) & 0xFFFFFFFF
+    segment.send_delayed_acks(1.0)
+    assert vm.take_frames() == []  # once
+    # A lone segment and no batch end: the delayed-ACK timer.
+    segment.receive(vm, tcp_frame("A", ISN + 5001, una, b"e" * 10), 2.0)
+    assert vm.take_frames() == []
+    assert (segment.get_timer() or 0.0) <= 2.0 + DELAYED_ACK
+    segment.handle_timer(2.0 + DELAYED_ACK / 2)
+    assert vm.take_frames() == []
+    segment.handle_timer(2.0 + DELAYED_ACK)
+    assert one_tcp(vm).ack == (ISN + 5011) & 0xFFFFFFFF
+
+
+def test_established_flow_frames_are_checked_like_any_other(
+    segment: Segment, vm: Vm, shell: TcpShell
+) -> None:
+    """The shortcut for an established flow's frames (``_established_tcp``) leaves
+    whatever it does not fully check to the general path: the same drops, reasons
+    and deliveries as before it."""
+    flow = connect(segment, vm, shell)
+    una = our_seq(flow)
+
+    def variant(ip: dict[str, object], tcp: dict[str, object], data: bytes) -> bytes:
+        layer = TCP(sport=SPORT, dport=80, ack=una & 0xFFFFFFFF, flags="A", **tcp)
+        return framed(IP(src=GUEST_IP, dst=REMOTE_IP, **ip) / layer / data)
+
+    seq = ISN + 1
+    bad = [
+        ({}, {"chksum": 0x1234}, "tcp_bad_checksum"),
+        ({"chksum": 0x1234}, {}, "ipv4_bad_checksum"),
+        ({"flags": "MF"}, {}, "ipv4_fragment"),
+        ({"frag": 8}, {}, "ipv4_fragment"),
+        ({"flags": "evil"}, {}, "ipv4_reserved_flag"),
+    ]
+    for ip, tcp, reason in bad:
+        segment.receive(vm, variant(ip, {"seq": seq & 0xFFFFFFFF, **tcp}, b"x"), 1.0)
+        assert vm.stats.drops[reason] >= 1, reason
+    assert shell.actions() == [] and vm.take_frames() == []
+    # Well formed, if unusual: taken.  IPv4 options; Ethernet padding (not data).
+    options = {"options": [IPOption_NOP()] * 4}
+    segment.receive(vm, variant(options, {"seq": seq & 0xFFFFFFFF}, b"opts"), 1.1)
+    segment.receive(vm, variant({}, {"seq": (seq + 4) & 0xFFFFFFFF}, b"pad") + bytes(20), 1.1)
+    assert shell.actions() == [SendFlow(flow, b"opts"), SendFlow(flow, b"pad")]
+    assert [pkt[TCP].ack for pkt in frames(vm)] == [(seq + 7) & 0xFFFFFFFF]  # every second
+    assert sum(vm.stats.drops.values()) == len(bad)
 
 
 def test_time_wait_gives_way_to_a_new_connection(segment: Segment, vm: Vm, shell: TcpShell) -> None:

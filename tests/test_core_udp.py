@@ -320,7 +320,7 @@ def test_many_flows_expire_in_deadline_order(segment: Segment, vm: Vm, shell: Sh
 
 
 def test_flow_limit() -> None:
-    assert DEFAULT_MAX_FLOWS == NetworkSettings().max_flows == 4096
+    assert DEFAULT_MAX_FLOWS == NetworkSettings().max_flows == 16384
     segment = new_segment(dns_upstreams=(UPSTREAM_1,), max_flows=3)
     vm = segment.attach("guest")
     other = segment.attach("other")

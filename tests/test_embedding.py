@@ -9,6 +9,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 import slirpnet
+from slirpnet.shell.port import SEND_NOW_BYTES
 
 VM_MAC = "52:54:00:00:00:42"
 GATEWAY_MAC = "52:55:0a:00:02:02"
@@ -99,3 +100,33 @@ async def test_receive_after_the_namespace_closed_raises_closed() -> None:
         await port.receive()
     port.feed(arp_request())  # ignored: nothing to run it
     assert port.stats.frames_in == 0
+
+
+async def test_frames_go_out_at_once_only_with_nothing_queued_ahead() -> None:
+    """``Port.send_now`` (a transport's non-blocking send) takes frames from the flush
+    while the queue is empty, up to SEND_NOW_BYTES; the rest, and all that follows
+    while anything is queued, waits for ``receive`` in order."""
+    async with slirpnet.open_namespace() as namespace, namespace.attach("vm1") as port:
+        sent: list[bytes] = []
+        room = 2
+
+        def send_now(frame: bytes) -> bool:
+            nonlocal room
+            if room == 0:
+                return False
+            room -= 1
+            sent.append(frame)
+            return True
+
+        port.send_now = send_now
+        frames = [bytes([n]) * 100 for n in range(6)]
+        port.enqueue(frames[:4])
+        assert sent == frames[:2]  # then the VM's queue was full
+        room = 10
+        port.enqueue(frames[4:])  # frames 2 and 3 are queued: these go behind them
+        assert sent == frames[:2]
+        assert await port.receive() == frames[2:]
+        big = [bytes(SEND_NOW_BYTES // 2 + 1)] * 3
+        port.enqueue(big)
+        assert sent == frames[:2] + big[:2]  # at most SEND_NOW_BYTES (and the frame over it)
+        assert await port.receive() == big[2:]

@@ -71,6 +71,7 @@ def test_the_guest_syn_ack_establishes_and_reading_starts() -> None:
     (data,), _ = take(ep)
     assert (data.seq, data.flags, bytes(data.payload)) == (ISS + 1, ACK | PSH, b"hello guest")
     ep.segment_received(from_guest(GUEST_ISN + 1, ISS + 12, ACK | PSH, b"hi host"), 0.03)
+    ep.send_delayed_ack()  # the end of the batch: a lone segment's ACK waits until then
     segments, ops = take(ep)
     assert ops == [b"hi host"]
     assert segments[-1].ack == GUEST_ISN + 1 + 7

@@ -22,6 +22,7 @@ from slirpnet.core.budget import BufferBudget
 from slirpnet.core.sequence import seq_diff
 from slirpnet.core.tcp import (
     CONNECT_TIMEOUT,
+    DELAYED_ACK,
     FLOW_RESERVE,
     HALF_CLOSED_IDLE,
     IDLE_TIMEOUT,
@@ -82,6 +83,13 @@ def one(ep: TcpEndpoint) -> TcpSegment:
     segments = out(ep)
     assert len(segments) == 1, segments
     return segments[0]
+
+
+def batch_end(ep: TcpEndpoint) -> TcpSegment:
+    """The owner's end of a batch of the guest's segments: the one segment sent, the
+    delayed ACK if one was owed."""
+    ep.send_delayed_ack()
+    return one(ep)
 
 
 def ops(ep: TcpEndpoint) -> list[bytes | HostOp]:
@@ -268,7 +276,7 @@ def test_handshake_ack_with_data_is_taken() -> None:
     out(ep)
     ep.segment_received(seg(GUEST_ISN + 1, ISS + 1, ACK | PSH, b"GET /"), 0.1)
     assert ops(ep) == [b"GET /"]
-    assert one(ep).ack == GUEST_ISN + 6
+    assert batch_end(ep).ack == GUEST_ISN + 6
 
 
 # -- options -------------------------------------------------------------------------
@@ -319,11 +327,66 @@ def test_in_order_data_goes_to_the_host_and_is_acknowledged() -> None:
     ep = established()
     ep.segment_received(seg(GUEST_ISN + 1, ISS + 1, ACK | PSH, b"hello"), 1.0)
     assert ops(ep) == [b"hello"]
-    ack = one(ep)
+    assert out(ep) == []  # a lone segment: the ACK waits for more, or the batch's end
+    ack = batch_end(ep)
     assert (ack.flags, ack.seq, ack.ack) == (ACK, ISS + 1, GUEST_ISN + 6)
     assert ack.window == FLOW_RESERVE - 5  # the host has not taken the 5 bytes yet
     assert ep.to_host_pending == 5
     assert ep.counters.bytes_to_host == 5
+
+
+def test_a_burst_of_segments_gets_an_ack_every_second_segment() -> None:
+    """RFC 5681 §4.2, RFC 1122 §4.2.3.2: at least every second full-sized segment."""
+    ep = established()
+    base = GUEST_ISN + 1
+    for n in range(7):
+        ep.segment_received(seg(base + n * MSS, ISS + 1, ACK, b"b" * MSS), 1.0)
+    assert [s.ack for s in out(ep)] == [base + n * MSS for n in (2, 4, 6)]
+    assert ep.ack_at == 1.0 + DELAYED_ACK  # the seventh waits
+    assert batch_end(ep).ack == base + 7 * MSS
+    assert ep.ack_at is None and ep.deadline() > 1.0 + DELAYED_ACK
+    assert b"".join(op for op in ops(ep) if isinstance(op, bytes)) == b"b" * 7 * MSS
+
+
+def test_a_lone_segment_is_acked_when_the_delayed_ack_timer_fires() -> None:
+    ep = established()
+    ep.segment_received(seg(GUEST_ISN + 1, ISS + 1, ACK, b"lone"), 1.0)
+    assert out(ep) == []
+    assert ep.deadline() == 1.0 + DELAYED_ACK <= 1.0 + 0.5  # RFC 1122: never over 0.5 s
+    ep.handle_timer(1.0 + DELAYED_ACK / 2)  # early: nothing yet
+    assert out(ep) == []
+    ep.handle_timer(1.0 + DELAYED_ACK)
+    ack = one(ep)
+    assert (ack.flags, ack.ack) == (ACK, GUEST_ISN + 5)
+    ep.handle_timer(2.0)
+    assert out(ep) == []  # owed once, sent once
+    ep.send_delayed_ack()
+    assert out(ep) == []
+
+
+def test_our_data_carries_the_delayed_ack() -> None:
+    ep = established()
+    ep.segment_received(seg(GUEST_ISN + 1, ISS + 1, ACK | PSH, b"GET /"), 1.0)
+    ep.host_data(b"200 OK", 1.01)
+    reply = one(ep)
+    assert (reply.ack, bytes(reply.payload)) == (GUEST_ISN + 6, b"200 OK")
+    assert ep.ack_at is None
+    ep.send_delayed_ack()
+    assert out(ep) == []  # the reply said it all
+
+
+def test_out_of_order_segment_gets_a_duplicate_ack_at_once_while_an_ack_waits() -> None:
+    """RFC 5681 §4.2: an out-of-order segment, and one that fills the gap, are
+    acknowledged at once, whatever the delayed-ACK state."""
+    ep = established()
+    base = GUEST_ISN + 1
+    ep.segment_received(seg(base, ISS + 1, ACK, b"a" * 100), 1.0)  # in order: waits
+    assert out(ep) == []
+    ep.segment_received(seg(base + 200, ISS + 1, ACK, b"c" * 100), 1.0)  # a hole before it
+    assert [s.ack for s in out(ep)] == [base + 100]
+    ep.segment_received(seg(base + 100, ISS + 1, ACK, b"b" * 100), 1.0)  # fills the hole
+    assert [s.ack for s in out(ep)] == [base + 300]
+    assert ep.ack_at is None
 
 
 def test_out_of_order_data_is_held_and_answered_with_duplicate_acks() -> None:
@@ -346,11 +409,11 @@ def test_out_of_order_data_is_held_and_answered_with_duplicate_acks() -> None:
 def test_retransmitted_data_is_delivered_once() -> None:
     ep = established()
     base = GUEST_ISN + 1
-    ep.segment_received(seg(base, ISS + 1, ACK, b"abcdef"), 1.0)
+    ep.segment_received(seg(base, ISS + 1, ACK, b"abcdef"), 1.0)  # its ACK is delayed
     ep.segment_received(seg(base, ISS + 1, ACK, b"abcdef"), 1.1)  # whole duplicate
     ep.segment_received(seg(base + 3, ISS + 1, ACK, b"defghi"), 1.2)  # half old
     assert ops(ep) == [b"abcdef", b"ghi"]
-    assert [s.ack for s in out(ep)] == [base + 6, base + 6, base + 9]
+    assert [s.ack for s in out(ep)] == [base + 6, base + 9]  # repeats: acknowledged at once
 
 
 def test_receive_window_grows_as_the_guest_fills_it() -> None:
@@ -362,7 +425,7 @@ def test_receive_window_grows_as_the_guest_fills_it() -> None:
     assert sent == FLOW_RESERVE * (1 + 1 + 2 + 4 + 8) - 1
     assert seq_diff(ep.rcv_adv, ep.rcv_nxt) == RECEIVE_BUFFER
     ep.segment_received(seg(ep.rcv_nxt, ISS + 1, ACK, b"h"), 1.0)
-    assert one(ep).window == (RECEIVE_BUFFER - 1) >> WINDOW_SHIFT
+    assert batch_end(ep).window == (RECEIVE_BUFFER - 1) >> WINDOW_SHIFT
 
 
 def test_window_does_not_grow_for_a_slow_host() -> None:
@@ -383,7 +446,7 @@ def test_host_that_never_reads_closes_the_window_without_drops() -> None:
     for i in range(RECEIVE_BUFFER // len(chunk)):
         ep.segment_received(seg(base + taken, ISS + 1, ACK, chunk), 1.0 + i)
         taken += len(chunk)
-        ack = one(ep)
+        ack = batch_end(ep)
         assert ops(ep) == [chunk]
         assert ack.ack == base + taken  # everything inside the window is taken
         assert ack.window << WINDOW_SHIFT == RECEIVE_BUFFER - taken
@@ -409,6 +472,22 @@ def test_host_that_never_reads_closes_the_window_without_drops() -> None:
     assert ops(ep) == []
 
 
+def test_window_updates_go_out_only_when_the_guest_may_be_waiting() -> None:
+    """Each host write makes room; announcing every one would be a frame per write."""
+    ep = established(wscale=0)
+    base = GUEST_ISN + 1
+    ep.segment_received(seg(base, ISS + 1, ACK, b"w" * 40000), 1.0)
+    left = seq_diff(ep.rcv_adv, ep.rcv_nxt)
+    assert one(ep).ack == base + 40000 and left == 65535 - 40000
+    # The host takes 10,000: the guest has more than half the room to send into.
+    ep.host_written(10000, 1.1)
+    assert out(ep) == []
+    # It takes the rest: now the guest may be waiting for the news.
+    ep.host_written(30000, 1.2)
+    update = one(ep)
+    assert (update.ack, update.window << WINDOW_SHIFT) == (base + 40000, FLOW_RESERVE)
+
+
 def test_scaled_window_neither_shrinks_by_a_unit_nor_creeps() -> None:
     """RFC 7323 Appendix F: odd-sized segments against a scaled window.
 
@@ -422,7 +501,7 @@ def test_scaled_window_neither_shrinks_by_a_unit_nor_creeps() -> None:
     base = ep.rcv_nxt + grow_window(ep)
     sent = RECEIVE_BUFFER - 1000
     ep.segment_received(seg(base, ISS + 1, ACK, b"x" * sent), 1.0)
-    edge = base + sent + (one(ep).window << WINDOW_SHIFT)
+    edge = base + sent + (batch_end(ep).window << WINDOW_SHIFT)
     assert edge == base + sent + 1000 // unit * unit  # the room, rounded down
     for odd in itertools.cycle((1, 7, 13, 50)):
         size = min(odd, edge - base - sent)
@@ -430,7 +509,7 @@ def test_scaled_window_neither_shrinks_by_a_unit_nor_creeps() -> None:
             break
         ep.segment_received(seg(base + sent, ISS + 1, ACK, b"y" * size), 2.0)
         sent += size
-        ack = one(ep)
+        ack = batch_end(ep)
         assert ack.ack == base + sent  # taken: it was inside an edge once offered
         new_edge = base + sent + (ack.window << WINDOW_SHIFT)
         assert new_edge > edge - unit  # back by less than a unit
@@ -666,7 +745,7 @@ def test_pure_acks_carry_snd_max_after_a_timeout() -> None:
     assert ep.snd_nxt == ISS + 1461
     # Data from the guest, shrinking its window so that nothing more is resent now.
     ep.segment_received(seg(GUEST_ISN + 1, ISS + 1, ACK, b"q", window=1460), 2.1)
-    ack = one(ep)
+    ack = batch_end(ep)
     assert (ack.ack, ack.payload) == (GUEST_ISN + 2, b"")
     assert ack.seq == ISS + 4001  # the guest may hold it all: never behind its RCV.NXT
 
@@ -712,7 +791,7 @@ def test_sequence_numbers_wrap_both_ways() -> None:
     assert sent[0].seq == iss + 1 and sent[-1].seq < 5000  # wrapped
     ep.segment_received(seg(isn + 1 + len(up), iss + 1 + len(down)), 1.3)
     assert ep.snd_una == (iss + 1 + len(down)) & 0xFFFFFFFF
-    assert ep.send_buffer == bytearray()
+    assert len(ep.send_buffer) == 0
 
 
 def test_go_bug_zero_window_is_respected_and_probed() -> None:
@@ -808,7 +887,7 @@ def test_windows_shrink_to_the_reserve_when_the_vms_budget_is_spent() -> None:
     base = GUEST_ISN + 1
     b.segment_received(seg(base, ISS + 1, ACK, b"y" * 1000), 1.2)
     assert ops(b) == [b"y" * 1000]
-    ack = one(b)
+    ack = batch_end(b)
     assert 1000 + (ack.window << WINDOW_SHIFT) <= FLOW_RESERVE + budget.free
     assert (ack.window << WINDOW_SHIFT) >= FLOW_RESERVE - 1000 - (1 << WINDOW_SHIFT)
     # a's host takes everything: the budget comes back, and a's window opens again.
@@ -833,7 +912,7 @@ def test_host_closes_first() -> None:
     assert ep.state is State.FIN_WAIT_2
     ep.segment_received(seg(base, ISS + 12, ACK, b"more from the guest"), 1.2)
     assert ops(ep) == [b"more from the guest"]
-    assert one(ep).ack == base + 19
+    assert batch_end(ep).ack == base + 19
     ep.segment_received(seg(base + 19, ISS + 12, ACK | FIN), 1.3)
     assert one(ep).ack == base + 20
     assert ep.state is State.TIME_WAIT
@@ -945,7 +1024,7 @@ def test_guest_reset_mid_transfer_aborts_the_host_at_once() -> None:
     ep.segment_received(seg(base, 0, RST), 1.3)
     assert ops(ep) == [HostOp.ABORT]
     assert ep.closed and out(ep) == []
-    assert ep.send_buffer == bytearray() and ep.retransmit_at is None
+    assert len(ep.send_buffer) == 0 and ep.retransmit_at is None
 
 
 def test_host_reset_mid_transfer_resets_the_guest() -> None:
@@ -977,7 +1056,7 @@ def test_segment_without_ack_is_dropped() -> None:
 def test_idle_connection_is_reset_after_the_idle_timeout() -> None:
     ep = established(now=0.0)
     ep.segment_received(seg(GUEST_ISN + 1, ISS + 1, ACK, b"k"), 5000.0)  # activity moves it
-    assert one(ep).ack == GUEST_ISN + 2
+    assert batch_end(ep).ack == GUEST_ISN + 2
     ep.handle_timer(IDLE_TIMEOUT)
     assert not ep.closed and out(ep) == []
     assert ep.deadline() == 5000.0 + IDLE_TIMEOUT

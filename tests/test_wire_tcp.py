@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 
-from slirpnet.wire import tcp
+from slirpnet.wire import ipv4, tcp
 from slirpnet.wire.checksum import internet_checksum, pseudo_header_sum
 from slirpnet.wire.errors import IntegrityError, SanityError, WireError
 from slirpnet.wire.tcp import (
@@ -416,3 +416,27 @@ def test_hypothesis_mutations(seg: TcpSegment, data: st.DataObject) -> None:
     for mutant in (bytes(encoded), truncated, fix_checksum(encoded)):
         parse_quietly(mutant, verify_checksum=True)
         parse_quietly(mutant, verify_checksum=False)
+
+
+@given(
+    flags=st.integers(0, 0xFF),
+    seq=st.integers(0, 0xFFFFFFFF),
+    window=st.integers(0, 0xFFFF),
+    ident=st.integers(0, 0xFFFF),
+    payload=st.binary(max_size=3000),
+    options=st.sampled_from([tcp.NO_OPTIONS, LINUX_SYN_OPTIONS, TcpOptions(mss=65480)]),
+)
+def test_encode_frame_is_the_header_and_segment_encoded_apart(
+    flags: int, seq: int, window: int, ident: int, payload: bytes, options: TcpOptions
+) -> None:
+    """The one-pass frame encoder against the layered codecs and scapy."""
+    segment = TcpSegment(80, 40000, seq, 12345, flags, window, 0, options, payload)
+    head = bytes(range(14))
+    frame = segment.encode_frame(head, int(DST), int(SRC), ident)
+    body = segment.encode(DST, SRC)
+    header = ipv4.IPv4Packet(DST, SRC, ipv4.PROTO_TCP, body, ident=ident).encode_header()
+    assert frame == head + header + body
+    rebuilt = IP(frame[14:])  # scapy fills both checksums in again: the same bytes
+    del rebuilt[IP].chksum
+    del rebuilt[TCP].chksum
+    assert bytes(rebuilt) == frame[14:]

@@ -69,6 +69,9 @@ class TcpFlow(Flow):
     endpoint: TcpEndpoint = field(repr=False)
     forward: Forward | None = None  # a connection accepted on a forward: its socket is given
     host_closed: bool = field(default=False, init=False)
+    # What every frame to the guest starts with: the Ethernet header, then our address
+    # and the guest's as integers (made with the first frame; see Segment._tcp_output).
+    frame_head: tuple[bytes, int, int] | None = field(default=None, init=False, repr=False)
 
     @property
     def key(self) -> FlowKey:
@@ -98,7 +101,7 @@ class OpenFlow:
 @frozen
 class SendFlow:
     flow: Flow
-    payload: bytes
+    payload: bytes | memoryview  # a view of the guest's frame, which is never changed
 
 
 @frozen

@@ -19,6 +19,9 @@ collect in ``vm.outbox``.
 
 Time is only ever what the caller passes in: ``get_timer()`` says when
 ``handle_timer(now)`` is next due (idle flows, DNS retries, TCP timers).
+After a batch of frames the caller calls ``send_delayed_acks(now)``: the TCP
+ACKs that waited for more of the guest's segments (``tcp.py``) go out then,
+one per flow and batch, rather than one per segment.
 
 Bad input never raises: every frame that is not used is counted under a reason
 in the sending VM's ``stats.drops`` and logged at debug level.
@@ -56,6 +59,7 @@ from slirpnet.core.tcp import HostOp, State, TcpEndpoint
 from slirpnet.core.timers import Deadlines
 from slirpnet.core.vm import FLOOD_FRAME, FLOOD_RATE, Vm
 from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
+from slirpnet.wire.checksum import ones_sum
 from slirpnet.wire.errors import WireError
 
 log = logging.getLogger(__name__)
@@ -76,6 +80,12 @@ FLOW_EXHAUSTED = "exhausted"  # no host socket: the host is out of file descript
 PRUNE_MIN = 64
 
 _ETHERNET = struct.Struct("!6s6sH")
+# An established flow's frame, read in one go: Ethernet, an IPv4 header without
+# options, the fixed TCP header (RFC 791 §3.1, RFC 9293 §3.1).
+_ETH_IPV4_TCP = struct.Struct("!6s6sHBBHHHBBHIIHHIIHHHH")
+_TCP_AT = ethernet.HEADER_LEN + ipv4.MIN_HEADER_LEN
+_FAST_MIN = _TCP_AT + tcp.HEADER_LEN
+_IPV4_NOT_WHOLE = 0xBFFF  # the reserved flag, MF and the fragment offset: DF alone may be set
 _IP_UDP_HEADERS = ipv4.MIN_HEADER_LEN + udp.HEADER_LEN
 
 
@@ -102,11 +112,12 @@ class Segment:
             settings.local_records(), settings.dns_upstreams, settings.dns_timeout
         )
         self._switch: dict[bytes, Vm] = {}  # learned source MAC -> port
-        self._neighbours: dict[IPv4Address, Vm] = {}  # guest addresses seen -> their port
+        self._neighbours: dict[int, Vm] = {}  # guest addresses seen (as integers) -> their port
         self._forwarded_udp: dict[tuple[Forward, IPv4Address, int], UdpFlow] = {}
         self._next_port = FORWARD_PORTS.start
         self._actions: list[Action] = []
         self._deadlines: Deadlines[Flow] = Deadlines()
+        self._acks_delayed: dict[TcpFlow, None] = {}  # flows owing a delayed ACK, in order
         self._closed_queued = 0  # closed flows with entries in _deadlines, about
         self._ip_ident = 0
         self._vm_ids = 0
@@ -156,6 +167,20 @@ class Segment:
             total.add(vm.stats)
         return total
 
+    def send_delayed_acks(self, now: float) -> None:
+        """The end of a batch of frames: every delayed TCP ACK goes out now.
+
+        A batch is what the caller had at hand at once; the guest's next segments
+        come after our ACKs get to it, so waiting longer would only slow it down.
+        """
+        if not self._acks_delayed:
+            return
+        flows, self._acks_delayed = self._acks_delayed, {}
+        for flow in flows:
+            if not flow.closed:
+                flow.endpoint.send_delayed_ack()
+                self._tcp_output(flow, now)
+
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
         return actions
@@ -168,6 +193,8 @@ class Segment:
             return
         vm.stats.frames_in += 1
         vm.stats.bytes_in += len(frame)
+        if self._established_tcp(vm, frame, now):
+            return
         try:
             eth = ethernet.EthernetFrame.parse(frame)
         except WireError as error:
@@ -194,6 +221,88 @@ class Segment:
                 port.send(frame)
             elif not self._flood(vm, frame, now):
                 self._drop(vm, "eth_unknown_destination")
+
+    def _established_tcp(self, vm: Vm, frame: bytes, now: float) -> bool:
+        """The common case, taken in one step: a valid TCP segment of a flow ``vm`` holds.
+
+        What the general path (``_to_gateway``, ``_ipv4``, ``_tcp``) would do with it,
+        without building the Ethernet and IPv4 objects: from a MAC this port has
+        learned to the gateway's, IPv4 without options or fragments, both checksums
+        right, a flow under this key (so its source was checked when it opened), the
+        address still this port's.  Anything else, malformed frames included, is left
+        to the general path (False), which counts and answers it.
+        """
+        if len(frame) < _FAST_MIN:
+            return False
+        (
+            dst_mac,
+            src_mac,
+            ethertype,
+            ver_ihl,
+            tos,
+            total_len,
+            ident,
+            flags_frag,
+            ttl,
+            protocol,
+            ip_checksum,
+            src,
+            dst,
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            offset_flags,
+            window,
+            _,
+            urgent,
+        ) = _ETH_IPV4_TCP.unpack_from(frame)
+        if (
+            dst_mac != self.gateway_mac
+            or ethertype != ethernet.ETHERTYPE_IPV4
+            or ver_ihl != 0x45
+            or protocol != ipv4.PROTO_TCP
+            or flags_frag & _IPV4_NOT_WHOLE
+            or not _TCP_AT + tcp.HEADER_LEN <= ethernet.HEADER_LEN + total_len <= len(frame)
+            or self._switch.get(src_mac) is not vm
+        ):
+            return False
+        flow = vm.tcp_flows.get((src, src_port, dst, dst_port))
+        if flow is None or flow.endpoint.state is State.TIME_WAIT:
+            return False  # (a new SYN may replace a flow in TIME_WAIT: the general path)
+        # RFC 1071: the header's words, checksum included, sum to negative zero, i.e.
+        # to a non-zero multiple of 0xFFFF (the version word makes the sum non-zero).
+        words = (ver_ihl << 8 | tos) + total_len + ident + flags_frag + (ttl << 8 | protocol)
+        if (words + ip_checksum + src + dst) % 0xFFFF:
+            return False
+        view = memoryview(frame)[_TCP_AT : ethernet.HEADER_LEN + total_len]
+        header_len = (offset_flags >> 12) * 4
+        if not tcp.HEADER_LEN <= header_len <= len(view):
+            return False
+        if ones_sum(view, src + dst + tcp.PROTOCOL + len(view)) != 0xFFFF:
+            return False
+        options = tcp.NO_OPTIONS
+        if header_len > tcp.HEADER_LEN:
+            try:
+                options = tcp.TcpOptions.parse(view[tcp.HEADER_LEN : header_len])
+            except WireError:
+                return False
+        if self._neighbours.get(src) is not vm:
+            return False  # the address moved to another port: the general path takes it back
+        segment = tcp.TcpSegment(
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            offset_flags & 0xFF,
+            window,
+            urgent,
+            options,
+            view[header_len:],
+        )
+        flow.endpoint.segment_received(segment, now)
+        self._tcp_output(flow, now)
+        return True
 
     def _learn(self, vm: Vm, mac: bytes, now: float) -> bool:
         if mac in vm.macs:
@@ -272,9 +381,9 @@ class Segment:
         """The source must be a guest address of our network: no spoofing the gateway."""
         source = packet.src
         if source in self.settings.network and source not in self._not_guests:
-            known = self._neighbours.get(source)
+            known = self._neighbours.get(int(source))
             if known is not vm and (known or len(self._neighbours) < MAX_NEIGHBOURS):
-                self._neighbours[source] = vm
+                self._neighbours[int(source)] = vm
             return True
         self._drop(vm, "ipv4_bad_source")
         return False
@@ -499,19 +608,17 @@ class Segment:
         """Move what the endpoint produced: segments to the guest, operations to the host."""
         endpoint = flow.endpoint
         vm = flow.vm
-        guest = flow.guest
-        for segment in endpoint.segments:
-            self._send_ip(
-                vm,
-                guest.mac,
-                flow.dst_address,
-                guest.address,
-                ipv4.PROTO_TCP,
-                segment.encode(flow.dst_address, guest.address),
-            )
-        endpoint.segments.clear()
+        if endpoint.segments:
+            head = flow.frame_head
+            if head is None:
+                mac = self._ethernet(flow.guest.mac, ethernet.ETHERTYPE_IPV4)
+                head = flow.frame_head = (mac, int(flow.dst_address), int(flow.guest.address))
+            for segment in endpoint.segments:
+                self._ip_ident = (self._ip_ident + 1) & 0xFFFF
+                vm.send(segment.encode_frame(head[0], head[1], head[2], self._ip_ident))
+            endpoint.segments.clear()
         for op in endpoint.host_ops:
-            if isinstance(op, bytes):
+            if not isinstance(op, HostOp):
                 self._actions.append(SendFlow(flow, op))
             elif op is HostOp.SHUTDOWN:
                 self._actions.append(ShutdownFlow(flow))
@@ -528,6 +635,8 @@ class Segment:
                 self._tcp_unreachable(flow)
             self._close(flow)
         else:
+            if endpoint.ack_at is not None:
+                self._acks_delayed[flow] = None
             self._reschedule(flow, endpoint.deadline())
 
     def _tcp_unreachable(self, flow: TcpFlow) -> None:

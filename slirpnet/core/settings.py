@@ -17,9 +17,12 @@ DEFAULT_MTU = 65520
 VDE_MTU = 1500
 MIN_MTU = 576  # RFC 791: every host must accept datagrams this large
 # Flows (TCP connections, UDP and echo conversations, DNS queries) a VM may hold at
-# once; beyond it a new TCP connection gets a RST.  Each TCP flow may buffer a few
-# MiB, so this is also what bounds a VM's memory.
-DEFAULT_MAX_FLOWS = 4096
+# once; beyond it a new TCP connection gets a RST.  Each is a host socket, and an idle
+# TCP flow weighs about 11 KiB of Python heap; 16384 holds the 10,000 idle connections
+# of the benchmark with room to spare.  A busy TCP flow may hold 128 KiB of its own
+# (core/budget.py), so this also bounds a VM's memory: 64 MiB + 16384 x 128 KiB, 2 GiB
+# at worst; lower it where many untrusted VMs share a host.
+DEFAULT_MAX_FLOWS = 16384
 # Of those, TCP connections the host is still connecting at once: each holds a socket
 # and a task for up to CONNECT_TIMEOUT, the cost a SYN flood to a silent network runs
 # up.  Chromium, a busy client, keeps at most 256 sockets in a pool.

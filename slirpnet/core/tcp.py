@@ -28,9 +28,16 @@ the host socket (``host_connected``, ``host_data``, ``host_eof``,
   never uses them (RFC 2018 §2, RFC 7323 §3.2).
 * Guest to host.  In-order data is handed on at once (a ``bytes`` host op);
   out-of-order data waits in a bounded ``Reassembly`` and is answered with a
-  duplicate ACK.  The advertised window is the room really left: bytes the host
-  socket has not taken yet (``host_written`` gives them back) count against it,
-  so a host that stops reading stops the guest by the window, never by drops.
+  duplicate ACK at once.  In-order data is acknowledged every second segment
+  (RFC 5681 §4.2, RFC 1122 §4.2.3.2); a lone one waits in ``ack_at`` (delayed
+  ACK, ``DELAYED_ACK``) for data of ours to ride on, for ``send_delayed_ack``
+  (the owner's end of a batch of frames) or for the timer.  A FIN, data that
+  fills a gap or lies outside the window are acknowledged at once, as is one
+  that leaves no room for another like it.  The advertised window is the room
+  really left: bytes the host socket has not taken yet (``host_written`` gives
+  them back) count against it, so a host that stops reading stops the guest by
+  the window, never by drops.  The room the host makes is announced on its own
+  only when the guest may be waiting for it (``_window_update``).
   The window starts at ``FLOW_RESERVE`` and doubles each time the guest fills
   it, up to ``RECEIVE_BUFFER``: a flow the guest hardly sends on never ties up
   memory with a window it does not use.
@@ -67,8 +74,10 @@ from attrs import define, field
 
 from slirpnet.core.budget import BufferBudget
 from slirpnet.core.reassembly import Reassembly
+from slirpnet.core.sendbuffer import SendBuffer
 from slirpnet.core.sequence import seq_add, seq_diff, seq_le, seq_lt
 from slirpnet.wire import tcp
+from slirpnet.wire.buffer import Bytes
 from slirpnet.wire.tcp import TcpOptions, TcpSegment
 
 RTO_INITIAL = 1.0  # RFC 6298 §2.1
@@ -96,6 +105,20 @@ WINDOW_SHIFT = 7  # RFC 7323 §2.3: ours, when the guest scales: 65535 << 7 cove
 DEFAULT_GUEST_MSS = 536  # RFC 9293 §3.7.1, when the SYN names none
 MIN_GUEST_MSS = 88  # Linux's TCP_MIN_MSS: no one-byte segments on a guest's say-so
 DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
+# RFC 1122 §4.2.3.2: an ACK may wait, for at most 0.5 s, and at least every second
+# full-sized segment is acknowledged (RFC 5681 §4.2).  40 ms is Linux's shortest
+# delay; the shell acknowledges at the end of each batch of frames anyway.
+DELAYED_ACK = 0.04
+ACK_EVERY = 2
+
+
+def _kept(payload: Bytes) -> bytes | memoryview:
+    """A guest payload the host socket may have later: the view itself when it is of an
+    immutable frame (a 64 KiB payload is not copied on its way to the host), else a copy
+    (a caller's bytearray may change once it has been fed)."""
+    if isinstance(payload, memoryview) and isinstance(payload.obj, bytes):
+        return payload
+    return bytes(payload)
 
 
 class State(enum.Enum):
@@ -110,6 +133,10 @@ class State(enum.Enum):
     LAST_ACK = "last-ack"
     TIME_WAIT = "time-wait"
     CLOSED = "closed"  # the guest side is done (the host socket may still be draining)
+
+    # Members are singletons compared by identity: hashing by identity too keeps the
+    # ``state in _SENDING`` tests of every segment in C (Enum's own hash is Python).
+    __hash__ = object.__hash__
 
 
 # Where data (and our FIN) may go to the guest, first sends and retransmissions.
@@ -159,7 +186,7 @@ class TcpEndpoint:
     snd_wnd: int = 0
     snd_wl1: int = 0  # the guest's sequence number and ACK that SND.WND came with:
     snd_wl2: int = 0  # the window reaches to SND.WL2 + SND.WND, not SND.UNA + SND.WND
-    send_buffer: bytearray = field(factory=bytearray)
+    send_buffer: SendBuffer = field(factory=SendBuffer)
     fin_queued: bool = False  # the host sent EOF: our FIN follows the buffered data
     # Receive side, the guest's sequence space.
     rcv_nxt: int = 0
@@ -189,12 +216,14 @@ class TcpEndpoint:
     recover: int | None = None  # NewReno: SND.MAX when fast retransmit began
     # Output, taken by the owner.
     segments: list[TcpSegment] = field(factory=list)
-    host_ops: list[bytes | HostOp] = field(factory=list)
+    host_ops: list[bytes | memoryview | HostOp] = field(factory=list)
     counters: TcpCounters = field(factory=TcpCounters)
     # On its own, a flow is bounded by its buffers only.
     budget: BufferBudget = field(factory=lambda: BufferBudget(SEND_BUFFER + RECEIVE_BUFFER))
     _charged: int = 0  # what this flow holds in ``budget`` now
-    _ack_due: bool = False  # the guest must hear RCV.NXT and the window
+    _ack_due: bool = False  # the guest must hear RCV.NXT and the window now
+    _unacked: int = 0  # in-order data segments taken since our last ACK
+    ack_at: float | None = None  # a delayed ACK is owed, by this time
     _read_blocked: bool = False  # read_allowance was 0 when last looked at
 
     @classmethod
@@ -309,7 +338,7 @@ class TcpEndpoint:
         its buffers are freed now, whoever still holds a reference to it."""
         self.budget.used -= self._charged
         self._charged = 0
-        self.send_buffer = bytearray()
+        self.send_buffer = SendBuffer()
         self.reassembly.clear()
 
     def deadline(self) -> float:
@@ -318,6 +347,8 @@ class TcpEndpoint:
             times.append(self.retransmit_at)
         if self.persist_at is not None:
             times.append(self.persist_at)
+        if self.ack_at is not None:
+            times.append(self.ack_at)
         return min(times)
 
     # -- from the host side ------------------------------------------------------------
@@ -350,7 +381,7 @@ class TcpEndpoint:
     def host_data(self, data: bytes, now: float) -> None:
         if self.fin_queued or self.state not in _READING:
             return
-        self.send_buffer += data
+        self.send_buffer.append(data)
         self._account()
         self.last_activity = now
         self._transmit(now)
@@ -373,11 +404,23 @@ class TcpEndpoint:
         self.last_activity = now
         self._release_host_when_done()
         if self.state in _RECEIVING and self.state is not State.SYN_RECEIVED:
-            # RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): announce only a real gain.
-            gain = seq_diff(seq_add(self.rcv_nxt, self._room()), self.rcv_adv)
-            if gain >= min(self.mss, FLOW_RESERVE // 2):
-                self._send_ack()
+            self._window_update()
         self._settle()
+
+    def _window_update(self) -> None:
+        """Tell the guest of room the host made, when it may be waiting for it.
+
+        RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): only a gain of an MSS or more.
+        And only once the window left to the guest is at most half the room (as
+        Linux's __tcp_cleanup_rbuf): with more left, the guest keeps sending, and the
+        ACKs of that data carry the new edge; so a host that keeps up costs no
+        frame of its own per write.  Never a deadlock: while no update goes out, the
+        guest has more than half an MSS of window to send into.
+        """
+        left = seq_diff(self.rcv_adv, self.rcv_nxt)
+        room = self._room()
+        if room - left >= min(self.mss, FLOW_RESERVE // 2) and left <= room // 2:
+            self._send_ack()
 
     # -- from the guest ----------------------------------------------------------------
 
@@ -444,6 +487,10 @@ class TcpEndpoint:
         """RFC 9293 §3.10.7.4's four cases: does the segment touch the receive window?"""
         length = len(seg.payload) + (1 if seg.flags & tcp.FIN else 0)
         length += 1 if seg.flags & tcp.SYN else 0
+        if seg.seq == self.rcv_nxt and (length == 0 or seq_diff(self.rcv_adv, self.rcv_nxt) > 0):
+            # Where expected: a bare ACK whatever the window, data while a window offered
+            # earlier is open (RCV.WND is at least that).  No need to work the room out.
+            return True
         window = self._rcv_wnd()
         start = seq_diff(seg.seq, self.rcv_nxt)
         if length == 0:
@@ -526,7 +573,7 @@ class TcpEndpoint:
     def _acked(self, acked: int, ack: int, now: float) -> None:
         held = len(self.send_buffer)
         fin_acked = self.fin_queued and acked > held
-        del self.send_buffer[: min(acked, held)]
+        self.send_buffer.drop(min(acked, held))
         self._account()
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
@@ -571,30 +618,61 @@ class TcpEndpoint:
         if start < 0:  # the head was received before
             payload = payload[-start:]
             start = 0
-        window = self._rcv_wnd()
-        if start + len(payload) > window:  # the tail is beyond the window: cut, FIN too
-            payload = payload[: max(0, window - start)]
-            fin = False
+        # A tail beyond the window is cut, FIN too.  (Within the edge offered earlier it
+        # never is: RCV.WND is at least that, and need not be worked out.)
+        if start + len(payload) > seq_diff(self.rcv_adv, self.rcv_nxt):
+            window = self._rcv_wnd()
+            if start + len(payload) > window:
+                payload = payload[: max(0, window - start)]
+                fin = False
         end = seq_add(seg.seq, len(seg.payload))
-        if seq_diff(self.rcv_adv, end) < len(payload) and self.rcv_drained >= self.rcv_space // 2:
-            # No room for another such segment, and the host keeps up: the window, not
-            # the host, limits the guest.
+        no_room = seq_diff(self.rcv_adv, end) < len(payload)  # for another such segment
+        if no_room and self.rcv_drained >= self.rcv_space // 2:
+            # The host keeps up: the window, not the host, limits the guest.
             self.rcv_space = min(2 * self.rcv_space, RECEIVE_BUFFER)
             self.rcv_drained = 0
         if fin:
             self.fin_seq = seq_add(self.rcv_nxt, start + len(payload))
-        self._ack_due = True  # at once, duplicate or not (RFC 5681 §4.2)
         if start > 0:
+            self._ack_due = True  # out of order: a duplicate ACK at once (RFC 5681 §4.2)
             if payload:
                 self.reassembly.add(seq_add(self.rcv_nxt, start), bytes(payload), self.rcv_nxt)
             return
-        self._deliver(bytes(payload))
+        # RFC 5681 §4.2: at once for data that fills a gap, and for a FIN, a repeat or
+        # a segment cut at the window edge (the guest must hear where it stands); and
+        # when no room is left for another such segment (the guest waits for a window).
+        if (
+            fin
+            or len(payload) != len(seg.payload)
+            or self.reassembly
+            or self.fin_seq is not None
+            or no_room
+        ):
+            self._ack_due = True
+        else:
+            self._delay_ack(now)
+        self._deliver(_kept(payload))
         for chunk in self.reassembly.pop(self.rcv_nxt):
             self._deliver(chunk)
         if self.fin_seq == self.rcv_nxt:
             self._guest_fin(now)
 
-    def _deliver(self, payload: bytes) -> None:
+    def _delay_ack(self, now: float) -> None:
+        """In-order data: every second segment is acknowledged now, a lone one soon."""
+        self._unacked += 1
+        if self._unacked >= ACK_EVERY:
+            self._ack_due = True
+        elif self.ack_at is None:
+            self.ack_at = now + DELAYED_ACK
+
+    def send_delayed_ack(self) -> None:
+        """Acknowledge now what was waiting for the delayed ACK (the owner calls this at
+        the end of a batch of the guest's segments, when no more are coming at once)."""
+        if self.ack_at is not None and self.state is not State.CLOSED:
+            self._send_ack()
+            self._settle()
+
+    def _deliver(self, payload: bytes | memoryview) -> None:
         if not payload:
             return
         self.rcv_nxt = seq_add(self.rcv_nxt, len(payload))
@@ -625,6 +703,8 @@ class TcpEndpoint:
         if now >= self.expires_at:
             self._expire(now)
         else:
+            if self.ack_at is not None and now >= self.ack_at and self.state is not State.CLOSED:
+                self._send_ack()
             if self.retransmit_at is not None and now >= self.retransmit_at:
                 self._retransmission_timeout(now)
             if self.persist_at is not None and now >= self.persist_at:
@@ -706,14 +786,17 @@ class TcpEndpoint:
         """Send what the guest's window allows, then our FIN once the data is all out."""
         if self.state in _SENDING:
             held = len(self.send_buffer)
+            window = None  # ours, the same in every segment of the run: worked out once
             while True:
                 offset = seq_diff(self.snd_nxt, self.snd_una)
                 unsent = held - offset
                 room = seq_diff(self._snd_edge(), self.snd_nxt)
                 if unsent > 0 and room > 0:
                     size = min(unsent, self.mss, room)
+                    window = self._advertise() if window is None else window
                     # The FIN rides on the last data; it needs no window of its own.
-                    self._send_segment(offset, size, self.fin_queued and size == unsent, now)
+                    fin = self.fin_queued and size == unsent
+                    self._send_segment(offset, size, fin, now, window)
                 elif unsent == 0 and self.fin_queued:
                     self._send_segment(offset, 0, True, now)
                 else:
@@ -740,12 +823,14 @@ class TcpEndpoint:
         from the ACK the window came with: a reordered older segment can move SND.UNA)."""
         return seq_add(self.snd_wl2, self.snd_wnd)
 
-    def _send_segment(self, offset: int, size: int, fin: bool, now: float) -> None:
+    def _send_segment(
+        self, offset: int, size: int, fin: bool, now: float, window: int | None = None
+    ) -> None:
         """Send ``size`` bytes from ``offset`` into the buffer (at SND.NXT), and maybe FIN."""
         seq = self.snd_nxt
-        payload = bytes(self.send_buffer[offset : offset + size])
+        payload = self.send_buffer.get(offset, size)
         flags = tcp.ACK | (tcp.PSH if payload else 0) | (tcp.FIN if fin else 0)
-        self._emit(flags, seq=seq, ack=self.rcv_nxt, payload=payload)
+        self._emit(flags, seq=seq, ack=self.rcv_nxt, payload=payload, window=window)
         end = seq_add(seq, size + fin)
         if seq_lt(seq, self.snd_max):
             self.counters.retransmits += 1
@@ -775,7 +860,7 @@ class TcpEndpoint:
         self.timed_seq = None
         self.counters.retransmits += 1
         flags = tcp.ACK | (tcp.PSH if size else 0) | (tcp.FIN if fin else 0)
-        payload = bytes(self.send_buffer[:size])
+        payload = self.send_buffer.get(0, size)
         self._emit(flags, seq=self.snd_una, ack=self.rcv_nxt, payload=payload)
         self.retransmit_at = now + self.rto
 
@@ -807,7 +892,7 @@ class TcpEndpoint:
         *,
         seq: int,
         ack: int,
-        payload: bytes = b"",
+        payload: bytes | memoryview = b"",
         options: TcpOptions = tcp.NO_OPTIONS,
         window: int | None = None,
     ) -> None:
@@ -815,8 +900,10 @@ class TcpEndpoint:
             window = 0
         elif window is None:
             window = self._advertise()
-        if flags & tcp.ACK:
+        if flags & tcp.ACK:  # any segment of ours carries RCV.NXT: no ACK is owed after it
             self._ack_due = False
+            self._unacked = 0
+            self.ack_at = None
         self.counters.segments_out += 1
         self.segments.append(
             TcpSegment(self.port, self.guest_port, seq, ack, flags, window, 0, options, payload)
@@ -910,7 +997,7 @@ class TcpEndpoint:
     def _guest_side_done(self, now: float) -> None:
         """Both FINs are through: only the host socket's last writes may be left."""
         self.state = State.CLOSED
-        self.retransmit_at = self.persist_at = None
+        self.retransmit_at = self.persist_at = self.ack_at = None
         self.send_buffer.clear()
         self.last_activity = now
         self.expires_at = now + HALF_CLOSED_IDLE
@@ -919,7 +1006,7 @@ class TcpEndpoint:
     def _terminate(self, op: HostOp) -> None:
         """The connection is over, both sides at once; ``op`` for the host socket."""
         self.state = State.CLOSED
-        self.retransmit_at = self.persist_at = None
+        self.retransmit_at = self.persist_at = self.ack_at = None
         self.send_buffer.clear()
         self.reassembly.clear()
         if not self.host_released:

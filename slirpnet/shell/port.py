@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 # Frames for a VM that has stopped reading are dropped past this much: a stalled
 # guest must not grow the server's memory.  TCP recovers by retransmission.
 MAX_QUEUED_BYTES = 8 * 1024 * 1024
+# At most this much goes out at once from a flush (``send_now``); the rest waits for
+# the transport's writer, which also takes in what the VM sent meanwhile.
+SEND_NOW_BYTES = 16 * 1024
 
 
 class Port:
@@ -40,6 +43,9 @@ class Port:
         self.closed = False
         self.connected_at = time.time()
         self.pcap: PcapWriter | None = None
+        # The transport's way to send one frame at once, without blocking: False when it
+        # cannot now (busy with earlier frames, or the VM's queue is full).
+        self.send_now: Callable[[bytes], bool] | None = None
 
     @property
     def name(self) -> str:
@@ -88,6 +94,16 @@ class Port:
             stamp = time.time()
             for frame in frames:
                 self.pcap.write(frame, stamp)
+        if not self._queue and self.send_now is not None:
+            # Nothing waits ahead of these: the first go out now, sparing an answer the
+            # wait for the writer's turn.
+            sent = size = 0
+            while sent < len(frames) and size < SEND_NOW_BYTES and self.send_now(frames[sent]):
+                size += len(frames[sent])
+                sent += 1
+            if sent == len(frames):
+                return
+            frames = frames[sent:]
         for frame in frames:
             if self._queued_bytes + len(frame) > MAX_QUEUED_BYTES:
                 self.vm.stats.drop("vm_queue_full")

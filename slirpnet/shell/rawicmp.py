@@ -56,7 +56,7 @@ class RawIcmp:
         if ident is not None:
             del self._flows[ident]
 
-    def send(self, flow: Flow, payload: bytes) -> None:
+    def send(self, flow: Flow, payload: bytes | memoryview) -> None:
         try:
             request = icmp.IcmpMessage.parse(payload, verify_checksum=False)
         except WireError:

@@ -132,11 +132,19 @@ class NamespaceRuntime:
     # -- carrying out the core's output ------------------------------------------------
 
     def flush(self) -> None:
-        """Do what the core asked: host socket actions, frames to VMs, the next timer."""
+        """Do what the core asked: host socket actions, frames to VMs, the next timer.
+
+        Every input is a batch (a VM's frames are fed ``FEED_BATCH`` or more at a time),
+        so the TCP ACKs delayed for more of the guest's segments go out first.
+        """
         segment = self.segment
-        while actions := segment.take_actions():
-            for action in actions:
-                self.host.apply(action)
+        segment.send_delayed_acks(trio.current_time())
+        while True:
+            while actions := segment.take_actions():
+                for action in actions:
+                    self.host.apply(action)
+            if not self.host.write_unwritten():  # the guest's data, a send per flow
+                break
         for vm, port in self._ports.items():
             if vm.outbox:
                 port.enqueue(vm.take_frames())

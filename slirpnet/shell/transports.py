@@ -243,14 +243,30 @@ async def _datagram_peer(
         out.setblocking(False)
         out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DGRAM_SEND_BUFFER)
         _connect(out, address)
+        writing = False  # the loop below holds frames: none may overtake them
+
+        def send_now(frame: bytes) -> bool:
+            if writing:
+                return False
+            try:
+                out.send(frame)
+            except OSError:  # full, or the peer restarted: the loop below deals with it
+                return False
+            return True
+
         async with vms.runtime.attach(f"{vms.label}<{address!r}>") as port:
+            port.send_now = send_now
             task_status.started(port)
             while True:
                 try:
                     frames = await port.receive()
                 except trio.ClosedResourceError:
                     return
-                await _send_datagrams(vms, port, out, address, frames)
+                writing = True
+                try:
+                    await _send_datagrams(vms, port, out, address, frames)
+                finally:
+                    writing = False
 
 
 async def _send_datagrams(
