@@ -100,6 +100,8 @@ SEND_BUFFER = 1 << 20  # host data held for the guest, sent or not, until ACKed
 RECEIVE_BUFFER = 1 << 20  # guest data: not yet taken by the host socket, or the window
 # Each way, a flow's own: never drawn from the VM's budget, so that every flow can
 # always move; also how far we read ahead of a zero window, to have data to probe with.
+# Not smaller: at slirpnet's MTU one segment is 64 KiB, and a window below one MSS stalls
+# a Linux sender until its probe timer (tcp_snd_wnd_test will not split a segment).
 FLOW_RESERVE = 1 << 16
 WINDOW_SHIFT = 7  # RFC 7323 §2.3: ours, when the guest scales: 65535 << 7 covers 8 MiB
 DEFAULT_GUEST_MSS = 536  # RFC 9293 §3.7.1, when the SYN names none
