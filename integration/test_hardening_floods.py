@@ -44,13 +44,13 @@ from integration.probe import process_stats, vms, wait_until
 from slirpnet.core.budget import VM_TCP_BUFFER
 from slirpnet.core.segment import MAX_MACS_PER_VM
 from slirpnet.core.settings import DEFAULT_MAX_CONNECTING, DEFAULT_MAX_FLOWS, DEFAULT_MAX_LEASES
-from slirpnet.core.tcp import FLOW_RESERVE
+from slirpnet.core.tcp import SEND_RESERVE
 
 GATEWAY = "10.0.2.2"
 MB = 1 << 20
 CONNECTIONS, SIZE = 2, 24 * MB  # the guest's transfer: each way, per connection
 PEAK_RSS_LIMIT_MIB = 600  # generous: the caps, not the machine, must bound it
-STALLED = 300  # connections that never acknowledge: 64 MiB of budget and 64 KiB each
+STALLED = 300  # connections that never acknowledge: 64 MiB of budget and 16 KiB each
 # The flow cap the server runs with: below the default (a socket per flow), above the
 # stalled connections, so the UDP flood is what reaches it.
 FLOOD_MAX_FLOWS = 4096
@@ -188,9 +188,7 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
     assert hostiles[3].replies["dhcp_offer"] == DEFAULT_MAX_LEASES
     # The unacknowledged connections hold what the budget allows, and no more.
     assert stalled["flows"]["tcp"] == STALLED
-    assert (
-        0.9 * VM_TCP_BUFFER < stalled["tcp_buffered"] <= VM_TCP_BUFFER + STALLED * 2 * FLOW_RESERVE
-    )
+    assert 0.9 * VM_TCP_BUFFER < stalled["tcp_buffered"] <= VM_TCP_BUFFER + STALLED * SEND_RESERVE
     # ... logged once a minute each, not once per frame.
     for reason in ("connect_limit", "flow_limit", "eth_mac_limit", "dhcp_lease_limit"):
         assert 1 <= log.count(f"refused ({reason})") <= 1 + flooded_for // 60, log[-3000:]

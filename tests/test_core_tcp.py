@@ -28,7 +28,7 @@ from slirpnet.core.flows import (
 )
 from slirpnet.core.segment import FLOW_REFUSED, FLOW_RESET, FLOW_UNREACHABLE, Segment
 from slirpnet.core.settings import HOST_LOOPBACK
-from slirpnet.core.tcp import CONNECT_TIMEOUT, DELAYED_ACK, FLOW_RESERVE, TIME_WAIT, State
+from slirpnet.core.tcp import CONNECT_TIMEOUT, DELAYED_ACK, SEND_RESERVE, TIME_WAIT, State
 from slirpnet.core.vm import Vm
 from slirpnet.wire.tcp import TcpSegment
 from tests.tcp_guest import GuestTcp
@@ -436,14 +436,14 @@ def test_host_reset_mid_transfer_resets_the_guest(
 
 def test_reading_resumes_as_the_guest_acks(segment: Segment, vm: Vm, shell: TcpShell) -> None:
     flow = connect(segment, vm, shell, window=100)  # x 2**7: 12800 bytes
-    assert flow.endpoint.read_allowance == FLOW_RESERVE
-    segment.flow_received(flow, b"y" * FLOW_RESERVE, 1.0)
+    assert flow.endpoint.read_allowance == SEND_RESERVE
+    segment.flow_received(flow, b"y" * SEND_RESERVE, 1.0)
     assert sum(len(p[TCP].payload) for p in frames(vm)) == 12800
     assert flow.endpoint.read_allowance == 0
     segment.receive(vm, tcp_frame("A", ISN + 1, our_seq(flow) + 12800, window=700), 1.1)
     actions = shell.actions()
     assert actions == [ResumeFlow(flow)]
-    assert flow.endpoint.read_allowance == 700 * 128 - (FLOW_RESERVE - 12800)
+    assert flow.endpoint.read_allowance == 700 * 128 - (SEND_RESERVE - 12800)
 
 
 # -- limits and lifetime -------------------------------------------------------------
@@ -469,7 +469,7 @@ def test_flow_cap_answers_with_a_rst_and_counts() -> None:
 def test_detach_aborts_every_host_socket(segment: Segment, vm: Vm, shell: TcpShell) -> None:
     established = connect(segment, vm, shell)
     segment.flow_received(established, b"q" * 200_000, 0.5)  # held for the guest
-    assert vm.tcp_buffers.used == 200_000 - FLOW_RESERVE
+    assert vm.tcp_buffers.used == 200_000 - SEND_RESERVE
     segment.receive(vm, syn_frame(sport=41000), 1.0)
     connecting = shell.opened()
     segment.detach(vm)

@@ -73,5 +73,5 @@ async def test_flows_that_never_ack_hold_no_more_than_the_budget() -> None:
         servers.cancel_scope.cancel()
     listener.close()
     # The flows filled the budget, and never more than it.  (Each holds its reserve
-    # besides: FLOW_RESERVE, not charged.)
+    # besides: SEND_RESERVE, not charged.)
     assert LIMIT // 2 < most <= LIMIT, most

@@ -23,15 +23,16 @@ from slirpnet.core.sequence import seq_diff
 from slirpnet.core.tcp import (
     CONNECT_TIMEOUT,
     DELAYED_ACK,
-    FLOW_RESERVE,
     HALF_CLOSED_IDLE,
     IDLE_TIMEOUT,
     MAX_RETRANSMITS,
     RECEIVE_BUFFER,
+    RECEIVE_RESERVE,
     RTO_INITIAL,
     RTO_MAX,
     RTO_MIN,
     SEND_BUFFER,
+    SEND_RESERVE,
     SYN_ACK_RETRIES,
     TIME_WAIT,
     WINDOW_SHIFT,
@@ -308,7 +309,7 @@ def test_window_scaling_only_when_the_guest_offers_it() -> None:
     ep.segment_received(seg(GUEST_ISN + 1, ISS + 1, window=1000), 0.1)
     assert ep.snd_wnd == 8000  # the guest's windows are scaled by its shift from now on
     ep.host_data(b"x" * 100, 0.2)
-    assert one(ep).window == FLOW_RESERVE >> WINDOW_SHIFT  # the window starts small
+    assert one(ep).window == RECEIVE_RESERVE >> WINDOW_SHIFT  # the window starts small
     unscaled = established()
     unscaled.host_data(b"x", 0.1)
     assert one(unscaled).window == 65535
@@ -330,7 +331,7 @@ def test_in_order_data_goes_to_the_host_and_is_acknowledged() -> None:
     assert out(ep) == []  # a lone segment: the ACK waits for more, or the batch's end
     ack = batch_end(ep)
     assert (ack.flags, ack.seq, ack.ack) == (ACK, ISS + 1, GUEST_ISN + 6)
-    assert ack.window == FLOW_RESERVE - 5  # the host has not taken the 5 bytes yet
+    assert ack.window == RECEIVE_RESERVE - 5  # the host has not taken the 5 bytes yet
     assert ep.to_host_pending == 5
     assert ep.counters.bytes_to_host == 5
 
@@ -418,11 +419,11 @@ def test_retransmitted_data_is_delivered_once() -> None:
 
 def test_receive_window_grows_as_the_guest_fills_it() -> None:
     ep = established(wscale=0)
-    assert ep.rcv_space == FLOW_RESERVE
+    assert ep.rcv_space == RECEIVE_RESERVE
     sent = grow_window(ep)
     # The first window (65535 in the SYN-ACK) as it was, then doubled at each full
     # window the host took: 64 KiB, 128, 256, 512, then 1 MiB.
-    assert sent == FLOW_RESERVE * (1 + 1 + 2 + 4 + 8) - 1
+    assert sent == RECEIVE_RESERVE * (1 + 1 + 2 + 4 + 8) - 1
     assert seq_diff(ep.rcv_adv, ep.rcv_nxt) == RECEIVE_BUFFER
     ep.segment_received(seg(ep.rcv_nxt, ISS + 1, ACK, b"h"), 1.0)
     assert batch_end(ep).window == (RECEIVE_BUFFER - 1) >> WINDOW_SHIFT
@@ -434,7 +435,7 @@ def test_window_does_not_grow_for_a_slow_host() -> None:
     ep.segment_received(seg(base, ISS + 1, ACK, b"s" * 65535), 1.0)  # fills it
     ep.host_written(1000, 1.1)  # the host takes a little
     ep.segment_received(seg(base + 65535, ISS + 1, ACK, b"s" * 1000), 1.2)  # fills it again
-    assert ep.rcv_space == FLOW_RESERVE  # the host is the limit, not the window
+    assert ep.rcv_space == RECEIVE_RESERVE  # the host is the limit, not the window
     assert out(ep)[-1].window == 0
 
 
@@ -485,7 +486,7 @@ def test_window_updates_go_out_only_when_the_guest_may_be_waiting() -> None:
     # It takes the rest: now the guest may be waiting for the news.
     ep.host_written(30000, 1.2)
     update = one(ep)
-    assert (update.ack, update.window << WINDOW_SHIFT) == (base + 40000, FLOW_RESERVE)
+    assert (update.ack, update.window << WINDOW_SHIFT) == (base + 40000, RECEIVE_RESERVE)
 
 
 def test_scaled_window_neither_shrinks_by_a_unit_nor_creeps() -> None:
@@ -589,8 +590,8 @@ def test_read_allowance_follows_the_guest_window_and_resumes() -> None:
     assert ops(ep) == []  # what is held still fills the window
     # A window larger than what is held lets the shell read again.
     ep = established(window=65535, wscale=0)
-    assert ep.read_allowance == FLOW_RESERVE  # at least this much, to have data to probe with
-    ep.host_data(b"b" * FLOW_RESERVE, 1.0)
+    assert ep.read_allowance == 65535
+    ep.host_data(b"b" * 65535, 1.0)
     assert ep.read_allowance == 0
     out(ep)
     ep.segment_received(seg(GUEST_ISN + 1, ISS + 1 + 30000, window=65535), 1.1)
@@ -836,7 +837,7 @@ def test_unanswered_window_probes_give_up() -> None:
 def test_window_opening_while_nothing_was_buffered() -> None:
     """A zero window and an idle host: reading ahead leaves something to probe with."""
     ep = established(window=0)
-    assert ep.read_allowance == FLOW_RESERVE
+    assert ep.read_allowance == SEND_RESERVE
     ep.host_data(b"late", 5.0)
     assert out(ep) == [] and ep.persist_at is not None
 
@@ -849,11 +850,11 @@ def test_flows_share_the_vms_budget_beyond_their_reserves() -> None:
     a = established(window=0xFFFF, wscale=7, budget=budget)
     b = established(window=0xFFFF, wscale=7, budget=budget)
     assert a.snd_wnd == b.snd_wnd == 0xFFFF << 7
-    assert a.read_allowance == FLOW_RESERVE + 200_000  # its reserve and all the budget
-    a.host_data(b"a" * (FLOW_RESERVE + 200_000), 1.0)
+    assert a.read_allowance == SEND_RESERVE + 200_000  # its reserve and all the budget
+    a.host_data(b"a" * (SEND_RESERVE + 200_000), 1.0)
     assert budget.used == 200_000 and a.read_allowance == 0
-    assert b.read_allowance == FLOW_RESERVE  # its reserve is still its own
-    b.host_data(b"b" * FLOW_RESERVE, 1.0)
+    assert b.read_allowance == SEND_RESERVE  # its reserve is still its own
+    b.host_data(b"b" * SEND_RESERVE, 1.0)
     assert b.read_allowance == 0 and budget.used == 200_000
     # The guest ACKs some of a's data: the budget it held goes to whoever reads next.
     a.segment_received(seg(GUEST_ISN + 1, ISS + 1 + 150_000, window=0xFFFF), 1.1)
@@ -879,7 +880,7 @@ def test_windows_shrink_to_the_reserve_when_the_vms_budget_is_spent() -> None:
     assert budget.used <= budget.limit
     # a's host stops reading: a holds its reserve and the whole budget, then shuts its window.
     edge = a.rcv_adv
-    assert seq_diff(edge, base) == (FLOW_RESERVE + 100_000) >> WINDOW_SHIFT << WINDOW_SHIFT
+    assert seq_diff(edge, base) == (RECEIVE_RESERVE + 100_000) >> WINDOW_SHIFT << WINDOW_SHIFT
     a.segment_received(seg(base, ISS + 1, ACK, b"x" * seq_diff(edge, base)), 1.1)
     assert one(a).window == 0
     assert budget.used <= budget.limit
@@ -888,11 +889,11 @@ def test_windows_shrink_to_the_reserve_when_the_vms_budget_is_spent() -> None:
     b.segment_received(seg(base, ISS + 1, ACK, b"y" * 1000), 1.2)
     assert ops(b) == [b"y" * 1000]
     ack = batch_end(b)
-    assert 1000 + (ack.window << WINDOW_SHIFT) <= FLOW_RESERVE + budget.free
-    assert (ack.window << WINDOW_SHIFT) >= FLOW_RESERVE - 1000 - (1 << WINDOW_SHIFT)
+    assert 1000 + (ack.window << WINDOW_SHIFT) <= RECEIVE_RESERVE + budget.free
+    assert (ack.window << WINDOW_SHIFT) >= RECEIVE_RESERVE - 1000 - (1 << WINDOW_SHIFT)
     # a's host takes everything: the budget comes back, and a's window opens again.
     a.host_written(a.to_host_pending, 2.0)
-    assert one(a).window << WINDOW_SHIFT >= FLOW_RESERVE
+    assert one(a).window << WINDOW_SHIFT >= RECEIVE_RESERVE
     assert budget.used == a._charged + b._charged
 
 
@@ -1093,7 +1094,7 @@ def test_module_constants_have_the_values_the_docs_give() -> None:
     assert (RTO_INITIAL, RTO_MIN, RTO_MAX) == (1.0, 0.2, 60.0)
     assert TIME_WAIT == 2.0
     assert (RECEIVE_BUFFER >> WINDOW_SHIFT) <= 0xFFFF  # the scaled window fits its field
-    assert FLOW_RESERVE // 2 <= MSS * 64
+    assert RECEIVE_RESERVE // 2 <= MSS * 64
 
 
 # -- robustness ----------------------------------------------------------------------

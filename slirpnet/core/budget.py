@@ -2,10 +2,10 @@
 
 A TCP flow holds host data until the guest ACKs it (up to ``SEND_BUFFER``) and
 guest data until the host socket takes it, plus the window it has offered (up to
-``RECEIVE_BUFFER``).  The first ``FLOW_RESERVE`` bytes each way are the flow's
-own, so that every flow can always move; what it holds beyond them comes out of
-its VM's ``BufferBudget``.  A VM's TCP buffers thus never exceed
-``limit + max_flows * 2 * FLOW_RESERVE``, however many flows want more.
+``RECEIVE_BUFFER``).  The first ``SEND_RESERVE`` and ``RECEIVE_RESERVE`` bytes are
+the flow's own, so that every flow can always move; what it holds beyond them comes
+out of its VM's ``BufferBudget``.  A VM's TCP buffers thus never exceed
+``limit + max_flows * (SEND_RESERVE + RECEIVE_RESERVE)``, however many flows want more.
 """
 
 from __future__ import annotations

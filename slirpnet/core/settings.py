@@ -19,8 +19,8 @@ MIN_MTU = 576  # RFC 791: every host must accept datagrams this large
 # Flows (TCP connections, UDP and echo conversations, DNS queries) a VM may hold at
 # once; beyond it a new TCP connection gets a RST.  Each is a host socket, and an idle
 # TCP flow weighs about 11 KiB of Python heap; 16384 holds the 10,000 idle connections
-# of the benchmark with room to spare.  A busy TCP flow may hold 128 KiB of its own
-# (core/budget.py), so this also bounds a VM's memory: 64 MiB + 16384 x 128 KiB, 2 GiB
+# of the benchmark with room to spare.  A busy TCP flow may hold 80 KiB of its own
+# (core/budget.py), so this also bounds a VM's memory: 64 MiB + 16384 x 80 KiB, 1.3 GiB
 # at worst; lower it where many untrusted VMs share a host.
 DEFAULT_MAX_FLOWS = 16384
 # Of those, TCP connections the host is still connecting at once: each holds a socket

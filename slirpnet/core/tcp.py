@@ -38,7 +38,7 @@ the host socket (``host_connected``, ``host_data``, ``host_eof``,
   them back) count against it, so a host that stops reading stops the guest by
   the window, never by drops.  The room the host makes is announced on its own
   only when the guest may be waiting for it (``_window_update``).
-  The window starts at ``FLOW_RESERVE`` and doubles each time the guest fills
+  The window starts at ``RECEIVE_RESERVE`` and doubles each time the guest fills
   it, up to ``RECEIVE_BUFFER``: a flow the guest hardly sends on never ties up
   memory with a window it does not use.
 * Host to guest.  The shell reads only ``read_allowance`` bytes: what the
@@ -57,7 +57,7 @@ the host socket (``host_connected``, ``host_data``, ``host_eof``,
   ``TIME_WAIT`` is short, only long enough to re-ACK a retransmitted FIN.
 * Memory.  A flow holds at most ``SEND_BUFFER`` bytes for the guest and
   ``RECEIVE_BUFFER`` from it (the offered window included).  Beyond
-  ``FLOW_RESERVE`` each way it draws on its VM's ``BufferBudget``, shared by the
+  ``SEND_RESERVE`` and ``RECEIVE_RESERVE`` it draws on its VM's ``BufferBudget``, shared by the
   VM's flows: a flow short of budget reads less and offers a smaller window.
 
 Sequence numbers are compared modulo 2**32, and every ACK in our own sequence
@@ -98,11 +98,13 @@ IDLE_TIMEOUT = 7200.0  # RFC 1122 §4.2.3.6: keep-alives, where used, come every
 HALF_CLOSED_IDLE = 300.0
 SEND_BUFFER = 1 << 20  # host data held for the guest, sent or not, until ACKed
 RECEIVE_BUFFER = 1 << 20  # guest data: not yet taken by the host socket, or the window
-# Each way, a flow's own: never drawn from the VM's budget, so that every flow can
-# always move; also how far we read ahead of a zero window, to have data to probe with.
-# Not smaller: at slirpnet's MTU one segment is 64 KiB, and a window below one MSS stalls
-# a Linux sender until its probe timer (tcp_snd_wnd_test will not split a segment).
-FLOW_RESERVE = 1 << 16
+# A flow's own, never drawn from the VM's budget, so that every flow can always move.
+# Guest to host: not smaller, since at slirpnet's MTU one segment is 64 KiB and a window
+# below one MSS stalls a Linux sender until its probe timer (tcp_snd_wnd_test will not
+# split a segment).  Host to guest: how far we read ahead of a zero window, to have data
+# to probe with; small, since a guest that never ACKs holds it on every flow it opens.
+RECEIVE_RESERVE = 1 << 16
+SEND_RESERVE = 1 << 14
 WINDOW_SHIFT = 7  # RFC 7323 §2.3: ours, when the guest scales: 65535 << 7 covers 8 MiB
 DEFAULT_GUEST_MSS = 536  # RFC 9293 §3.7.1, when the SYN names none
 MIN_GUEST_MSS = 88  # Linux's TCP_MIN_MSS: no one-byte segments on a guest's say-so
@@ -194,7 +196,7 @@ class TcpEndpoint:
     rcv_nxt: int = 0
     rcv_adv: int = 0  # the furthest right edge of a window ever advertised
     to_host_pending: int = 0  # handed to the host, not yet written by it
-    rcv_space: int = FLOW_RESERVE  # the most we hold (pending and window), grown by use
+    rcv_space: int = RECEIVE_RESERVE  # the most we hold (pending and window), grown by use
     rcv_drained: int = 0  # bytes the host took since rcv_space last grew
     reassembly: Reassembly = field(factory=Reassembly)
     fin_seq: int | None = None  # where the guest's FIN is, seen ahead of RCV.NXT
@@ -313,7 +315,7 @@ class TcpEndpoint:
         held = len(self.send_buffer)
         window = seq_diff(self._snd_edge(), self.snd_una)
         limit = min(
-            SEND_BUFFER, max(window, FLOW_RESERVE), max(held, FLOW_RESERVE) + self.budget.free
+            SEND_BUFFER, max(window, SEND_RESERVE), max(held, SEND_RESERVE) + self.budget.free
         )
         return max(0, limit - held)
 
@@ -421,7 +423,7 @@ class TcpEndpoint:
         """
         left = seq_diff(self.rcv_adv, self.rcv_nxt)
         room = self._room()
-        if room - left >= min(self.mss, FLOW_RESERVE // 2) and left <= room // 2:
+        if room - left >= min(self.mss, RECEIVE_RESERVE // 2) and left <= room // 2:
             self._send_ack()
 
     # -- from the guest ----------------------------------------------------------------
@@ -916,7 +918,7 @@ class TcpEndpoint:
     def _room(self) -> int:
         """How many bytes from RCV.NXT on we can hold now."""
         held = self._receive_held()
-        limit = min(self.rcv_space, max(held, FLOW_RESERVE) + self.budget.free)
+        limit = min(self.rcv_space, max(held, RECEIVE_RESERVE) + self.budget.free)
         return max(0, limit - self.to_host_pending)
 
     def _receive_held(self) -> int:
@@ -928,8 +930,8 @@ class TcpEndpoint:
 
     def _account(self) -> None:
         """Charge the budget for what this flow holds beyond its reserve each way."""
-        charge = max(0, len(self.send_buffer) - FLOW_RESERVE)
-        charge += max(0, self._receive_held() - FLOW_RESERVE)
+        charge = max(0, len(self.send_buffer) - SEND_RESERVE)
+        charge += max(0, self._receive_held() - RECEIVE_RESERVE)
         self.budget.used += charge - self._charged
         self._charged = charge
 
