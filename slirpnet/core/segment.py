@@ -276,30 +276,16 @@ class Segment:
         if (words + ip_checksum + src + dst) % 0xFFFF:
             return False
         view = memoryview(frame)[_TCP_AT : ethernet.HEADER_LEN + total_len]
-        header_len = (offset_flags >> 12) * 4
-        if not tcp.HEADER_LEN <= header_len <= len(view):
-            return False
         if ones_sum(view, src + dst + tcp.PROTOCOL + len(view)) != 0xFFFF:
             return False
-        options = tcp.NO_OPTIONS
-        if header_len > tcp.HEADER_LEN:
-            try:
-                options = tcp.TcpOptions.parse(view[tcp.HEADER_LEN : header_len])
-            except WireError:
-                return False
+        try:
+            segment = tcp.TcpSegment.from_fields(
+                view, src_port, dst_port, seq, ack, offset_flags, window, urgent
+            )
+        except WireError:
+            return False
         if self._neighbours.get(src) is not vm:
             return False  # the address moved to another port: the general path takes it back
-        segment = tcp.TcpSegment(
-            src_port,
-            dst_port,
-            seq,
-            ack,
-            offset_flags & 0xFF,
-            window,
-            urgent,
-            options,
-            view[header_len:],
-        )
         flow.endpoint.segment_received(segment, now)
         self._tcp_output(flow, now)
         return True

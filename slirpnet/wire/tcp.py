@@ -201,6 +201,23 @@ class TcpSegment:
             and ones_sum(view, pseudo_header_sum(src, dst, PROTOCOL, len(view))) != 0xFFFF
         ):
             raise IntegrityError("tcp_bad_checksum", f"checksum field {checksum:#06x}")
+        return cls.from_fields(view, sport, dport, seq, ack, offset_flags, window, urgent)
+
+    @classmethod
+    def from_fields(
+        cls,
+        view: memoryview,
+        sport: int,
+        dport: int,
+        seq: int,
+        ack: int,
+        offset_flags: int,
+        window: int,
+        urgent: int,
+    ) -> TcpSegment:
+        """The segment in ``view`` whose fixed header is already unpacked into these
+        fields (by ``parse``, or a caller's own ``struct``): the data offset says where
+        the options end and the payload begins (RFC 9293 §3.1)."""
         header_len = (offset_flags >> 12) * 4
         if header_len == HEADER_LEN:
             options = NO_OPTIONS
@@ -222,16 +239,20 @@ class TcpSegment:
             view[header_len:],
         )
 
+    def _header_words(self, offset_flags: int, options: bytes) -> int:
+        """The header's words summed from its fields, checksum aside (a 32-bit field is
+        congruent to the sum of its halves), its options as one integer, a multiple of
+        4 bytes long."""
+        words = self.src_port + self.dst_port + self.seq + self.ack + offset_flags
+        return words + self.window + self.urgent + int.from_bytes(options, "big")
+
     def encode(self, src: IPv4Address, dst: IPv4Address) -> bytes:
         options = b"" if self.options is NO_OPTIONS else self.options.encode()
         header_len = HEADER_LEN + len(options)
         offset_flags = (header_len // 4) << 12 | self.flags
         payload = self.payload
-        # The header's words summed from its fields (a 32-bit field is congruent to the
-        # sum of its halves) and its options as one integer, a multiple of 4 bytes long.
-        words = self.src_port + self.dst_port + self.seq + self.ack + offset_flags
-        words += self.window + self.urgent + int.from_bytes(options, "big")
-        start = words + pseudo_header_sum(src, dst, PROTOCOL, header_len + len(payload))
+        pseudo = pseudo_header_sum(src, dst, PROTOCOL, header_len + len(payload))
+        start = self._header_words(offset_flags, options) + pseudo
         header = _HEADER.pack(
             self.src_port,
             self.dst_port,
@@ -262,9 +283,7 @@ class TcpSegment:
         # Both headers' words summed from their fields (see ``encode``, and RFC 1071).
         addresses = src + dst
         ip_words = _IPV4_FIRST_WORD + total_len + ident + (IPV4_TTL << 8 | PROTOCOL) + addresses
-        words = self.src_port + self.dst_port + self.seq + self.ack + offset_flags
-        words += self.window + self.urgent + int.from_bytes(options, "big")
-        start = words + addresses + PROTOCOL + length
+        start = self._header_words(offset_flags, options) + addresses + PROTOCOL + length
         headers = _IPV4_TCP.pack(
             0x45,
             0,
