@@ -317,6 +317,24 @@ def test_a_vm_floods_the_others_within_its_storm_control() -> None:
     assert len(flooding.take_frames()) == 1
 
 
+def test_a_broadcast_past_storm_control_is_still_the_gateway_s_to_drop() -> None:
+    """Found by the fuzzer: a broadcast has two receivers, so a malformed one past the
+    flood limit is counted under both refusals, the other VMs' and the gateway's."""
+    segment = new_segment()
+    flooding = segment.attach("flooding")
+    other = segment.attach("other")
+    good = udp_frame("10.0.2.255", 9, b"storm", dst="ff:ff:ff:ff:ff:ff")
+    bad_ihl = bytearray(good)
+    bad_ihl[14] = 0x44  # IHL 4: shorter than the header itself
+    for _ in range(int(FLOOD_BURST)):
+        segment.receive(flooding, good, 0.0)
+    other.take_frames()
+    before = flooding.stats.drops.copy()
+    segment.receive(flooding, bytes(bad_ihl), 0.0)
+    assert not other.take_frames()
+    assert flooding.stats.drops - before == Counter({"flood_limit": 1, "ipv4_bad_ihl": 1})
+
+
 def test_a_forward_s_connection_reset_for_want_of_fds_is_counted_on_its_vm() -> None:
     segment = new_segment()
     assert not segment.forward_refused(SSH, 0.0)  # no VM: the shell logs it alone
