@@ -34,6 +34,7 @@ from slirpnet.config import (
 from slirpnet.control import client
 from slirpnet.logs import configure
 from slirpnet.shell.activation import inherited_sockets, with_inherited_listeners
+from slirpnet.shell.allocator import keep_freed_memory
 from slirpnet.shell.server import qemu_arguments, run_server
 
 # Flags that map onto config keys, with their help.  Repeatable ones collect lists.
@@ -156,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = with_default_listener(with_inherited_listeners(config, inherited))
     configure(config.log_level, config.log_format)
     _raise_fd_limit()
+    keep_freed_memory()
     try:
         trio.run(_serve_until_signal, config, inherited, heap_report)
     except* ConfigError as group:

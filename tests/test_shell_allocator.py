@@ -1,0 +1,44 @@
+"""The server's allocator settings: reads of a steady transfer reuse the heap's pages."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from slirpnet.shell import allocator
+
+# A transfer's reads in miniature: 10 MiB of 256 KiB blocks, written, freed, again.
+CHURN = """
+import resource, sys
+from slirpnet.shell.allocator import keep_freed_memory
+if sys.argv[1] == "kept":
+    assert keep_freed_memory()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    held = [b"x" * (256 * 1024) for _ in range(40)]
+    del held
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def page_faults(mode: str) -> int:
+    run = subprocess.run(
+        [sys.executable, "-c", CHURN, mode], capture_output=True, text=True, check=True
+    )
+    return int(run.stdout)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_kept_memory_is_reused_rather_than_faulted_in_anew() -> None:
+    first_round = 10 * 1024 * 1024 // 4096  # pages touched once, either way
+    default, kept = page_faults("default"), page_faults("kept")
+    assert default > 10 * first_round  # glibc's own thresholds: each round faults anew
+    assert kept < 2 * first_round
+
+
+def test_other_c_libraries_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("musl", "1.2"))
+    assert allocator.keep_freed_memory() is False
