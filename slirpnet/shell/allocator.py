@@ -1,13 +1,13 @@
 """glibc's allocator, told to keep the memory that socket reads and frames reuse.
 
-Every read from a host socket is a new bytes object of up to 256 KiB, and a frame
-of a 64 KiB MTU another of 64 KiB.  glibc serves a block above its mmap threshold
-with a fresh mapping, and gives free memory at the top of its heap back to the
-kernel once it exceeds the trim threshold; both thresholds start low (128 KiB and
-256 KiB) and move with what was freed last.  With several flows reading at once the
-heap's top rises and falls by megabytes, so it is trimmed and touched anew again and
-again: 70 to 100 page faults per MB carried to the guest, 4 to 5% of the server's
-CPU, and four streams slower together than one.
+Every read from a host socket is a new bytes object of up to 256 KiB, and a frame of
+a 64 KiB MTU another of 64 KiB. glibc serves a block above its mmap threshold with a
+fresh mapping, and gives free memory at the top of its heap back to the kernel once
+it exceeds the trim threshold; both start at 128 KiB and follow the largest mapped
+block freed so far (trim at twice it). With several flows reading at once the heap's
+top rises and falls by megabytes, so it is trimmed and touched anew again and again:
+70 to 100 page faults per MB carried to the guest, 4 to 5% of the server's CPU, and
+four streams slower together than one.
 
 Fixed thresholds keep blocks of a read's size in the heap and up to
 ``TRIM_THRESHOLD`` of free memory in the process: a little more RSS after a burst,
