@@ -8,6 +8,11 @@ replies ``await port.receive()`` returns.  See README.md.
 
 __version__ = "0.1.0"
 
+from slirpnet import pure
+
+pure.install()  # before anything imports a module that may be compiled
+
+# ruff: noqa: E402
 from slirpnet.core.settings import NetworkSettings, StaticLease, Upstream
 from slirpnet.core.stats import Stats
 from slirpnet.shell.port import Port

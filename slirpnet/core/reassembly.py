@@ -14,23 +14,23 @@ guest sends it again.
 
 from __future__ import annotations
 
-from attrs import define, field
+from dataclasses import dataclass, field
 
 from slirpnet.core.sequence import seq_add, seq_diff
 
 MAX_RUNS = 64  # FreeBSD keeps at most 100 segments per connection (net.inet.tcp.reass)
 
 
-@define
+@dataclass
 class _Run:
     seq: int
     length: int
     chunks: list[bytes]
 
 
-@define
+@dataclass
 class Reassembly:
-    _runs: list[_Run] = field(factory=list)  # in sequence order beyond RCV.NXT
+    _runs: list[_Run] = field(default_factory=list)  # in sequence order beyond RCV.NXT
     held: int = 0  # bytes, overlaps counted once
 
     def __len__(self) -> int:

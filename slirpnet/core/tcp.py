@@ -69,8 +69,7 @@ from __future__ import annotations
 
 import enum
 import random
-
-from attrs import define, field
+from dataclasses import dataclass, field
 
 from slirpnet.core.budget import BufferBudget
 from slirpnet.core.reassembly import Reassembly
@@ -160,7 +159,7 @@ class HostOp(enum.Enum):
     RESUME = "resume"  # ``read_allowance`` is no longer 0: read from the host again
 
 
-@define
+@dataclass
 class TcpCounters:
     bytes_to_host: int = 0
     bytes_to_guest: int = 0  # first sends only
@@ -171,7 +170,7 @@ class TcpCounters:
     dropped: int = 0  # segments not acceptable (RFC 9293 §3.10.7.4)
 
 
-@define(eq=False)
+@dataclass(eq=False)
 class TcpEndpoint:
     guest_port: int
     port: int  # ours, as the guest sees it: the destination port
@@ -190,7 +189,7 @@ class TcpEndpoint:
     snd_wnd: int = 0
     snd_wl1: int = 0  # the guest's sequence number and ACK that SND.WND came with:
     snd_wl2: int = 0  # the window reaches to SND.WL2 + SND.WND, not SND.UNA + SND.WND
-    send_buffer: SendBuffer = field(factory=SendBuffer)
+    send_buffer: SendBuffer = field(default_factory=SendBuffer)
     fin_queued: bool = False  # the host sent EOF: our FIN follows the buffered data
     # Receive side, the guest's sequence space.
     rcv_nxt: int = 0
@@ -198,7 +197,7 @@ class TcpEndpoint:
     to_host_pending: int = 0  # handed to the host, not yet written by it
     rcv_space: int = RECEIVE_RESERVE  # the most we hold (pending and window), grown by use
     rcv_drained: int = 0  # bytes the host took since rcv_space last grew
-    reassembly: Reassembly = field(factory=Reassembly)
+    reassembly: Reassembly = field(default_factory=Reassembly)
     fin_seq: int | None = None  # where the guest's FIN is, seen ahead of RCV.NXT
     guest_fin: bool = False  # the guest's FIN is in: the host was told to shut down
     host_released: bool = False  # CLOSE or ABORT was sent: the host socket is gone
@@ -219,11 +218,11 @@ class TcpEndpoint:
     dupacks: int = 0
     recover: int | None = None  # NewReno: SND.MAX when fast retransmit began
     # Output, taken by the owner.
-    segments: list[TcpSegment] = field(factory=list)
-    host_ops: list[bytes | memoryview | HostOp] = field(factory=list)
-    counters: TcpCounters = field(factory=TcpCounters)
+    segments: list[TcpSegment] = field(default_factory=list)
+    host_ops: list[bytes | memoryview | HostOp] = field(default_factory=list)
+    counters: TcpCounters = field(default_factory=TcpCounters)
     # On its own, a flow is bounded by its buffers only.
-    budget: BufferBudget = field(factory=lambda: BufferBudget(SEND_BUFFER + RECEIVE_BUFFER))
+    budget: BufferBudget = field(default_factory=lambda: BufferBudget(SEND_BUFFER + RECEIVE_BUFFER))
     _charged: int = 0  # what this flow holds in ``budget`` now
     _ack_due: bool = False  # the guest must hear RCV.NXT and the window now
     _unacked: int = 0  # in-order data segments taken since our last ACK

@@ -16,9 +16,8 @@ and the payload, whose length is what the IPv4 codec handed us.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from ipaddress import IPv4Address
-
-from attrs import frozen
 
 from slirpnet.wire.buffer import Bytes, require
 from slirpnet.wire.checksum import fold, internet_checksum, ones_sum, pseudo_header_sum
@@ -86,7 +85,7 @@ def flag_names(flags: int) -> str:
     return "|".join(name for bit, name in _FLAG_NAMES if flags & bit)
 
 
-@frozen
+@dataclass(frozen=True)
 class TcpOptions:
     """The options of one segment; ``None``/``False``/``()`` where an option is absent."""
 
@@ -171,7 +170,7 @@ class TcpOptions:
 NO_OPTIONS = TcpOptions()
 
 
-@frozen
+@dataclass(frozen=True)
 class TcpSegment:
     src_port: int
     dst_port: int

@@ -1,0 +1,71 @@
+"""The optional native build: the C module ``slirpnet._native`` and the hot modules
+compiled with mypyc from their typed source.
+
+Everything else about the package is in pyproject.toml.  Without a C compiler (or
+without mypy at build time) the install still succeeds with the pure-Python code,
+which ``slirpnet --version`` then names; ``SLIRPNET_PURE_BUILD=1`` asks for that
+build on purpose.  The native parts are all or nothing: a mypyc module needs the
+shared library built with it, so one failure removes every native output.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+try:
+    from mypyc.build import mypycify
+except ImportError:  # no mypy in the build environment: no compiled modules
+    mypycify = None
+
+# The per-frame modules (see docs/ARCHITECTURE.md, "Native code").  Each keeps its
+# pure source as the reference: SLIRPNET_PURE=1 at run time imports that instead.
+MYPYC_MODULES = [
+    "slirpnet/wire/checksum.py",
+    "slirpnet/wire/tcp.py",
+    "slirpnet/core/sequence.py",
+    "slirpnet/core/sendbuffer.py",
+    "slirpnet/core/reassembly.py",
+    "slirpnet/core/tcp.py",
+    "slirpnet/core/segment.py",
+]
+
+
+def say(message: str) -> None:
+    print(f"slirpnet build: {message}", file=sys.stderr)
+
+
+def native_extensions() -> list[Extension]:
+    if os.environ.get("SLIRPNET_PURE_BUILD"):
+        say("SLIRPNET_PURE_BUILD is set: pure Python only")
+        return []
+    if mypycify is None:
+        say("no mypyc: pure Python only")
+        return []
+    try:
+        # The package's __init__ pulls in the shell, and so trio, which the build need not have.
+        return [*mypycify(["--ignore-missing-imports", *MYPYC_MODULES], opt_level="3")]
+    except (Exception, SystemExit) as error:  # mypyc type-checks first, exiting on errors
+        say(f"mypyc failed ({error}): pure Python only")
+        return []
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that falls back to pure Python when compiling fails, and says so."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:  # no compiler, no headers, a compile error
+            say(f"the native build failed ({error}); installing the slower pure-Python code")
+            say("to build it: install a C compiler and the Python headers (gcc, python3-dev)")
+            for output in self.get_outputs():
+                Path(output).unlink(missing_ok=True)
+            self.extensions = []
+
+
+setup(ext_modules=native_extensions(), cmdclass={"build_ext": OptionalBuildExt})
