@@ -10,13 +10,13 @@ out of its VM's ``BufferBudget``.  A VM's TCP buffers thus never exceed
 
 from __future__ import annotations
 
-from attrs import define
+from dataclasses import dataclass
 
 # Enough for a dozen flows at full speed; past it, flows of the VM share it.
 VM_TCP_BUFFER = 64 << 20
 
 
-@define
+@dataclass
 class BufferBudget:
     limit: int
     used: int = 0

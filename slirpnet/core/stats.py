@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 
-from attrs import define, field
 
-
-@define
+@dataclass
 class Stats:
     frames_in: int = 0  # from the VM
     bytes_in: int = 0
     frames_out: int = 0  # to the VM
     bytes_out: int = 0
-    drops: Counter[str] = field(factory=Counter)  # frames not used, by reason
-    events: Counter[str] = field(factory=Counter)  # things worth counting that are not drops
+    drops: Counter[str] = field(default_factory=Counter)  # frames not used, by reason
+    events: Counter[str] = field(
+        default_factory=Counter
+    )  # things worth counting that are not drops
 
     def drop(self, reason: str) -> None:
         self.drops[reason] += 1

@@ -345,14 +345,11 @@ class TcpEndpoint:
         self.reassembly.clear()
 
     def deadline(self) -> float:
-        times = [self.expires_at]
-        if self.retransmit_at is not None:
-            times.append(self.retransmit_at)
-        if self.persist_at is not None:
-            times.append(self.persist_at)
-        if self.ack_at is not None:
-            times.append(self.ack_at)
-        return min(times)
+        deadline = self.expires_at
+        for due in (self.retransmit_at, self.persist_at, self.ack_at):
+            if due is not None and due < deadline:
+                deadline = due
+        return deadline
 
     # -- from the host side ------------------------------------------------------------
 

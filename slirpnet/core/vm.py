@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-from attrs import define, field
 
 from slirpnet.core.budget import VM_TCP_BUFFER, BufferBudget
 from slirpnet.core.ratelimit import TokenBucket
@@ -30,25 +29,27 @@ FLOOD_BURST = 200.0
 FLOOD_FRAME = 1514
 
 
-@define(eq=False)
+@dataclass(eq=False)
 class Vm:
     """A port of the segment: one connection from a VM's NIC.  Compared by identity."""
 
     name: str  # for logs: the transport and peer, e.g. "unix:/run/vm.sock#2"
     id: int = 0  # unique in its segment, for the control API
-    stats: Stats = field(factory=Stats)
-    macs: set[bytes] = field(factory=set)  # source addresses seen on this port
+    stats: Stats = field(default_factory=Stats)
+    macs: set[bytes] = field(default_factory=set)  # source addresses seen on this port
     mac: bytes = b""  # the first of them: the NIC's own, for logs
-    outbox: list[bytes] = field(factory=list)  # frames for the VM, drained by the shell
-    udp_flows: dict[FlowKey, UdpFlow] = field(factory=dict)
-    tcp_flows: dict[FlowKey, TcpFlow] = field(factory=dict)
-    echo_flows: dict[tuple[int, int], EchoFlow] = field(factory=dict)  # (dst, ident)
-    dns_flows: set[DnsFlow] = field(factory=set)
-    connecting: set[TcpFlow] = field(factory=set)  # guest connects the host has not finished
-    tcp_buffers: BufferBudget = field(factory=lambda: BufferBudget(VM_TCP_BUFFER))
-    floods: TokenBucket = field(factory=lambda: TokenBucket(FLOOD_RATE, FLOOD_BURST))
+    outbox: list[bytes] = field(default_factory=list)  # frames for the VM, drained by the shell
+    udp_flows: dict[FlowKey, UdpFlow] = field(default_factory=dict)
+    tcp_flows: dict[FlowKey, TcpFlow] = field(default_factory=dict)
+    echo_flows: dict[tuple[int, int], EchoFlow] = field(default_factory=dict)  # (dst, ident)
+    dns_flows: set[DnsFlow] = field(default_factory=set)
+    connecting: set[TcpFlow] = field(
+        default_factory=set
+    )  # guest connects the host has not finished
+    tcp_buffers: BufferBudget = field(default_factory=lambda: BufferBudget(VM_TCP_BUFFER))
+    floods: TokenBucket = field(default_factory=lambda: TokenBucket(FLOOD_RATE, FLOOD_BURST))
     attached: bool = True
-    _refusals_logged: dict[str, float] = field(factory=dict)  # reason -> when last logged
+    _refusals_logged: dict[str, float] = field(default_factory=dict)  # reason -> when last logged
 
     def send(self, frame: bytes) -> None:
         self.outbox.append(frame)

@@ -85,15 +85,33 @@ def flag_names(flags: int) -> str:
     return "|".join(name for bit, name in _FLAG_NAMES if flags & bit)
 
 
-@dataclass(frozen=True)
+# Segments and their options are values: nothing changes one once made.  They are
+# not frozen dataclasses, though: compiled by mypyc, a frozen dataclass's __init__
+# sets each field through object.__setattr__, several times the cost of the native
+# __init__ written out here (the dataclass adds only __eq__ and __repr__).
+@dataclass(init=False)
 class TcpOptions:
     """The options of one segment; ``None``/``False``/``()`` where an option is absent."""
 
-    mss: int | None = None
-    window_scale: int | None = None
-    sack_permitted: bool = False
-    sack_blocks: tuple[tuple[int, int], ...] = ()
-    timestamps: tuple[int, int] | None = None  # (TSval, TSecr)
+    mss: int | None
+    window_scale: int | None
+    sack_permitted: bool
+    sack_blocks: tuple[tuple[int, int], ...]
+    timestamps: tuple[int, int] | None  # (TSval, TSecr)
+
+    def __init__(
+        self,
+        mss: int | None = None,
+        window_scale: int | None = None,
+        sack_permitted: bool = False,
+        sack_blocks: tuple[tuple[int, int], ...] = (),
+        timestamps: tuple[int, int] | None = None,
+    ) -> None:
+        self.mss = mss
+        self.window_scale = window_scale
+        self.sack_permitted = sack_permitted
+        self.sack_blocks = sack_blocks
+        self.timestamps = timestamps
 
     @classmethod
     def parse(cls, data: Bytes) -> TcpOptions:
@@ -101,7 +119,7 @@ class TcpOptions:
         view = memoryview(data)
         end = len(view)
         if end == 12 and _U32.unpack_from(view)[0] == _TIMESTAMPS_ONLY:
-            return cls(timestamps=_PAIR.unpack_from(view, 4))
+            return TcpOptions(timestamps=_PAIR.unpack_from(view, 4))
         mss = window_scale = None
         sack_permitted = False
         sack_blocks: tuple[tuple[int, int], ...] = ()
@@ -140,7 +158,7 @@ class TcpOptions:
             elif kind == OPT_TIMESTAMPS:
                 timestamps = _PAIR.unpack_from(view, i + 2)
             i += length
-        return cls(mss, window_scale, sack_permitted, sack_blocks, timestamps)
+        return TcpOptions(mss, window_scale, sack_permitted, sack_blocks, timestamps)
 
     def encode(self) -> bytes:
         """Linux's order and padding: MSS, SACK-permitted + timestamps, NOP + window scale, SACK.
@@ -170,7 +188,7 @@ class TcpOptions:
 NO_OPTIONS = TcpOptions()
 
 
-@dataclass(frozen=True)
+@dataclass(init=False)
 class TcpSegment:
     src_port: int
     dst_port: int
@@ -178,9 +196,31 @@ class TcpSegment:
     ack: int
     flags: int
     window: int  # as sent: not yet shifted by the window scale
-    urgent: int = 0
-    options: TcpOptions = NO_OPTIONS
-    payload: Bytes = b""
+    urgent: int
+    options: TcpOptions
+    payload: Bytes
+
+    def __init__(
+        self,
+        src_port: int,
+        dst_port: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        urgent: int = 0,
+        options: TcpOptions = NO_OPTIONS,
+        payload: Bytes = b"",
+    ) -> None:
+        self.src_port = src_port
+        self.dst_port = dst_port
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.window = window
+        self.urgent = urgent
+        self.options = options
+        self.payload = payload
 
     @classmethod
     def parse(
@@ -226,7 +266,7 @@ class TcpSegment:
             raise IntegrityError(
                 "tcp_bad_data_offset", f"header of {header_len} bytes, {len(view)} bytes held"
             )
-        return cls(
+        return TcpSegment(
             sport,
             dport,
             seq,
