@@ -31,8 +31,8 @@
 #define PROTO_TCP 6
 #define SUM_CHUNK ((size_t)1 << 30) /* bytes summed between folds: no lane overflows */
 #define SEND_BATCH 64               /* datagrams per sendmmsg */
-#define RECV_BATCH 64               /* datagrams per recvmmsg */
-#define RECV_SCRATCH ((size_t)1 << 22) /* bytes of receive buffer per recvmmsg */
+#define RECV_BATCH 64               /* datagrams per recvmmsg at most */
+#define RECV_SCRATCH ((size_t)960 << 10) /* bytes received per recvmmsg */
 
 /* ---- the Internet checksum (RFC 1071) ---------------------------------- */
 
@@ -840,17 +840,24 @@ recv_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     if (result == NULL || count == 0) {
         return result;
     }
+    /* The datagrams land in one scratch buffer of batch slots of size bytes, and
+     * are copied out at their lengths: one allocation per call, small enough to
+     * stay in the heap (below the mmap threshold shell/allocator.py sets), where
+     * its pages are reused rather than faulted in anew. */
     size_t slot = (size_t)size;
     size_t batch = slot ? RECV_SCRATCH / slot : RECV_BATCH;
     batch = batch < 1 ? 1 : batch > RECV_BATCH ? RECV_BATCH : batch;
-    char *scratch = PyMem_Malloc(slot ? batch * slot : 1);
-    struct mmsghdr *msgs = PyMem_Calloc(batch, sizeof *msgs);
-    struct iovec *iov = PyMem_Calloc(batch, sizeof *iov);
-    struct sockaddr_storage *names = PyMem_Calloc(batch, sizeof *names);
-    if (scratch == NULL || msgs == NULL || iov == NULL || names == NULL) {
-        PyErr_NoMemory();
-        goto fail;
+    if ((size_t)count < batch) {
+        batch = (size_t)count;
     }
+    char *scratch = PyMem_RawMalloc(slot ? batch * slot : 1);
+    if (scratch == NULL) {
+        Py_DECREF(result);
+        return PyErr_NoMemory();
+    }
+    struct mmsghdr msgs[RECV_BATCH];
+    struct iovec iov[RECV_BATCH];
+    struct sockaddr_storage names[RECV_BATCH];
     Py_ssize_t got = 0;
     while (got < count) {
         size_t want = (size_t)(count - got) < batch ? (size_t)(count - got) : batch;
@@ -883,16 +890,14 @@ recv_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         }
         for (int i = 0; i < r; i++) {
             size_t len = msgs[i].msg_len < slot ? msgs[i].msg_len : slot;
-            PyObject *address = make_address(&names[i], msgs[i].msg_hdr.msg_namelen);
-            if (address == NULL) {
-                goto fail;
-            }
             PyObject *data = PyBytes_FromStringAndSize(scratch + (size_t)i * slot,
                                                        (Py_ssize_t)len);
-            PyObject *pair = data == NULL ? NULL : PyTuple_New(2);
+            PyObject *address = data == NULL
+                ? NULL : make_address(&names[i], msgs[i].msg_hdr.msg_namelen);
+            PyObject *pair = address == NULL ? NULL : PyTuple_New(2);
             if (pair == NULL) {
                 Py_XDECREF(data);
-                Py_DECREF(address);
+                Py_XDECREF(address);
                 goto fail;
             }
             PyTuple_SET_ITEM(pair, 0, data);
@@ -908,16 +913,10 @@ recv_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
             break; /* the queue is empty */
         }
     }
-    PyMem_Free(scratch);
-    PyMem_Free(msgs);
-    PyMem_Free(iov);
-    PyMem_Free(names);
+    PyMem_RawFree(scratch);
     return result;
 fail:
-    PyMem_Free(scratch);
-    PyMem_Free(msgs);
-    PyMem_Free(iov);
-    PyMem_Free(names);
+    PyMem_RawFree(scratch);
     Py_DECREF(result);
     return NULL;
 }
