@@ -1,13 +1,15 @@
 """``_native.c`` under AddressSanitizer and UndefinedBehaviorSanitizer.
 
-The module is built with ``-fsanitize=address,undefined`` into a temporary directory
-and a subprocess (the ASan runtime preloaded, since the interpreter is not built
-with it; leak detection off, since CPython keeps memory to the end by design; ``PYTHONMALLOC=malloc`` so that
-every object is its own allocation)
-replays the fuzz seeds and a few thousand random inputs through every function,
-each checked against its pure twin (``tests.fuzz.atheris_native.replay``).  A
-canary module with a deliberate heap overflow and a signed overflow, built and run
-the same way, must be caught: otherwise a clean run would prove nothing.
+The module is built with ``-fsanitize=address,undefined`` into a temporary directory,
+and a subprocess replays the fuzz seeds and a few thousand random inputs through
+every function, each checked against its pure twin
+(``tests.fuzz.atheris_native.replay``).  The subprocess preloads the ASan runtime
+(the interpreter is not built with it), runs without leak detection (CPython keeps
+memory to the end by design) and with ``PYTHONMALLOC=malloc``, so that every object
+is its own allocation: pymalloc's pools would hide an overrun from ASan.
+
+A canary module with a deliberate heap overflow and a signed overflow, built and
+run the same way, must be caught: otherwise a clean run would prove nothing.
 """
 
 from __future__ import annotations
