@@ -4,13 +4,14 @@
     python -m tests.fuzz.atheris_native --seeds native-corpus
     python -m tests.fuzz.atheris_native native-corpus -max_total_time=600
 
-The first command writes the seed inputs; the second fuzzes from them (the C module
-is not instrumented for libFuzzer, the decoder and the twins are; build the module
-with ``-fsanitize=fuzzer-no-link`` for C coverage).  An input names a function and
-its arguments (``check``); the native and the pure twin are called with the same
-arguments and must give equal results or raise exceptions of the same type, so any
-difference is an ``AssertionError`` that libFuzzer saves as ``crash-*``.  Replay one
-with ``python -m tests.fuzz.atheris_native FILE``.
+The first command writes the seed inputs; the second fuzzes from them.  Coverage
+comes from the Python side (the decoder and the twins); the C module is plain, unless
+it is built with clang's ``-fsanitize=fuzzer-no-link`` as atheris documents for
+native extensions.  An input names a function and its arguments (``check``); the
+native function and its pure twin are called with the same arguments and must give
+equal results or raise exceptions of the same type, so any difference is an
+``AssertionError`` that libFuzzer saves as ``crash-*``.  Replay one with
+``python -m tests.fuzz.atheris_native FILE``.
 
 ``check`` takes the native module as an argument, so tests/test_native_asan.py
 replays ``seeds`` and random inputs through a module built with AddressSanitizer.
