@@ -39,6 +39,14 @@ MYPYC_MODULES = [
 ]
 
 
+# The C module: CPython's API and libc only; sendmmsg/recvmmsg make it Linux's.
+NATIVE = Extension(
+    "slirpnet._native",
+    ["slirpnet/_native.c"],
+    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra"],
+)
+
+
 def say(message: str) -> None:
     print(f"slirpnet build: {message}", file=sys.stderr)
 
@@ -47,15 +55,18 @@ def native_extensions() -> list[Extension]:
     if os.environ.get("SLIRPNET_PURE_BUILD"):
         say("SLIRPNET_PURE_BUILD is set: pure Python only")
         return []
-    if mypycify is None:
-        say("no mypyc: pure Python only")
+    if not sys.platform.startswith("linux"):
+        say(f"no native build on {sys.platform}: pure Python only")
         return []
+    if mypycify is None:
+        say("no mypyc: the C module alone")
+        return [NATIVE]
     try:
         # The package's __init__ pulls in the shell, and so trio, which the build need not have.
-        return [*mypycify(["--ignore-missing-imports", *MYPYC_MODULES], opt_level="3")]
+        return [NATIVE, *mypycify(["--ignore-missing-imports", *MYPYC_MODULES], opt_level="3")]
     except (Exception, SystemExit) as error:  # mypyc type-checks first, exiting on errors
-        say(f"mypyc failed ({error}): pure Python only")
-        return []
+        say(f"mypyc failed ({error}): the C module alone")
+        return [NATIVE]
 
 
 class OptionalBuildExt(build_ext):

@@ -58,5 +58,5 @@ def test_core_micro_benchmark_reports_every_scenario(tmp_path: Path) -> None:
     )
     figures = json.loads(output.read_text())
     assert len(figures) == 11  # data both ways at two MTUs, a pure ACK, three codecs at two
-    assert sum("encode_frame" in figure["scenario"] for figure in figures) == 2
+    assert sum("tcp_frame" in figure["scenario"] for figure in figures) == 2
     assert all(figure["frames"] > 0 and figure["per_second"] > 0 for figure in figures)

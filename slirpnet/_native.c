@@ -2,7 +2,7 @@
  *
  * Every function has a pure-Python twin that gives the same result and raises
  * the same exception type (slirpnet.wire.checksum.ones_sum,
- * slirpnet.wire.tcpframe, slirpnet.shell.dgramio); tests/test_native_*.py prove
+ * slirpnet.wire.tcpframe, slirpnet.dgramio); tests/test_native_*.py prove
  * it, tests/fuzz/atheris_native.py fuzzes it and tests/test_native_asan.py runs
  * it under AddressSanitizer.  Guest bytes pass through here, so every length
  * is checked before it is used and every allocation failure is handled.

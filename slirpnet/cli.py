@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from slirpnet import __version__, heapreport
+from slirpnet import __version__, heapreport, native
 from slirpnet.config import (
     DEFAULT_NAMESPACE,
     LOG_FORMATS,
@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
             "TCP, UDP and ICMP echo onto ordinary host sockets, with no root and no tap device."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"slirpnet {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"slirpnet {__version__} ({native.describe()})"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
@@ -157,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = with_default_listener(with_inherited_listeners(config, inherited))
     configure(config.log_level, config.log_format)
     _raise_fd_limit()
+    _say_what_runs()
     keep_freed_memory()
     try:
         trio.run(_serve_until_signal, config, inherited, heap_report)
@@ -178,6 +181,16 @@ def _raise_fd_limit() -> None:
         else:
             soft = hard
     logging.getLogger("slirpnet").info("up to %d file descriptors", soft)
+
+
+def _say_what_runs() -> None:
+    """Once at start: a build that is not native moves a fifth as much at MTU 1500."""
+    if native.is_native():
+        logging.getLogger("slirpnet").info("running %s", native.describe())
+    else:
+        logging.getLogger("slirpnet").warning(
+            "running %s: several times slower per frame than the native build", native.describe()
+        )
 
 
 async def _serve_until_signal(

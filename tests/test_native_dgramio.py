@@ -1,4 +1,4 @@
-"""``_native.send_frames``/``recv_frames`` against their twins in ``slirpnet.shell.dgramio``,
+"""``_native.send_frames``/``recv_frames`` against their twins in ``slirpnet.dgramio``,
 on real sockets: unix datagram pairs (unbound, path and abstract names) and UDP on
 loopback.  Each twin runs on the same sockets in turn, so addresses compare equal."""
 
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slirpnet.shell import dgramio
+from slirpnet import dgramio
 
 native = pytest.importorskip("slirpnet._native", reason="slirpnet._native is not built")
 

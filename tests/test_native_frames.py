@@ -1,10 +1,12 @@
 """The native frame builders against their twins in ``slirpnet.wire.tcpframe``, the twins
-against ``TcpSegment.encode_frame``, and both against scapy."""
+against the layered codecs (``TcpSegment.encode`` under an IPv4 header), and both
+against scapy."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from slirpnet.wire import tcpframe
+from slirpnet.wire import ipv4, tcpframe
 from slirpnet.wire.tcp import TcpOptions, TcpSegment
 
 native = pytest.importorskip("slirpnet._native", reason="slirpnet._native is not built")
@@ -157,15 +159,18 @@ OPTION_OBJECTS = st.builds(
     OPTION_OBJECTS,
     payloads(top=65495 - 40),
 )
-def test_twin_matches_encode_frame(
+def test_twin_matches_the_layered_codecs(
     seq: int, window: int, ack: int, flags: int, urgent: int, options: TcpOptions, payload: Any
 ) -> None:
     try:
         encoded = options.encode()
     except ValueError:
-        return  # more than 40 bytes: encode_frame refuses them too
+        return  # more than 40 bytes: the layered codec refuses them too
     segment = TcpSegment(40000, 80, seq, ack, flags, window, urgent, options, payload)
-    expected = segment.encode_frame(ETHER_V4, 0x0A000202, 0x0A000001, 0xBEEF)
+    src, dst = IPv4Address(0x0A000202), IPv4Address(0x0A000001)
+    body = segment.encode(src, dst)
+    header = ipv4.IPv4Packet(src, dst, ipv4.PROTO_TCP, body, ident=0xBEEF).encode_header()
+    expected = ETHER_V4 + header + body
     args = (40000, 80, seq, ack, flags, window, urgent, encoded, payload)
     assert tcpframe.tcp_frame(ETHER_V4, 0x0A000202, 0x0A000001, 0xBEEF, *args) == expected
     assert native.tcp_frame(ETHER_V4, 0x0A000202, 0x0A000001, 0xBEEF, *args) == expected

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 
+from slirpnet import native
 from slirpnet.wire import ipv4, tcp
 from slirpnet.wire.checksum import internet_checksum, pseudo_header_sum
 from slirpnet.wire.errors import IntegrityError, SanityError, WireError
@@ -426,13 +427,16 @@ def test_hypothesis_mutations(seg: TcpSegment, data: st.DataObject) -> None:
     payload=st.binary(max_size=3000),
     options=st.sampled_from([tcp.NO_OPTIONS, LINUX_SYN_OPTIONS, TcpOptions(mss=65480)]),
 )
-def test_encode_frame_is_the_header_and_segment_encoded_apart(
+def test_tcp_frame_is_the_header_and_segment_encoded_apart(
     flags: int, seq: int, window: int, ident: int, payload: bytes, options: TcpOptions
 ) -> None:
-    """The one-pass frame encoder against the layered codecs and scapy."""
+    """The one-pass frame encoder the core uses (``slirpnet.native.tcp_frame``, native or
+    pure, whichever this run has) against the layered codecs and scapy."""
     segment = TcpSegment(80, 40000, seq, 12345, flags, window, 0, options, payload)
     head = bytes(range(14))
-    frame = segment.encode_frame(head, int(DST), int(SRC), ident)
+    encoded = options.encode()
+    fields = (80, 40000, seq, 12345, flags, window, 0, encoded, payload)
+    frame = native.tcp_frame(head, int(DST), int(SRC), ident, *fields)
     body = segment.encode(DST, SRC)
     header = ipv4.IPv4Packet(DST, SRC, ipv4.PROTO_TCP, body, ident=ident).encode_header()
     assert frame == head + header + body

@@ -15,7 +15,7 @@ NOP, NOP, timestamps.
 Scenarios: guest-to-host data at MTU 65520 and 1500, host-to-guest data read in
 256 KiB chunks at both MTUs, a guest's pure ACK on an idle flow, and the codecs
 alone (parse with checksums, encode with checksums: the layered codecs, and
-``TcpSegment.encode_frame``, which the core uses for TCP) for the same frames.
+``slirpnet.native.tcp_frame``, which the core uses for TCP) for the same frames.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from slirpnet import native
 from slirpnet.core.flows import SendFlow, TcpFlow
 from slirpnet.core.segment import Segment
 from slirpnet.core.sequence import seq_diff
@@ -240,13 +241,15 @@ def codecs(mtu: int, seconds: float) -> list[Result]:
 
     head = _ETHERNET.pack(GUEST_MAC, GATEWAY_MAC, 0x0800)
 
-    def encode_frame() -> object:  # what the core uses for its TCP frames
-        return segment.encode_frame(head, int(GATEWAY_IP), int(GUEST_IP), 1)
+    fields = (HOST_PORT, GUEST_PORT, 1, 2, tcp.ACK | tcp.PSH, 512, 0, b"", payload)
+
+    def tcp_frame() -> object:  # what the core uses for its TCP frames
+        return native.tcp_frame(head, int(GATEWAY_IP), int(GUEST_IP), 1, *fields)
 
     return [
         codec(f"parse Ethernet+IPv4+TCP, MTU {mtu}", parse, len(payload), seconds),
         codec(f"encode TCP+IPv4+Ethernet, MTU {mtu}", encode, len(payload), seconds),
-        codec(f"encode_frame, MTU {mtu}", encode_frame, len(payload), seconds),
+        codec(f"tcp_frame, MTU {mtu}", tcp_frame, len(payload), seconds),
     ]
 
 

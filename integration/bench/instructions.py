@@ -79,7 +79,7 @@ def host_to_guest(mtu: int, frames: int) -> int:
         done += len(out)
         acks = _guest_acks(lab, out)
 
-        def acknowledge() -> None:
+        def acknowledge(acks: list[bytes] = acks) -> None:
             for ack in acks:
                 lab.receive(ack)
             lab.segment.take_actions()
@@ -159,10 +159,14 @@ def main() -> None:
     scenarios = [name for name in args.scenarios.split(",") if name in SCENARIOS]
     builds = {name: env for name, env in BUILDS.items() if name in args.builds.split(",")}
     figures: dict[str, dict[str, float]] = {}
-    print(f"{'scenario':<12}" + "".join(f"{name:>12}" for name in builds) + "  (instructions/frame)")
+    print(
+        f"{'scenario':<12}" + "".join(f"{name:>12}" for name in builds) + "  (instructions/frame)"
+    )
     with tempfile.TemporaryDirectory(prefix="slirpnet-instructions-") as tmp:
         for scenario in scenarios:
-            row = {name: measure(scenario, args.frames, env, Path(tmp)) for name, env in builds.items()}
+            row = {
+                name: measure(scenario, args.frames, env, Path(tmp)) for name, env in builds.items()
+            }
             figures[scenario] = row
             ratio = f"{row['pure'] / row['native']:>11.2f}x" if len(row) == 2 else ""
             print(f"{scenario:<12}" + "".join(f"{v:>12,.0f}" for v in row.values()) + ratio)

@@ -35,6 +35,7 @@ import struct
 from collections.abc import Container
 from ipaddress import IPv4Address
 
+from slirpnet import native
 from slirpnet.core.dhcp import DhcpServer
 from slirpnet.core.dns import DnsService
 from slirpnet.core.flows import (
@@ -59,7 +60,6 @@ from slirpnet.core.tcp import HostOp, State, TcpEndpoint
 from slirpnet.core.timers import Deadlines
 from slirpnet.core.vm import FLOOD_FRAME, FLOOD_RATE, Vm
 from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
-from slirpnet.wire.checksum import ones_sum
 from slirpnet.wire.errors import WireError
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ class Segment:
         if (words + ip_checksum + src + dst) % 0xFFFF:
             return False
         view = memoryview(frame)[_TCP_AT : ethernet.HEADER_LEN + total_len]
-        if ones_sum(view, src + dst + tcp.PROTOCOL + len(view)) != 0xFFFF:
+        if native.ones_sum(view, src + dst + tcp.PROTOCOL + len(view)) != 0xFFFF:
             return False
         try:
             segment = tcp.TcpSegment.from_fields(
@@ -599,9 +599,27 @@ class Segment:
             if head is None:
                 mac = self._ethernet(flow.guest.mac, ethernet.ETHERTYPE_IPV4)
                 head = flow.frame_head = (mac, int(flow.dst_address), int(flow.guest.address))
+            mac, src, dst = head
             for segment in endpoint.segments:
-                self._ip_ident = (self._ip_ident + 1) & 0xFFFF
-                vm.send(segment.encode_frame(head[0], head[1], head[2], self._ip_ident))
+                self._ip_ident = ident = (self._ip_ident + 1) & 0xFFFF
+                options = segment.options
+                vm.send(
+                    native.tcp_frame(
+                        mac,
+                        src,
+                        dst,
+                        ident,
+                        segment.src_port,
+                        segment.dst_port,
+                        segment.seq,
+                        segment.ack,
+                        segment.flags,
+                        segment.window,
+                        segment.urgent,
+                        b"" if options is tcp.NO_OPTIONS else options.encode(),
+                        segment.payload,
+                    )
+                )
             endpoint.segments.clear()
         for op in endpoint.host_ops:
             if not isinstance(op, HostOp):

@@ -12,8 +12,8 @@ from ipaddress import IPv4Address
 
 from attrs import frozen
 
+from slirpnet import native
 from slirpnet.wire.buffer import Bytes, require
-from slirpnet.wire.checksum import internet_checksum, ones_sum
 from slirpnet.wire.errors import IntegrityError, SanityError
 from slirpnet.wire.ipv4 import MIN_HEADER_LEN
 
@@ -88,7 +88,7 @@ class IcmpMessage:
     def parse(cls, data: Bytes, *, verify_checksum: bool = True) -> IcmpMessage:
         view = memoryview(data)
         require(view, HEADER_LEN, "icmp_truncated", "ICMP header")
-        if verify_checksum and ones_sum(view) != 0xFFFF:
+        if verify_checksum and native.ones_sum(view) != 0xFFFF:
             raise IntegrityError("icmp_bad_checksum")
         type_, code, _csum, rest = _HEADER.unpack_from(view)
         return cls(type_, code, rest, view[HEADER_LEN:])
@@ -96,7 +96,7 @@ class IcmpMessage:
     def encode(self) -> bytes:
         message = bytearray(_HEADER.pack(self.type, self.code, 0, self.rest))
         message += self.payload
-        struct.pack_into("!H", message, 2, internet_checksum(message))
+        struct.pack_into("!H", message, 2, native.internet_checksum(message))
         return bytes(message)
 
     def quoted(self) -> Quoted:

@@ -19,8 +19,9 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from slirpnet import native
 from slirpnet.wire.buffer import Bytes, require
-from slirpnet.wire.checksum import fold, internet_checksum, ones_sum, pseudo_header_sum
+from slirpnet.wire.checksum import pseudo_header_sum
 from slirpnet.wire.errors import IntegrityError, SanityError
 
 PROTOCOL = 6
@@ -63,10 +64,6 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _PAIR = struct.Struct("!II")  # timestamps (TSval, TSecr) and each SACK block (left, right)
 _MSS_OPTION = struct.Struct("!BBH")
-# An IPv4 header without options (RFC 791 §3.1) and the fixed TCP header, packed at once.
-_IPV4_TCP = struct.Struct("!BBHHHBBHIIHHIIHHHH")
-_IPV4_FIRST_WORD = 0x4500  # version 4, IHL 5, TOS 0
-IPV4_TTL = 64
 _WINDOW_SCALE_OPTION = struct.Struct("!BBBB")
 
 # Option blocks as Linux writes them, each padded with NOPs to 4 bytes.
@@ -237,7 +234,7 @@ class TcpSegment:
         # Checked first: a corrupted data offset is better reported as corruption.
         if (
             verify_checksum
-            and ones_sum(view, pseudo_header_sum(src, dst, PROTOCOL, len(view))) != 0xFFFF
+            and native.ones_sum(view, pseudo_header_sum(src, dst, PROTOCOL, len(view))) != 0xFFFF
         ):
             raise IntegrityError("tcp_bad_checksum", f"checksum field {checksum:#06x}")
         return cls.from_fields(view, sport, dport, seq, ack, offset_flags, window, urgent)
@@ -299,51 +296,10 @@ class TcpSegment:
             self.ack,
             offset_flags,
             self.window,
-            internet_checksum(payload, start),
+            native.internet_checksum(payload, start),
             self.urgent,
         )
         return b"".join((header, options, payload))
-
-    def encode_frame(self, head: bytes, src: int, dst: int, ident: int) -> bytes:
-        """A whole frame: ``head`` (the link header), an IPv4 header from ``src`` to
-        ``dst`` (addresses as integers; TTL 64, no options, not fragmented) and the
-        segment, both checksums filled in.
-
-        The same bytes as ``encode`` under ``IPv4Packet.encode_header`` after ``head``,
-        with one ``pack`` for both headers and one pass over the payload (its
-        checksum; the ``join`` is the only copy).
-        """
-        options = b"" if self.options is NO_OPTIONS else self.options.encode()
-        payload = self.payload
-        header_len = HEADER_LEN + len(options)
-        length = header_len + len(payload)
-        total_len = 20 + length
-        offset_flags = (header_len // 4) << 12 | self.flags
-        # Both headers' words summed from their fields (see ``encode``, and RFC 1071).
-        addresses = src + dst
-        ip_words = _IPV4_FIRST_WORD + total_len + ident + (IPV4_TTL << 8 | PROTOCOL) + addresses
-        start = self._header_words(offset_flags, options) + addresses + PROTOCOL + length
-        headers = _IPV4_TCP.pack(
-            0x45,
-            0,
-            total_len,
-            ident,
-            0,
-            IPV4_TTL,
-            PROTOCOL,
-            ~fold(ip_words) & 0xFFFF,
-            src,
-            dst,
-            self.src_port,
-            self.dst_port,
-            self.seq,
-            self.ack,
-            offset_flags,
-            self.window,
-            internet_checksum(payload, start),
-            self.urgent,
-        )
-        return b"".join((head, headers, options, payload))
 
     @property
     def is_fin(self) -> bool:

@@ -120,7 +120,7 @@ def tcp_frame(
     /,
 ) -> bytes:
     """``head``, an IPv4 header from ``src`` to ``dst`` (addresses as integers) and a
-    TCP segment: the bytes of ``TcpSegment.encode_frame``."""
+    TCP segment: the bytes of ``TcpSegment.encode`` under ``IPv4Packet.encode_header``."""
     header_len = 20 + len(options)
     length = header_len + len(payload)
     if not (

@@ -14,8 +14,9 @@ from ipaddress import IPv4Address
 
 from attrs import frozen
 
+from slirpnet import native
 from slirpnet.wire.buffer import Bytes, require
-from slirpnet.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
+from slirpnet.wire.checksum import pseudo_header_sum
 from slirpnet.wire.errors import IntegrityError
 
 PROTOCOL = 17
@@ -50,7 +51,7 @@ class UdpDatagram:
         if (
             verify_checksum
             and checksum
-            and ones_sum(view, pseudo_header_sum(src, dst, PROTOCOL, length)) != 0xFFFF
+            and native.ones_sum(view, pseudo_header_sum(src, dst, PROTOCOL, length)) != 0xFFFF
         ):
             raise IntegrityError("udp_bad_checksum", f"checksum field {checksum:#06x}")
         return cls(src_port, dst_port, view[HEADER_LEN:])
@@ -64,5 +65,5 @@ class UdpDatagram:
         # ahead of the payload (checksum field taken as zero).
         start = pseudo_header_sum(src, dst, PROTOCOL, length)
         start += self.src_port + self.dst_port + length
-        checksum = internet_checksum(payload, start) or 0xFFFF
+        checksum = native.internet_checksum(payload, start) or 0xFFFF
         return b"".join((_HEADER.pack(self.src_port, self.dst_port, length, checksum), payload))

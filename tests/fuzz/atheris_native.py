@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from slirpnet.shell import dgramio
+from slirpnet import dgramio
 from slirpnet.wire import checksum, tcpframe
 
 FUNCTIONS = 7  # ones_sum, tcp_frame, tcp6_frame, tcp_frames, tcp6_frames, send, recv
