@@ -1,8 +1,9 @@
 """The benchmarks in their quick modes: they run, they report, the transfers were sound.
 
 No figure is judged here (a shared machine makes timings noise); only that every
-figure was produced, the MTUs were what each backend gives, and the hash-checked
-transfers and the idle flows came through.
+figure was produced for every setup that should have it, the MTUs were what each setup
+asks (the guest that keeps 1500 under a lease of 65520 too), the pure setups ran no
+native code, and the hash-checked transfers and the idle flows came through.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from integration.bench.compare import ORDER, SETUPS
 from integration.conftest import skip_unless_linux_guest
 from integration.linux.harness import REPO
+
+FLOW_WEIGHTS = ("rss_per_flow", "heap_per_flow")
 
 
 def test_quick_comparison_reports_every_figure(tmp_path: Path) -> None:
@@ -32,20 +36,48 @@ def test_quick_comparison_reports_every_figure(tmp_path: Path) -> None:
         timeout=900,
         check=False,
     )
+    print(result.stdout)  # the table, for the log
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(output.read_text())
 
-    assert report["transfers"] == {"slirpnet": [], "slirpnet-1500": [], "libslirp": []}
-    assert report["setups"]["slirpnet"]["mtu"] == 65520
-    assert report["setups"]["slirpnet-1500"]["mtu"] == 1500
-    for key, figure in report["figures"].items():
+    assert report["transfers"] == {name: [] for name in SETUPS}
+    setups = report["setups"]
+    mtus = {name: (setup["mtu"], setup["lease_mtu"]) for name, setup in setups.items()}
+    assert mtus == {
+        "slirpnet": (65520, "65520"),
+        "slirpnet-1500": (1500, "1500"),
+        "slirpnet-guest1500": (1500, "65520"),  # the guest kept 1500 despite the offer
+        "slirpnet-pure": (65520, "65520"),
+        "slirpnet-pure-1500": (1500, "1500"),
+        "libslirp": (1500, mtus["libslirp"][1]),  # whatever libslirp offers, if anything
+    }
+    assert setups["slirpnet-pure"]["native_code"] == []
+    assert setups["slirpnet-pure-1500"]["native_code"] == []
+    # The guest that kept 1500 got and sent frames of 1500 (and Ethernet's 14) from a
+    # server that offered 65520: slirpnet heeds the guest's MSS.
+    assert max(setups["slirpnet-guest1500"]["frame_bytes"].values()) <= 1514
+
+    figures = report["figures"]
+    assert set(figures) == set(ORDER)
+    for key, figure in figures.items():
         assert figure["slirpnet"]["median"] is not None, key
         if key != "heap_per_flow":  # slirpnet's alone
             assert figure["libslirp"]["median"] is not None, key
+        # The pure build has every throughput, request and CPU figure but the guest's 1500.
+        pure = not key.endswith("_g1500") and key not in {"flows_alive", *FLOW_WEIGHTS}
+        assert (figure["pure"]["median"] is not None) == pure, key
+    for key in ("g2h", "h2g"):
+        assert figures[key]["target"] == ">= 1.5x"
+        assert figures[f"{key}_1500"]["target"] == figures[f"{key}_g1500"]["target"]
+    assert figures["g2h_1500"]["target"] == ">= 1.0x"
+    assert figures["h2g_g1500"]["target"] == ">= 0.6x"
+    assert "stretch" in figures["h2g_g1500"]["note"]
+    assert figures["rtt_median"]["target"] == ">= 0.8x"
+    assert figures["connect_rate"]["target"] == ">= 1.0x"
     flows = report["options"]["flows"]
     for setup in ("slirpnet", "libslirp", "slirpnet-traced"):
         assert report["flows"][setup]["alive"] == flows
-    assert "iperf3 guest→host" in result.stdout
+    assert "iperf3 host→guest, guest keeps 1500" in result.stdout
 
 
 def test_core_micro_benchmark_reports_every_scenario(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""What a process has used, from /proc (CPU, memory, descriptors), and our own file limit."""
+"""What a process has used and loaded, from /proc (CPU, memory, descriptors, native code),
+and our own file limit."""
 
 from __future__ import annotations
 
@@ -36,3 +37,23 @@ def raise_file_limit(needed: int) -> int:
     if limit > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
     return limit
+
+
+def native_code(pid: int, package: Path) -> list[str]:
+    """The compiled code of ``package`` (a directory) that the process has mapped: its
+    extension modules by dotted name (``core.tcp``, ``_native``), and ``mypyc`` for the
+    shared library of mypyc's modules beside it.  None when it runs the pure Python code.
+    (mypyc's modules import each other inside that library, so of its per-module stubs
+    only the ones imported from outside are mapped: the library is the sure sign.)"""
+    found = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[5].endswith(".so"):
+            continue
+        path = Path(fields[5])
+        if path.is_relative_to(package):  # core/tcp.cpython-311-x86_64-linux-gnu.so
+            module = path.relative_to(package).with_name(path.name.split(".")[0])
+            found.add(".".join(module.parts))
+        elif path.parent == package.parent and "__mypyc." in path.name:
+            found.add("mypyc")
+    return sorted(found)

@@ -75,6 +75,7 @@ class LinuxGuest:
 
     @property
     def mtu(self) -> int:
+        """The MTU the lease offered: the interface's too, unless ``apply_mtu=False``."""
         return int(self.lease.get("mtu", "1500"))
 
     def socket(self) -> trio.socket.SocketType:
@@ -119,6 +120,7 @@ async def open_linux_guest(
     slirpnet_env: Mapping[str, str] | None = None,
     log_level: str | None = None,
     server: Path | None = None,
+    apply_mtu: bool = True,
 ) -> AsyncIterator[LinuxGuest]:
     """A namespace with a leased address behind ``backend``, through a lossy relay if ``faults``.
 
@@ -126,7 +128,9 @@ async def open_linux_guest(
     into its environment.  ``log_level`` is slirpnet's (default: $SLIRPNET_TEST_LOG_LEVEL,
     else info); its log and QEMU's go to ``workdir``.  ``guest.pids`` names the processes.
     With ``server``, the ``unixgram:`` path of a slirpnet the caller runs, none is
-    started: the guest is one more VM of that server.
+    started: the guest is one more VM of that server.  With ``apply_mtu=False`` the
+    interface keeps MTU 1500 whatever the lease offers, as systemd-networkd's
+    ``UseMTU=no``, Windows and iPXE do (``guest.mtu`` is still the lease's).
     """
     reason = system.missing()
     if reason is not None:
@@ -201,7 +205,7 @@ async def open_linux_guest(
         system.ip("link", "set", tap, "netns", guest.netns)
         system.ip("link", "set", "lo", "up", netns=guest.netns)
         system.ip("link", "set", tap, "up", netns=guest.netns)
-        guest.lease = await _dhcp(guest)
+        guest.lease = await _dhcp(guest, apply_mtu)
         yield guest
 
 
@@ -248,13 +252,19 @@ async def _wait_for(ready: Callable[[], bool], process: trio.Process, what: str)
     raise HarnessError(f"{what}: not ready after {STARTUP_TIMEOUT} s")
 
 
-async def _dhcp(guest: LinuxGuest) -> dict[str, str]:
+async def _dhcp(guest: LinuxGuest, apply_mtu: bool) -> dict[str, str]:
     argv = guest.command(
         *("busybox", "udhcpc", "-i", guest.interface, "-s", str(_UDHCPC_SCRIPT)),
         *("-n", "-q", "-f", "-t", "10", "-T", "1", "-O", "mtu"),
     )
     with trio.move_on_after(STARTUP_TIMEOUT):
-        result = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+        result = await trio.run_process(
+            argv,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={**os.environ, "UDHCPC_APPLY_MTU": "yes" if apply_mtu else "no"},
+        )
         for line in result.stdout.decode().splitlines():
             if line.startswith("LEASE "):
                 return dict(item.partition("=")[::2] for item in line.split()[1:])

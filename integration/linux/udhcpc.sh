@@ -1,6 +1,7 @@
 #!/bin/sh
 # udhcpc's hook in the guest's namespace: apply address, MTU and default route, and print the
 # lease as one "LEASE key=value ..." line.  /etc/resolv.conf is the host's here: never touched.
+# UDHCPC_APPLY_MTU=no leaves the interface's MTU alone (the lease line still shows the offer).
 case "$1" in
 deconfig)
     ip addr flush dev "$interface"
@@ -9,7 +10,7 @@ deconfig)
 bound | renew)
     ip addr flush dev "$interface"
     ip addr add "$ip/$mask" dev "$interface"
-    [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+    [ -n "$mtu" ] && [ "$UDHCPC_APPLY_MTU" != no ] && ip link set dev "$interface" mtu "$mtu"
     [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
     line=LEASE
     for key in ip mask router dns mtu; do
