@@ -34,8 +34,8 @@ FLOOD_FRAME = 1514
 class Vm:
     """A port of the segment: one connection from a VM's NIC.  Compared by identity."""
 
-    name: str  # for logs: the transport and peer, e.g. "unix:/run/vm.sock#2"
-    id: int = 0  # unique in its segment, for the control API
+    name: str  # where it is plugged in: the transport and peer, e.g. "unix:/run/vm.sock"
+    id: int = 0  # unique in its segment: the VM's number in logs and the control API
     stats: Stats = field(factory=Stats)
     macs: set[bytes] = field(factory=set)  # source addresses seen on this port
     mac: bytes = b""  # the first of them: the NIC's own, for logs
@@ -72,8 +72,8 @@ class Vm:
 
     @property
     def log_context(self) -> dict[str, str]:
-        """The ``extra`` of a log line about this VM: its port's name and its MAC."""
-        return {"vm": self.name, "mac": format_mac(self.mac) if self.mac else "-"}
+        """The ``extra`` of a log line about this VM: its number and its MAC."""
+        return {"vm": str(self.id), "mac": format_mac(self.mac) if self.mac else "-"}
 
     @property
     def flow_count(self) -> int:
