@@ -163,3 +163,40 @@ def test_the_readmes_toml_example_runs_as_written(tmp_path: Path) -> None:
         server.terminate()
         _, errors = server.communicate(timeout=30)
     assert server.returncode == 0, errors
+
+
+def test_a_second_server_serves_without_the_default_control_socket(tmp_path: Path) -> None:
+    """The default place is the first server's; the second says so and serves its VMs."""
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}  # both in cwd
+    servers = []
+    try:
+        for name in ("first", "second"):
+            server = subprocess.Popen(
+                [sys.executable, "-m", "slirpnet", "serve", "--listen", f"unix:{name}.sock"],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            servers.append(server)
+            assert server.stdout is not None
+            assert server.stdout.readline().startswith("default: qemu-system-x86_64 ... ")
+        shown = subprocess.run(
+            [sys.executable, "-m", "slirpnet", "ctl", "namespaces", "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert '"name": "default"' in shown.stdout
+    finally:
+        for server in servers:
+            server.terminate()
+    first, second = (server.communicate(timeout=30)[1] for server in servers)
+    control = tmp_path / "slirpnet-control.sock"
+    assert f"control API on unix:{control}" in first
+    assert f"no control API: control: {control} is in use by a running server" in second
+    assert [server.returncode for server in servers] == [0, 0]
+    assert not control.exists()  # removed by the first, whose it was
