@@ -384,3 +384,32 @@ def test_ctl_with_no_server_says_how_to_start_one(
         f"slirpnet ctl: no server's control socket at {path}: start one with `slirpnet serve` "
         "(it opens it there unless --control says otherwise), or give --socket PATH"
     )
+
+
+def test_every_table_fits_100_columns() -> None:
+    flow = {
+        "vm": 12,
+        "guest": "10.0.2.155:54321",
+        "protocol": "tcp",
+        "destination": "203.0.113.200:65535",
+        "state": "established",
+        "bytes_to_host": 123456789012,
+        "bytes_to_guest": 123456789012,
+        "retransmits": 1234,
+        "host": "192.168.100.200:65535",
+        "forward": "tcp:0.0.0.0:65535-10.0.2.155:65535",
+    }
+    header, row = client.render([flow], "flows").splitlines()
+    assert header.split() == ["VM", "PROTO", "GUEST", "DESTINATION", "STATE", "TO_HOST", "TO_GUEST"]
+    assert row.split() == [
+        "12",
+        "tcp",
+        "10.0.2.155:54321",
+        "203.0.113.200:65535",
+        "established",
+        "123456789012",
+        "123456789012",
+    ]
+    # Any other list, however wide, is cut to fit: its widest columns first.
+    wide = [{f"column_{n}": "x" * 40 for n in range(8)}]
+    assert all(len(line) <= client.WIDTH for line in client.render(wide).splitlines())

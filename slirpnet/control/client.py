@@ -186,8 +186,8 @@ def render(answer: Any, what: str = "") -> str:
     if isinstance(answer, list):
         if not answer:
             return "(none)"
-        if what == "vms":
-            answer = [_vm_row(vm) for vm in answer]
+        if what in _ROWS:
+            answer = [_ROWS[what](row) for row in answer]
         columns = list(dict.fromkeys(key for row in answer for key in row))
         return table(columns, [[_cell(row.get(key)) for key in columns] for row in answer])
     if isinstance(answer, dict):
@@ -211,16 +211,32 @@ def _vm_row(vm: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _flow_row(flow: dict[str, Any]) -> dict[str, Any]:
+    """A flow in one line for people: who, where, how far (``--json`` has the rest)."""
+    return {
+        "vm": flow["vm"],
+        "proto": flow["protocol"],
+        "guest": flow["guest"],
+        "destination": flow["destination"],
+        "state": flow["state"],
+        "to_host": flow.get("bytes_to_host", "-"),
+        "to_guest": flow.get("bytes_to_guest", "-"),
+    }
+
+
+_ROWS = {"vms": _vm_row, "flows": _flow_row}
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int = WIDTH) -> str:
     """Columns two spaces apart; past ``width``, the widest are cut (ending in "~")."""
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    floors = [max(len(c), 6) for c in columns]  # a header is never cut
+    floors = [min(len(c), 6) for c in columns]  # a header is cut last
     while sum(widths) + 2 * (len(widths) - 1) > width:
         widest = max(range(len(widths)), key=lambda i: widths[i] - floors[i])
         if widths[widest] <= floors[widest]:
             break  # as narrow as it goes: wider than asked, rather than unreadable
         widths[widest] -= 1
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines = ["  ".join(_fit(c.upper(), w).ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += [
         "  ".join(_fit(v, w).ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows
     ]
