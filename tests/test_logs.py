@@ -77,3 +77,29 @@ def test_every_line_names_namespace_vm_and_mac(
             "ns=blue vm=3 mac=52:54:00:12:34:56 lease",
             "ns=blue vm=- mac=- about nobody",
         ]
+
+
+def test_held_lines_come_out_on_release_with_their_own_namespace(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    held = configure("info", "text", hold=True)
+    logger = logging.getLogger("slirpnet.test")
+    token = namespace_var.set("blue")
+    try:
+        logger.info("while starting")
+    finally:
+        namespace_var.reset(token)
+    assert capsys.readouterr().err == ""
+    held.release()
+    logger.info("after")
+    lines = [line.split(" ", 3)[3] for line in capsys.readouterr().err.splitlines()]
+    assert lines == ["ns=blue vm=- mac=- while starting", "ns=- vm=- mac=- after"]
+
+
+def test_held_lines_are_dropped_when_starting_failed(capsys: pytest.CaptureFixture[str]) -> None:
+    held = configure("info", "text", hold=True)
+    logging.getLogger("slirpnet.test").info("while starting")
+    held.discard()
+    logging.getLogger("slirpnet.test").warning("after")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("WARNING ns=- vm=- mac=- after")
