@@ -377,6 +377,8 @@ def load_file(path: Path) -> ServerConfig:
         raise ConfigError("config", f"cannot read {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError("config", f"{path}: {error}") from None
+    # Underscores for dashes, as in the namespaces' keys (namespace_from_values).
+    document = {key.replace("_", "-"): value for key, value in document.items()}
     log_level = _choice(LOG_LEVELS)(
         _text(document.pop("log-level", "info"), "log-level"), "log-level"
     )

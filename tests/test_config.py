@@ -287,3 +287,10 @@ def test_a_pcap_directory_that_is_not_there_yet_is_fine_a_file_is_not(tmp_path: 
     with pytest.raises(ConfigError) as info:
         from_flags("--pcap", str(tmp_path / "file"))
     assert info.value.key == "pcap"
+
+
+def test_top_level_keys_take_underscores_too(tmp_path: Path) -> None:
+    path = tmp_path / "underscores.toml"
+    path.write_text("log_level = 'debug'\ncontrol = 'none'\nlisten = 'unix:/run/a.sock'\n")
+    config = load_file(path)
+    assert (config.log_level, config.control) == ("debug", None)
