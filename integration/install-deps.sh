@@ -13,7 +13,10 @@ fi
 # vde_plug and dpipe; iproute2: network namespaces and taps for the Linux-stack guest;
 # gcc, libc6-dev: small static programs for the test guest (integration/guest/programs.py);
 # busybox-static: its udhcpc takes that guest's lease; nftables: the blackholed namespace host;
-# iperf3: the benchmark's throughput (integration/bench/compare.py).
+# iperf3: the benchmark's throughput (integration/bench/compare.py);
+# python3-venv, python3-dev, sudo, git: the README's quick start, run as printed in a fresh
+# clone with Debian's python3 (integration/test_quick_start.py); tcpdump: reads a running
+# VM's capture there.
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends qemu-system-x86 zstd vde2 iproute2 gcc libc6-dev \
-    busybox-static nftables iperf3
+    busybox-static nftables iperf3 python3-venv python3-dev sudo git tcpdump

@@ -7,6 +7,7 @@ command with them as fds 3 and 4 and LISTEN_PID/LISTEN_FDS set, as systemd does.
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import shlex
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from scapy.layers.l2 import ARP, Ether
 
+from integration.readme import quick_start_install
 from slirpnet.control import client
 from slirpnet.framing import QEMU_STREAM
 
@@ -46,7 +48,10 @@ def test_the_example_units_serve_vms_and_the_control_api(tmp_path: Path) -> None
         sock.listen()
         sockets.append(sock)
     vm_path, control_path = (s.getsockname() for s in sockets)
-    assert unit("slirpnet.service")["Service"]["ExecStart"].startswith("slirpnet serve")
+    # The program by its full path, where the README's quick start installs it.
+    program, *_ = unit("slirpnet.service")["Service"]["ExecStart"].split()
+    assert program == "%h/.local/slirpnet/bin/slirpnet"
+    assert program.replace("%h", "~") in quick_start_install()
     command = shlex.split(
         unit("slirpnet.service")["Service"]["ExecStart"].replace("%t", str(runtime_dir))
     )
@@ -87,6 +92,17 @@ def test_the_example_units_serve_vms_and_the_control_api(tmp_path: Path) -> None
 
             (namespace,) = client.request(control_path, "GET", "/namespaces")
             assert namespace["vms"] == 1
+            # ... and the control socket is where `slirpnet ctl` looks by default.
+            shown = subprocess.run(
+                [sys.executable, "-m", "slirpnet", "ctl", "vms", "--json"],
+                env={**os.environ, "XDG_RUNTIME_DIR": str(runtime_dir)},
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            (vm_shown,) = json.loads(shown.stdout)
+            assert vm_shown["id"] == 1
     finally:
         server.terminate()
         _, errors = server.communicate(timeout=10)

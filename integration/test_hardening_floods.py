@@ -158,7 +158,7 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
                 nursery.start_soon(stall, vm, frames, blast_port)
                 await trio.sleep(2)  # the caps are reached before the measurement starts
                 during = await measure(200)
-                shown = {vm["name"]: vm for vm in await vms(ctl)}
+                shown = {vm["id"]: vm for vm in await vms(ctl)}
                 flooding = process_stats(pid)
                 nursery.cancel_scope.cancel()
             flooded_for = trio.current_time() - started
@@ -172,11 +172,11 @@ async def test_floods_hit_per_vm_caps_while_another_vm_keeps_going(tmp_path: Pat
     print(f"slirpnet: before the floods {before}; during {flooding}; after {after}")
     for vm in hostiles:
         print(f"hostile VM: {vm.sent} frames sent, replies {dict(vm.replies)}")
-    for name, vm in shown.items():
-        print(f"{name}: drops {vm['drops']}, flows {vm['flows']}")
+    for number, vm in shown.items():
+        print(f"VM {number} {vm['name']}: drops {vm['drops']}, flows {vm['flows']}")
 
-    syn, udp, arp, dhcp, stalled = (shown_of(shown, f"{hostile}#{n}") for n in range(1, 6))
-    (own,) = [vm for name, vm in shown.items() if str(hostile) not in name]
+    syn, udp, arp, dhcp, stalled = (shown_of(shown, f"52:54:00:66:00:{n:02x}") for n in range(5))
+    (own,) = [vm for vm in shown.values() if vm["name"] != f"unix:{hostile}"]
     assert set(own["drops"]) <= {"eth_multicast"}, own  # nothing of the guest's was lost
     # Each hostile VM hit its cap, and was told so (RST, ICMP admin-prohibited, no offer).
     assert syn["drops"]["connect_limit"] > 0 and hostiles[0].replies["tcp_rst"] > 0
@@ -214,5 +214,7 @@ async def nursery_vm(
     return vm
 
 
-def shown_of(shown: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
-    return shown[f"unix:{name}"]
+def shown_of(shown: dict[int, dict[str, Any]], mac: str) -> dict[str, Any]:
+    """The hostile VM whose NIC is ``mac``."""
+    (vm,) = [vm for vm in shown.values() if mac in vm["macs"]]
+    return vm

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
+from contextlib import suppress
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import trio
+from scapy.layers.l2 import ARP, Ether
 
 import slirpnet
 from integration.guest import GuestImage, boot_async
@@ -56,3 +59,29 @@ async def test_a_guest_through_the_readme_example(guest_image: GuestImage, tmp_p
         "65520",
     )
     assert_network_works(run.output)
+
+
+async def test_the_readme_example_runs_again_where_it_ran(tmp_path: Path) -> None:
+    """A datagram socket's file outlives the run that bound it: the next run binds anew,
+    and answers a VM (here an ARP question from a socket where QEMU's would be)."""
+    serve_vm: Callable[..., Any] = readme_example()["serve_vm"]
+    path, qemu_path = tmp_path / "vm.sock", tmp_path / "vm.qemu"
+    who_has = Ether(src="52:54:00:12:34:56", dst="ff:ff:ff:ff:ff:ff") / ARP(
+        hwsrc="52:54:00:12:34:56", psrc="10.0.2.15", pdst="10.0.2.2"
+    )
+    for _ in range(2):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_vm, str(path), str(qemu_path), slirpnet.NetworkSettings())
+            with trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as vm:
+                qemu_path.unlink(missing_ok=True)
+                await vm.bind(str(qemu_path))
+                with trio.fail_after(10):
+                    while True:
+                        with suppress(OSError):  # not bound yet, or the last run's file
+                            await vm.sendto(bytes(who_has), str(path))
+                        with trio.move_on_after(0.1):
+                            answer = Ether(await vm.recv(65536))
+                            break
+            assert answer[ARP].psrc == "10.0.2.2"
+            nursery.cancel_scope.cancel()
+        assert path.exists()  # left behind, as the second run finds it

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import os
 import resource
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
@@ -22,17 +24,18 @@ from slirpnet.config import (
     Address,
     ConfigError,
     ServerConfig,
+    default_control,
     default_control_path,
     load_file,
     namespace_from_values,
-    parse_address,
+    parse_control,
     parse_metrics,
     parse_pcap_dir,
     validate,
     with_default_listener,
 )
 from slirpnet.control import client
-from slirpnet.logs import configure
+from slirpnet.logs import HeldLogs, configure
 from slirpnet.shell.activation import inherited_sockets, with_inherited_listeners
 from slirpnet.shell.allocator import keep_freed_memory
 from slirpnet.shell.server import qemu_arguments, run_server
@@ -62,9 +65,88 @@ _VALUE_FLAGS = (
 )
 
 
+# serve --help in groups; a flag in none of them is listed under "other".
+_GROUPS = (
+    ("VMs", "where VMs plug in", ("--listen", "--connect", "--stdio", "--socket-mode")),
+    (
+        "network",
+        "the guests' network and what they may reach",
+        ("--net", "--gateway", "--mtu", "--restrict", "--no-host-loopback", "--deny"),
+    ),
+    ("DHCP", None, ("--dhcp-start", "--domain", "--search", "--static-lease")),
+    ("DNS", None, ("--dns", "--dns-upstream", "--dns-record")),
+    ("forwards", "host ports that reach a guest", ("--forward",)),
+    (
+        "limits",
+        "per VM",
+        ("--max-flows", "--max-connecting", "--max-leases", "--udp-idle-timeout"),
+    ),
+    (
+        "operation",
+        None,
+        ("--config", "--control", "--metrics", "--pcap", "--log-level", "--log-format"),
+    ),
+)
+
+_SERVE_EXAMPLES = """\
+examples:
+  slirpnet serve
+      one network on $XDG_RUNTIME_DIR/slirpnet.sock; prints the QEMU arguments
+  slirpnet serve --forward tcp::2222-:22 --dns-record db.test=10.0.2.2
+      host port 2222 reaches the VM's ssh; the guests resolve db.test to the host
+  slirpnet serve --listen unix:/run/slirpnet/vm.sock --net 10.9.0.0/24 --restrict
+  slirpnet serve --config slirpnet.toml
+      several namespaces, each a network of its own (the TOML keys are the flags')
+
+The control API (slirpnet ctl) is on $XDG_RUNTIME_DIR/slirpnet-control.sock unless
+--control says otherwise. Flags marked (repeatable) may be given more than once."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every mistake in one line, ``slirpnet: error: ...`` and exit 2: no usage first,
+    and "did you mean" for a near-miss flag or command."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(message + self._suggestion(message))
+
+    def _suggestion(self, message: str) -> str:
+        if message.startswith("unrecognized arguments:"):
+            words = message.partition(":")[2].split()
+            known = [o for a in _all_actions(self) for o in a.option_strings]
+            for word in words:
+                if word.startswith("--"):
+                    close = difflib.get_close_matches(word.partition("=")[0], known, n=1)
+                    if close:
+                        return f" (did you mean {close[0]}?)"
+        elif "invalid choice:" in message:
+            word = message.partition("invalid choice: ")[2].split("'")[1]
+            choices = [c for a in _all_actions(self) for c in (a.choices or ())]
+            close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+            if close:
+                return f" (did you mean {close[0]}?)"
+        return ""
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The parser's actions and its subcommands', since an unknown flag is reported by the
+    top parser whichever subcommand it was meant for."""
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                actions += _all_actions(sub)
+    return actions
+
+
+def fail(message: str) -> NoReturn:
+    print(f"slirpnet: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="slirpnet",
+        allow_abbrev=False,  # a flag's prefix would be a different flag's slip
         description=(
             "User-mode networking for virtual machines: ARP, DHCP, DNS and NAT of a VM's "
             "TCP, UDP and ICMP echo onto ordinary host sockets, with no root and no tap device."
@@ -77,36 +159,84 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the server",
-        description="Run the server. With no flags it listens on a unix socket and prints "
+        usage="%(prog)s [FLAG ...]",
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the server. With no flags it listens on a unix socket and prints\n"
         "the QEMU arguments that connect a VM to it.",
+        epilog=_SERVE_EXAMPLES,
     )
-    for flag, repeatable, text in _VALUE_FLAGS:
-        serve.add_argument(flag, action="append" if repeatable else "store", help=text)
-    serve.add_argument(
-        "--no-host-loopback",
-        action="store_true",
-        default=None,
-        help="the gateway address does not lead to the host's loopback",
-    )
-    serve.add_argument(
-        "--restrict",
-        action="store_true",
-        default=None,
-        help="guests reach only the built-in services and forwards",
-    )
-    serve.add_argument("--control", help="unix:PATH: serve the control API (slirpnet ctl) there")
-    serve.add_argument("--metrics", help="HOST:PORT: serve Prometheus metrics at /metrics")
-    serve.add_argument("--pcap", help="DIR: capture every VM's frames to a pcap file there")
-    serve.add_argument("--config", type=Path, help="a TOML file with the same keys")
-    serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
-    serve.add_argument("--log-format", choices=LOG_FORMATS, help="default text")
+    _add_serve_flags(serve)
     ctl = commands.add_parser(
         "ctl",
         help="talk to a running server's control API",
+        allow_abbrev=False,
         description="Show and change a running server: VMs, flows, leases, DNS, captures.",
     )
     client.add_arguments(ctl, str(default_control_path()))
     return parser
+
+
+# What each value looks like, for --help; a flag not here shows VALUE.
+_METAVARS = {
+    "--listen": "ADDRESS",
+    "--connect": "ADDRESS",
+    "--stdio": "qemu|vde",
+    "--socket-mode": "MODE",
+    "--net": "CIDR",
+    "--deny": "CIDR",
+    "--mtu": "BYTES",
+    "--domain": "NAME",
+    "--search": "DOMAIN",
+    "--static-lease": "MAC=IPV4",
+    "--dns-upstream": "HOST[:PORT]",
+    "--dns-record": "NAME=IPV4",
+    "--forward": "SPEC",
+    "--udp-idle-timeout": "SECONDS",
+    "--max-flows": "N",
+    "--max-connecting": "N",
+    "--max-leases": "N",
+}
+
+
+def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
+    flags: dict[str, dict[str, Any]] = {
+        flag: {
+            "action": "append" if repeatable else "store",
+            "metavar": _METAVARS.get(flag, "IPV4" if "address" in text else "VALUE"),
+            "help": f"{text} (repeatable)" if repeatable else text,
+        }
+        for flag, repeatable, text in _VALUE_FLAGS
+    }
+    flags["--no-host-loopback"] = {
+        "action": "store_true",
+        "default": None,
+        "help": "the gateway address does not lead to the host's loopback",
+    }
+    flags["--restrict"] = {
+        "action": "store_true",
+        "default": None,
+        "help": "guests reach only the built-in services and forwards",
+    }
+    flags["--control"] = {
+        "metavar": "unix:PATH|none",
+        "help": "where the control API (slirpnet ctl) listens; none for nowhere (default: below)",
+    }
+    flags["--metrics"] = {
+        "metavar": "HOST:PORT",
+        "help": "serve Prometheus metrics at /metrics there",
+    }
+    flags["--pcap"] = {"metavar": "DIR", "help": "capture every VM's frames to a pcap file there"}
+    flags["--config"] = {"type": Path, "metavar": "FILE", "help": "a TOML file with the same keys"}
+    flags["--log-level"] = {"choices": LOG_LEVELS, "help": "default info"}
+    flags["--log-format"] = {"choices": LOG_FORMATS, "help": "default text"}
+    grouped = [flag for _, _, members in _GROUPS for flag in members]
+    other = tuple(flag for flag in flags if flag not in grouped)
+    for title, description, members in (*_GROUPS, ("other", None, other)):
+        group = serve.add_argument_group(title, description)
+        for flag in members:
+            if flag in flags:
+                group.add_argument(flag, **flags[flag])
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -125,14 +255,19 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         config = load_file(args.config)
     else:
         config = validate(ServerConfig((namespace_from_values(DEFAULT_NAMESPACE, values),)))
+    if args.control is not None:
+        control, optional = parse_control(args.control), False
+    elif args.config is not None:
+        control, optional = config.control, config.control_optional
+    else:
+        control, optional = default_control(), True
     return validate(
         ServerConfig(
             config.namespaces,
             log_level=args.log_level or config.log_level,
             log_format=args.log_format or config.log_format,
-            control=parse_address(args.control, ("unix",), "control")
-            if args.control
-            else config.control,
+            control=control,
+            control_optional=optional,
             metrics=parse_metrics(args.metrics) if args.metrics else config.metrics,
             pcap_dir=parse_pcap_dir(args.pcap) if args.pcap else config.pcap_dir,
         )
@@ -144,28 +279,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "ctl":
-        return client.run(args)
+        return _quiet_on_closed_pipe(client.run, args)
     if args.command != "serve":
         parser.print_help()
         return 0
     try:
         config = config_from_args(args)
-    except ConfigError as error:
-        parser.error(str(error))  # one line, exit 2
-    try:
         inherited = inherited_sockets()
     except ConfigError as error:
-        parser.error(str(error))
+        fail(str(error))
     config = with_default_listener(with_inherited_listeners(config, inherited))
-    configure(config.log_level, config.log_format)
+    # Held back until every socket is bound: a mistake found binding is then the one line
+    # printed, and a server that starts logs as before.
+    held = configure(config.log_level, config.log_format, hold=True)
     _raise_fd_limit()
     _say_what_runs()
     keep_freed_memory()
     try:
-        trio.run(_serve_until_signal, config, inherited, heap_report)
+        trio.run(_serve_until_signal, config, inherited, heap_report, held)
     except* ConfigError as group:
-        parser.error(str(_first_leaf(group)))
+        held.discard()
+        fail(str(_first_leaf(group)))
+    finally:
+        held.release()  # whatever else stopped it, what was logged is shown
     return 0
+
+
+def _quiet_on_closed_pipe(
+    run: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
+    """``slirpnet ctl vms | head``: a reader that stops early is no error of ours."""
+    try:
+        code = run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at nothing, so that it stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return code
 
 
 def _raise_fd_limit() -> None:
@@ -194,7 +346,10 @@ def _say_what_runs() -> None:
 
 
 async def _serve_until_signal(
-    config: ServerConfig, inherited: dict[Address, socket.socket], heap_report: Path | None
+    config: ServerConfig,
+    inherited: dict[Address, socket.socket],
+    heap_report: Path | None,
+    held: HeldLogs,
 ) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -202,6 +357,7 @@ async def _serve_until_signal(
             if heap_report is not None:
                 nursery.start_soon(heapreport.report_on_signal, heap_report)
             await nursery.start(_serve, config, inherited, nursery.cancel_scope)
+            held.release()
             # Printed once every listener is bound: the line doubles as a readiness signal.
             if not any(ns.stdio for ns in config.namespaces):
                 for line in qemu_lines(config):

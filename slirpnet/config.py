@@ -12,6 +12,7 @@ in one line what is wrong (and exit 2).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -35,6 +36,12 @@ class ConfigError(Exception):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
         self.key = key
+
+
+def unknown(word: str, known: Sequence[str], what: str) -> str:
+    """``unknown key``, with the nearest known one when ``word`` looks like a slip of it."""
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f"unknown {what}" + (f" (did you mean {close[0]}?)" if close else "")
 
 
 @frozen
@@ -67,6 +74,8 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"
     control: Address | None = None  # unix:PATH of the control API
+    # Not asked for (the default place): if a running server holds it, serve without.
+    control_optional: bool = False
     metrics: Address | None = None  # tcp:HOST:PORT of the Prometheus endpoint
     pcap_dir: Path | None = None  # every VM captured to a file here
 
@@ -215,23 +224,38 @@ _LISTS: dict[str, Callable[[str, str], Any]] = {
     "deny": _network,
 }
 _FLAGS = ("no-host-loopback", "restrict")
+NAMESPACE_KEYS = (*_SCALAR, *_LISTS, *_FLAGS)
 
 
 def parse_metrics(text: str, key: str = "metrics") -> Address:
-    """``HOST:PORT`` (or ``:PORT`` for loopback) of the metrics endpoint."""
-    return parse_address(text if text.startswith("tcp:") else f"tcp:{text}", ("tcp",), key)
+    """``HOST:PORT`` of the metrics endpoint: the host is said, for it decides who may scrape."""
+    host, colon, port = text.removeprefix("tcp:").rpartition(":")
+    if not colon or not host.strip("[]"):
+        raise ConfigError(key, f"{text!r} is not HOST:PORT, like 127.0.0.1:9464")
+    return parse_address(f"tcp:{host}:{port}", ("tcp",), key)
+
+
+# ``--control none`` (``control = "none"``): no control API at all.
+NO_CONTROL = ("none", "off")
+
+
+def parse_control(text: str, key: str = "control") -> Address | None:
+    if text in NO_CONTROL:
+        return None
+    return parse_address(text, ("unix",), key)
 
 
 def parse_pcap_dir(text: str, key: str = "pcap") -> Path:
+    """A directory for captures; made (owner-only) at start when missing."""
     path = Path(text)
-    if not path.is_dir():
+    if path.exists() and not path.is_dir():
         raise ConfigError(key, f"{text!r} is not a directory")
     return path
 
 
 # Keys of the server as a whole, outside any namespace.
 _SERVER_KEYS: dict[str, Callable[[str, str], Any]] = {
-    "control": lambda text, key: parse_address(text, ("unix",), key),
+    "control": parse_control,
     "metrics": parse_metrics,
     "pcap": parse_pcap_dir,
 }
@@ -257,8 +281,13 @@ _SETTINGS_FIELDS = {
 }
 
 
-def namespace_from_values(name: str, values: Mapping[str, Any], where: str = "") -> NamespaceConfig:
-    """A namespace from parsed key/values: strings (or lists of them) and booleans."""
+def namespace_from_values(
+    name: str, values: Mapping[str, Any], where: str = "", *, also_known: Sequence[str] = ()
+) -> NamespaceConfig:
+    """A namespace from parsed key/values: strings (or lists of them) and booleans.
+
+    ``also_known`` are keys valid where these came from but not here, for "did you mean".
+    """
     parsed: dict[str, Any] = {}
     for raw_key, value in values.items():
         key = raw_key.replace("_", "-")
@@ -273,7 +302,7 @@ def namespace_from_values(name: str, values: Mapping[str, Any], where: str = "")
                 raise ConfigError(label, f"{value!r} is not true or false")
             parsed[key] = value
         else:
-            raise ConfigError(label, "unknown key")
+            raise ConfigError(label, unknown(key, [*NAMESPACE_KEYS, *also_known], "key"))
     fields = {_SETTINGS_FIELDS[k]: v for k, v in parsed.items() if k in _SETTINGS_FIELDS}
     fields["host_loopback"] = not parsed.get("no-host-loopback", False)
     network = fields.get("network")
@@ -348,6 +377,8 @@ def load_file(path: Path) -> ServerConfig:
         raise ConfigError("config", f"cannot read {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError("config", f"{path}: {error}") from None
+    # Underscores for dashes, as in the namespaces' keys (namespace_from_values).
+    document = {key.replace("_", "-"): value for key, value in document.items()}
     log_level = _choice(LOG_LEVELS)(
         _text(document.pop("log-level", "info"), "log-level"), "log-level"
     )
@@ -359,12 +390,13 @@ def load_file(path: Path) -> ServerConfig:
         for key in list(_SERVER_KEYS)
         if key in document
     }
+    top_level = ("log-level", "log-format", *_SERVER_KEYS, "namespace")
     tables = document.pop("namespace", {})
     if not isinstance(tables, dict):
         raise ConfigError("namespace", "should be tables: [namespace.NAME]")
     namespaces = []
     # Parsed even when only inherited, so that a bad top-level key is named as such.
-    default = namespace_from_values(DEFAULT_NAMESPACE, document)
+    default = namespace_from_values(DEFAULT_NAMESPACE, document, also_known=top_level)
     if not tables or default.listen or default.connect or default.stdio:
         namespaces.append(default)
     for name, table in tables.items():
@@ -379,7 +411,8 @@ def load_file(path: Path) -> ServerConfig:
             tuple(namespaces),
             log_level,
             log_format,
-            control=server.get("control"),
+            control=server["control"] if "control" in server else default_control(),
+            control_optional="control" not in server,
             metrics=server.get("metrics"),
             pcap_dir=server.get("pcap"),
         )
@@ -395,7 +428,9 @@ def validate(config: ServerConfig) -> ServerConfig:
     for namespace in config.namespaces:
         for address in (*namespace.listen, *namespace.connect):
             if str(address) in seen:
-                raise ConfigError("listen", f"{address} is used by {seen[str(address)]} already")
+                raise ConfigError(
+                    "listen", f"{address} is used by namespace {seen[str(address)]} already"
+                )
             seen[str(address)] = namespace.name
     _no_host_port_twice([f for ns in config.namespaces for f in ns.forwards], "forward")
     if config.control is not None and f"unix:{config.control.path}" in seen:
@@ -410,8 +445,13 @@ def default_socket_path() -> Path:
 
 
 def default_control_path() -> Path:
-    """Where ``slirpnet ctl`` looks for the control socket unless told."""
+    """Where ``slirpnet serve`` opens its control socket, and ``slirpnet ctl`` looks for it,
+    unless told otherwise."""
     return default_socket_path().with_name("slirpnet-control.sock")
+
+
+def default_control() -> Address:
+    return Address("unix", path=str(default_control_path()))
 
 
 def with_default_listener(config: ServerConfig) -> ServerConfig:

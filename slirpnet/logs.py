@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.handlers
 import sys
 import time
 
@@ -45,7 +46,35 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
-def configure(level: str, fmt: str) -> None:
+class HeldLogs:
+    """Log lines held back while the server starts: ``release`` lets them (and all later
+    lines) out, ``discard`` drops them when starting failed and one error line says why."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        self._handler = handler
+        # Flushed by hand only: no level or count lets a line out early.
+        self._memory = logging.handlers.MemoryHandler(
+            capacity=sys.maxsize, flushLevel=logging.CRITICAL + 1, target=handler
+        )
+        self._memory.addFilter(_Context())  # the namespace of the task that logs, not flushes
+
+    @property
+    def handler(self) -> logging.Handler:
+        return self._memory
+
+    def release(self) -> None:
+        root = logging.getLogger("slirpnet")
+        if self._memory in root.handlers:
+            self._memory.flush()
+            root.handlers[:] = [self._handler]
+
+    def discard(self) -> None:
+        self._memory.buffer.clear()
+        self.release()
+
+
+def configure(level: str, fmt: str, *, hold: bool = False) -> HeldLogs:
+    """Lines to stderr at ``level`` in ``fmt``; with ``hold``, not before ``release``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_Context())
     if fmt == "json":
@@ -56,7 +85,9 @@ def configure(level: str, fmt: str) -> None:
                 "%(asctime)s %(levelname)s ns=%(ns)s vm=%(vm)s mac=%(mac)s %(message)s"
             )
         )
+    held = HeldLogs(handler)
     root = logging.getLogger("slirpnet")
-    root.handlers[:] = [handler]
+    root.handlers[:] = [held.handler if hold else handler]
     root.setLevel(level.upper())
     root.propagate = False
+    return held

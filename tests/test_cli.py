@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import socket
 from pathlib import Path
 
 import pytest
 
-from slirpnet.cli import main, qemu_lines
+from slirpnet.cli import build_parser, main, qemu_lines
 from slirpnet.config import Address, ServerConfig, namespace_from_values
 from slirpnet.shell.server import qemu_arguments
 
@@ -67,3 +68,87 @@ def test_a_relative_path_is_printed_absolute(
     monkeypatch.chdir(tmp_path)
     netdev = shlex.split(qemu_arguments(Address("unix", path="vm.sock")))[1]
     assert netdev.endswith(f",addr.path={tmp_path}/vm.sock")
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """The exit status and stderr of ``slirpnet ARGV`` that fails."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    code = info.value.code
+    assert isinstance(code, int)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["serve", "--static-leases", "x"],
+            "unrecognized arguments: --static-leases x (did you mean --static-lease?)",
+        ),
+        (["serve", "--mtu"], "argument --mtu: expected one argument"),
+        (["serve", "--max-flow", "5"], "unrecognized arguments: --max-flow 5 (did you mean "),
+        (["srve"], "invalid choice: 'srve' (choose from 'serve', 'ctl') (did you mean serve?)"),
+        (["serve", "--metrics", "9464"], "metrics: '9464' is not HOST:PORT, like 127.0.0.1:9464"),
+        (["serve", "--mtu", "big"], "mtu: 'big' is not a whole number"),
+        (["ctl", "forward", "del", "x"], "invalid choice: 'del'"),
+    ],
+)
+def test_every_mistake_is_one_line_and_exit_2(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_main(argv, capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("slirpnet: error: ") and line in err, err
+
+
+def test_an_error_found_while_binding_is_the_only_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No INFO line before it: the log is held until the server is up."""
+    path = tmp_path / "vm.sock"
+    path.write_text("not a socket")
+    argv = ["serve", "--listen", f"unix:{path}", "--control", "none"]
+    code, err = run_main([*argv, "--dns-upstream", "127.0.0.1:9"], capsys)
+    assert code == 2
+    assert err == f"slirpnet: error: listen: {path} exists and is not a socket\n"
+
+
+def test_serve_help_is_grouped_with_examples_and_marks_repeatable_flags(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    serve = commands.choices["serve"]
+    groups = {group.title: group._group_actions for group in serve._action_groups}
+    assert list(groups) == [
+        "positional arguments",
+        "options",
+        "VMs",
+        "network",
+        "DHCP",
+        "DNS",
+        "forwards",
+        "limits",
+        "operation",
+        "other",
+    ]
+    assert groups["other"] == [] and groups["positional arguments"] == []
+    assert [a.dest for a in groups["options"]] == ["help"]
+    for action in serve._actions:
+        repeatable = isinstance(action, argparse._AppendAction)
+        assert (action.help or "").endswith("(repeatable)") == repeatable, action.dest
+    assert {a.dest for a in serve._actions if isinstance(a, argparse._AppendAction)} >= {
+        "listen",
+        "forward",
+        "static_lease",
+        "dns_record",
+        "dns_upstream",
+        "deny",
+    }
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = capsys.readouterr().out
+    assert "\nDHCP:\n" in text and "\nexamples:\n" in text
+    assert "other:" not in text  # an empty group is not shown
+    assert "  slirpnet serve --forward tcp::2222-:22" in text

@@ -216,3 +216,81 @@ def test_the_readmes_config_file_loads(tmp_path: Path) -> None:
     assert lab.listen[1] == Address("tcp", host="127.0.0.1", port=7001)
     assert lab.settings.gateway == IPv4Address("10.9.0.2") and lab.settings.restrict
     assert web.settings.dns_upstreams == lab.settings.dns_upstreams
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "static-leases = ['52:54:00:00:0a:01=10.0.2.21']",
+            "static-leases: unknown key (did you mean static-lease?)",
+        ),
+        (
+            "[namespace.a]\nlisten = 'unix:/a'\ndns_upstreams = '127.0.0.1'",
+            "namespace.a.dns-upstreams: unknown key (did you mean dns-upstream?)",
+        ),
+        ("contrl = 'unix:/c'", "contrl: unknown key (did you mean control?)"),
+        ("colour = 'blue'", "colour: unknown key"),
+    ],
+)
+def test_a_near_miss_key_gets_a_did_you_mean(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "slip.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_file(path)
+    assert str(info.value) == message
+
+
+def test_an_address_used_twice_names_the_namespace_that_has_it(tmp_path: Path) -> None:
+    path = tmp_path / "twice.toml"
+    path.write_text("[namespace.a]\nlisten = 'unix:/x'\n[namespace.b]\nlisten = 'unix:/x'\n")
+    with pytest.raises(ConfigError) as info:
+        load_file(path)
+    assert str(info.value) == "listen: unix:/x is used by namespace a already"
+
+
+@pytest.mark.parametrize("text", ["9464", ":9464", "tcp:9464", "localhost"])
+def test_metrics_takes_host_and_port_only(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_flags("--metrics", text)
+    assert str(info.value) == f"metrics: {text!r} is not HOST:PORT, like 127.0.0.1:9464"
+    assert from_flags("--metrics", "127.0.0.1:9464").metrics == Address(
+        "tcp", host="127.0.0.1", port=9464
+    )
+
+
+def test_the_control_socket_is_on_by_default_where_ctl_looks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+    default = Address("unix", path="/run/user/1000/slirpnet-control.sock")
+    config = from_flags()
+    assert (config.control, config.control_optional) == (default, True)
+    given = from_flags("--control", "unix:/run/c.sock")
+    assert (given.control, given.control_optional) == (Address("unix", path="/run/c.sock"), False)
+    assert from_flags("--control", "none").control is None
+    # The same from a file: absent is the default, "none" is none.
+    path = tmp_path / "c.toml"
+    path.write_text("")
+    assert (load_file(path).control, load_file(path).control_optional) == (default, True)
+    path.write_text("control = 'none'")
+    assert load_file(path).control is None
+    # --control on the command line wins over the file's.
+    assert from_flags("--config", str(path), "--control", "unix:/c").control == Address(
+        "unix", path="/c"
+    )
+
+
+def test_a_pcap_directory_that_is_not_there_yet_is_fine_a_file_is_not(tmp_path: Path) -> None:
+    assert from_flags("--pcap", str(tmp_path / "later")).pcap_dir == tmp_path / "later"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError) as info:
+        from_flags("--pcap", str(tmp_path / "file"))
+    assert info.value.key == "pcap"
+
+
+def test_top_level_keys_take_underscores_too(tmp_path: Path) -> None:
+    path = tmp_path / "underscores.toml"
+    path.write_text("log_level = 'debug'\ncontrol = 'none'\nlisten = 'unix:/run/a.sock'\n")
+    config = load_file(path)
+    assert (config.log_level, config.control) == ("debug", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
+from slirpnet.cli import build_parser
 from slirpnet.control import client
 from slirpnet.control.api import ControlApi
 from slirpnet.control.http import HttpError, Request, serve_http
@@ -273,3 +275,141 @@ def test_tables_for_people() -> None:
     ]
     assert client.render({"name": "x", "vms": 3}) == "name  x\nvms   3"
     assert client.render([]) == "(none)"
+
+
+async def test_a_capture_is_readable_while_the_vm_runs(tmp_path: Path) -> None:
+    async with api_on(NetworkSettings(), pcap_dir=tmp_path) as (api, _, vm):
+        started = call(api, "PUT", "/v1/namespaces/test/vms/1/pcap", {})
+        ping = Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / IP(src="10.0.2.15", dst="10.0.2.2")
+        await vm.send(ping / ICMP(id=3, seq=1) / b"abc")
+        await vm.receive()
+        # Not stopped, not closed: the frames are in the file already.
+        request, reply = rdpcap(started["pcap"])  # type: ignore[index]
+        assert request[ICMP].type == 8 and reply[ICMP].type == 0
+
+
+def ctl_args(*argv: str) -> argparse.Namespace:
+    args = build_parser().parse_args(["ctl", *argv])
+    assert args.command == "ctl"
+    return args
+
+
+def test_ctl_options_work_before_and_after_the_command() -> None:
+    for argv in (
+        ["--json", "-n", "lab", "--socket", "/s", "vms"],
+        ["vms", "--json", "-n", "lab", "--socket", "/s"],
+        ["-n", "lab", "vms", "--socket", "/s", "--json"],
+    ):
+        args = ctl_args(*argv)
+        assert (args.json, args.namespace, args.socket, args.what) == (True, "lab", "/s", "vms")
+    args = ctl_args("forward", "add", "--json", "tcp::1-:2")
+    assert (args.json, args.spec) == (True, "tcp::1-:2")
+    assert ctl_args("vms").namespace is None and not ctl_args("vms").json
+
+
+def test_ctl_remove_is_rm() -> None:
+    assert client._call(ctl_args("-n", "a", "forward", "remove", "tcp::1-:2")) == (
+        "DELETE",
+        "/namespaces/a/forwards/tcp%3A%3A1-%3A2",
+        None,
+    )
+    assert client._call(ctl_args("-n", "a", "record", "remove", "x.test")) == (
+        "DELETE",
+        "/namespaces/a/dns/records/x.test",
+        None,
+    )
+
+
+def test_the_vms_table_fits_100_columns() -> None:
+    vm = {
+        "id": 1,
+        "name": "unixgram:/run/user/1000/some/long/directory/slirpnet-vms.sock<'/tmp/vm.qemu'>",
+        "macs": ["52:54:00:12:34:56"],
+        "addresses": ["10.0.2.15"],
+        "connected_since": "2026-12-06T00:40:47Z",
+        "frames_in": 123456789,
+        "bytes_in": 98765432100,
+        "frames_out": 123456789,
+        "bytes_out": 98765432100,
+        "drops": {"flow_limit": 5, "eth_multicast": 7},
+        "events": {"dhcp_ack": 1},
+        "flows": {"tcp": 3, "udp": 1, "icmp": 0, "dns": 0},
+        "tcp_connecting": 0,
+        "tcp_buffered": 0,
+        "pcap": "/var/lib/slirpnet/captures/default-vm1.pcap",
+    }
+    header, row = client.render([vm], "vms").splitlines()
+    assert max(len(header), len(row)) <= client.WIDTH
+    assert header.split() == [
+        "ID",
+        "NAME",
+        "MAC",
+        "ADDRESS",
+        "FRAMES_IN",
+        "FRAMES_OUT",
+        "FLOWS",
+        "DROPS",
+    ]
+    assert row.split()[:3] == ["1", row.split()[1], "52:54:00:12:34:56"]
+    assert row.split()[1].startswith("unixgram:/run/") and row.split()[1].endswith("~")
+    assert row.split()[4:7] == ["123456789", "123456789", "4"] and row.split()[7] == "12"
+
+
+async def test_ctl_finds_the_namespace_when_there_is_one(tmp_path: Path) -> None:
+    path = str(tmp_path / "control.sock")
+    async with api_on(NetworkSettings()) as (api, runtime, _), trio.open_nursery() as nursery:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(path)
+        sock.listen()
+        nursery.start_soon(serve_http, trio.SocketListener(sock), api)
+        assert await trio.to_thread.run_sync(client._call, ctl_args("--socket", path, "vms")) == (
+            "GET",
+            "/namespaces/test/vms",
+            None,
+        )
+        api.runtimes["other"] = runtime
+        with pytest.raises(client.ControlError) as several:
+            await trio.to_thread.run_sync(client._call, ctl_args("--socket", path, "vms"))
+        assert str(several.value) == "the server has namespaces test, test: say which with -n"
+        nursery.cancel_scope.cancel()
+
+
+def test_ctl_with_no_server_says_how_to_start_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "slirpnet-control.sock"
+    assert client.run(ctl_args("--socket", str(path), "vms")) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"slirpnet ctl: no server's control socket at {path}: start one with `slirpnet serve` "
+        "(it opens it there unless --control says otherwise), or give --socket PATH"
+    )
+
+
+def test_every_table_fits_100_columns() -> None:
+    flow = {
+        "vm": 12,
+        "guest": "10.0.2.155:54321",
+        "protocol": "tcp",
+        "destination": "203.0.113.200:65535",
+        "state": "established",
+        "bytes_to_host": 123456789012,
+        "bytes_to_guest": 123456789012,
+        "retransmits": 1234,
+        "host": "192.168.100.200:65535",
+        "forward": "tcp:0.0.0.0:65535-10.0.2.155:65535",
+    }
+    header, row = client.render([flow], "flows").splitlines()
+    assert header.split() == ["VM", "PROTO", "GUEST", "DESTINATION", "STATE", "TO_HOST", "TO_GUEST"]
+    assert row.split() == [
+        "12",
+        "tcp",
+        "10.0.2.155:54321",
+        "203.0.113.200:65535",
+        "established",
+        "123456789012",
+        "123456789012",
+    ]
+    # Any other list, however wide, is cut to fit: its widest columns first.
+    wide = [{f"column_{n}": "x" * 40 for n in range(8)}]
+    assert all(len(line) <= client.WIDTH for line in client.render(wide).splitlines())

@@ -53,7 +53,7 @@ def test_every_line_names_namespace_vm_and_mac(
     fmt: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     configure("info", fmt)
-    vm = Vm("unix:/run/vm.sock#1")
+    vm = Vm("unix:/run/vm.sock", id=3)  # the number `slirpnet ctl vms` shows
     logger = logging.getLogger("slirpnet.test")
     token = namespace_var.set("blue")
     try:
@@ -67,13 +67,39 @@ def test_every_line_names_namespace_vm_and_mac(
     if fmt == "json":
         fields = [json.loads(line) for line in lines]
         assert [(f["ns"], f["vm"], f["mac"], f["msg"]) for f in fields] == [
-            ("blue", "unix:/run/vm.sock#1", "-", "VM connected"),
-            ("blue", "unix:/run/vm.sock#1", "52:54:00:12:34:56", "lease"),
+            ("blue", "3", "-", "VM connected"),
+            ("blue", "3", "52:54:00:12:34:56", "lease"),
             ("blue", "-", "-", "about nobody"),
         ]
     else:
         assert [line.split(" ", 3)[3] for line in lines] == [
-            "ns=blue vm=unix:/run/vm.sock#1 mac=- VM connected",
-            "ns=blue vm=unix:/run/vm.sock#1 mac=52:54:00:12:34:56 lease",
+            "ns=blue vm=3 mac=- VM connected",
+            "ns=blue vm=3 mac=52:54:00:12:34:56 lease",
             "ns=blue vm=- mac=- about nobody",
         ]
+
+
+def test_held_lines_come_out_on_release_with_their_own_namespace(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    held = configure("info", "text", hold=True)
+    logger = logging.getLogger("slirpnet.test")
+    token = namespace_var.set("blue")
+    try:
+        logger.info("while starting")
+    finally:
+        namespace_var.reset(token)
+    assert capsys.readouterr().err == ""
+    held.release()
+    logger.info("after")
+    lines = [line.split(" ", 3)[3] for line in capsys.readouterr().err.splitlines()]
+    assert lines == ["ns=blue vm=- mac=- while starting", "ns=- vm=- mac=- after"]
+
+
+def test_held_lines_are_dropped_when_starting_failed(capsys: pytest.CaptureFixture[str]) -> None:
+    held = configure("info", "text", hold=True)
+    logging.getLogger("slirpnet.test").info("while starting")
+    held.discard()
+    logging.getLogger("slirpnet.test").warning("after")
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("WARNING ns=- vm=- mac=- after")

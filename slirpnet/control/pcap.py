@@ -44,6 +44,7 @@ class PcapWriter:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         file = os.fdopen(fd, "wb")
         file.write(_GLOBAL.pack(MAGIC, 2, 4, 0, 0, self.snaplen, LINKTYPE_ETHERNET))
+        file.flush()  # a reader that comes before the first frame finds a capture, empty
         self._size = _GLOBAL.size
         return file
 

@@ -33,8 +33,8 @@ FLOOD_FRAME = 1514
 class Vm:
     """A port of the segment: one connection from a VM's NIC.  Compared by identity."""
 
-    name: str  # for logs: the transport and peer, e.g. "unix:/run/vm.sock#2"
-    id: int = 0  # unique in its segment, for the control API
+    name: str  # where it is plugged in: the transport and peer, e.g. "unix:/run/vm.sock"
+    id: int = 0  # unique in its segment: the VM's number in logs and the control API
     stats: Stats = field(default_factory=Stats)
     macs: set[bytes] = field(default_factory=set)  # source addresses seen on this port
     mac: bytes = b""  # the first of them: the NIC's own, for logs
@@ -43,9 +43,8 @@ class Vm:
     tcp_flows: dict[FlowKey, TcpFlow] = field(default_factory=dict)
     echo_flows: dict[tuple[int, int], EchoFlow] = field(default_factory=dict)  # (dst, ident)
     dns_flows: set[DnsFlow] = field(default_factory=set)
-    connecting: set[TcpFlow] = field(
-        default_factory=set
-    )  # guest connects the host has not finished
+    # Guest connects the host has not finished.
+    connecting: set[TcpFlow] = field(default_factory=set)
     tcp_buffers: BufferBudget = field(default_factory=lambda: BufferBudget(VM_TCP_BUFFER))
     floods: TokenBucket = field(default_factory=lambda: TokenBucket(FLOOD_RATE, FLOOD_BURST))
     attached: bool = True
@@ -73,8 +72,8 @@ class Vm:
 
     @property
     def log_context(self) -> dict[str, str]:
-        """The ``extra`` of a log line about this VM: its port's name and its MAC."""
-        return {"vm": self.name, "mac": format_mac(self.mac) if self.mac else "-"}
+        """The ``extra`` of a log line about this VM: its number and its MAC."""
+        return {"vm": str(self.id), "mac": format_mac(self.mac) if self.mac else "-"}
 
     @property
     def flow_count(self) -> int:

@@ -71,6 +71,8 @@ class Port:
             if pcap is not None:
                 pcap.write(frame, time.time())
             segment.receive(self.vm, frame, now)
+        if pcap is not None:
+            pcap.flush()  # readable by tcpdump as the frames pass, not when the VM leaves
         self.runtime.flush()
 
     async def receive(self) -> list[bytes]:
@@ -94,6 +96,7 @@ class Port:
             stamp = time.time()
             for frame in frames:
                 self.pcap.write(frame, stamp)
+            self.pcap.flush()
         if not self._queue and self.send_now is not None:
             # Nothing waits ahead of these: the first go out now, sparing an answer the
             # wait for the writer's turn.

@@ -78,7 +78,7 @@ class NamespaceRuntime:
             self._ports[vm] = port
             if self.pcap_dir is not None:
                 port.start_capture(self.pcap_dir / f"{self.name}-vm{vm.id}.pcap")
-            log.info("VM connected", extra=vm.log_context)
+            log.info("VM connected on %s", name, extra=vm.log_context)
             try:
                 yield port
             finally:

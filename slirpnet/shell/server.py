@@ -20,6 +20,7 @@ from slirpnet.control.http import serve_http
 from slirpnet.control.metrics import MetricsEndpoint
 from slirpnet.framing import QEMU_STREAM, VDE_STREAM
 from slirpnet.logs import namespace_var
+from slirpnet.shell.paths import ensure_directory, socket_directory_mode
 from slirpnet.shell.resolvconf import system_upstreams
 from slirpnet.shell.runtime import NamespaceRuntime
 from slirpnet.shell.transports import keep_connected, serve_datagrams, serve_listener, serve_stream
@@ -41,6 +42,8 @@ async def run_server(
     error before anything runs), and their unix socket files are removed on exit.
     """
     sockets = dict(inherited or {})
+    if config.pcap_dir is not None:
+        ensure_directory(config.pcap_dir, 0o700, "pcap")  # captures hold all the guests say
     async with trio.open_nursery() as nursery:
         runtimes: dict[str, NamespaceRuntime] = {}
         for namespace in config.namespaces:
@@ -51,7 +54,11 @@ async def run_server(
             runtimes[namespace.name] = runtime
         if config.control is not None:
             await nursery.start(
-                _serve_control, config.control, sockets, ControlApi(runtimes, config.pcap_dir)
+                _serve_control,
+                config.control,
+                sockets,
+                ControlApi(runtimes, config.pcap_dir),
+                config.control_optional,
             )
         if config.metrics is not None:
             sock = trio.socket.from_stdlib_socket(_tcp_socket(config.metrics, "metrics"))
@@ -65,13 +72,22 @@ async def _serve_control(
     address: Address,
     sockets: dict[Address, socket.socket],
     api: ControlApi,
+    optional: bool,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     path = Path(address.path)
     sock = sockets.pop(address, None)
     if sock is None:
-        sock = bind_unix(path, socket.SOCK_STREAM, "control")
+        try:
+            sock = bind_unix(path, socket.SOCK_STREAM, "control")
+        except ConfigError as error:
+            if not optional:
+                raise
+            # The default place, taken (another server) or out of reach: serving VMs matters more.
+            log.warning("no control API: %s (--control PATH puts it elsewhere)", error)
+            task_status.started()
+            return
     else:
         path = Path()  # systemd's socket file: not ours to remove
     try:
@@ -168,7 +184,8 @@ def bind_unix(
     path: Path, kind: socket.SocketKind, key: str = "listen", *, mode: int = 0o600
 ) -> socket.socket:
     """A unix socket bound at ``path`` with permissions ``mode`` (owner-only unless told);
-    a stale file from a dead server is replaced."""
+    a stale file from a dead server is replaced, a missing directory made."""
+    ensure_directory(path.parent, socket_directory_mode(mode), key)
     _clear_stale(path, kind, key)
     sock = socket.socket(socket.AF_UNIX, kind)
     try:

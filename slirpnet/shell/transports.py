@@ -9,7 +9,6 @@ a stream is never resynchronised.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -97,7 +96,6 @@ async def serve_listener(
     runtime: NamespaceRuntime, listener: trio.SocketListener, label: str, fmt: FrameFormat
 ) -> None:
     """Each accepted connection is a new VM, in its own task."""
-    counter = itertools.count(1)
     reserve = FdReserve()
     async with listener, trio.open_nursery() as nursery:
         try:
@@ -109,8 +107,7 @@ async def serve_listener(
                         log.warning("accept on %s failed: %s", label, error)
                         await trio.sleep(0.1)
                     continue
-                name = f"{label}#{next(counter)}"
-                nursery.start_soon(serve_stream, runtime, stream, name, fmt)
+                nursery.start_soon(serve_stream, runtime, stream, label, fmt)
         finally:
             reserve.close()
 
@@ -141,7 +138,7 @@ async def keep_connected(
 ) -> None:
     """QEMU with ``server=on`` listens and we connect: again after each disconnect, with backoff."""
     delay = RECONNECT_MIN
-    for number in itertools.count(1):
+    while True:
         try:
             stream = await open_stream()
         except OSError as error:
@@ -150,7 +147,7 @@ async def keep_connected(
             delay = min(delay * 2, RECONNECT_MAX)
             continue
         delay = RECONNECT_MIN
-        await serve_stream(runtime, stream, f"{label}#{number}", fmt)
+        await serve_stream(runtime, stream, label, fmt)
         await trio.sleep(delay)
 
 
