@@ -28,6 +28,7 @@ from slirpnet.config import (
     parse_address,
     parse_metrics,
     parse_pcap_dir,
+    parse_state_dir,
     validate,
     with_default_listener,
 )
@@ -35,7 +36,8 @@ from slirpnet.control import client
 from slirpnet.logs import configure
 from slirpnet.shell.activation import inherited_sockets, with_inherited_listeners
 from slirpnet.shell.allocator import keep_freed_memory
-from slirpnet.shell.server import qemu_arguments, run_server
+from slirpnet.shell.leasestore import default_state_dir
+from slirpnet.shell.server import qemu_arguments, run_server, suggested_mac
 
 # Flags that map onto config keys, with their help.  Repeatable ones collect lists.
 _VALUE_FLAGS = (
@@ -92,9 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="guests reach only the built-in services and forwards",
     )
+    serve.add_argument(
+        "--isolate",
+        action="store_true",
+        default=None,
+        help="each VM gets a network of its own, with the same addresses (like -netdev user)",
+    )
     serve.add_argument("--control", help="unix:PATH: serve the control API (slirpnet ctl) there")
     serve.add_argument("--metrics", help="HOST:PORT: serve Prometheus metrics at /metrics")
     serve.add_argument("--pcap", help="DIR: capture every VM's frames to a pcap file there")
+    serve.add_argument(
+        "--state-dir",
+        help="DIR: leases kept over a restart (default $XDG_STATE_HOME/slirpnet, "
+        "~/.local/state/slirpnet, for root /var/lib/slirpnet)",
+    )
     serve.add_argument("--config", type=Path, help="a TOML file with the same keys")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument("--log-format", choices=LOG_FORMATS, help="default text")
@@ -114,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             values[flag[2:]] = value
-    for flag in ("no-host-loopback", "restrict"):
+    for flag in ("no-host-loopback", "restrict", "isolate"):
         if getattr(args, flag.replace("-", "_")):
             values[flag] = True
     if args.config is not None:
@@ -133,6 +146,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             else config.control,
             metrics=parse_metrics(args.metrics) if args.metrics else config.metrics,
             pcap_dir=parse_pcap_dir(args.pcap) if args.pcap else config.pcap_dir,
+            state_dir=parse_state_dir(args.state_dir)
+            if args.state_dir
+            else config.state_dir or default_state_dir(),
         )
     )
 
@@ -214,9 +230,16 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
 
 
 def qemu_lines(config: ServerConfig) -> list[str]:
-    """For each listener and connect address, the QEMU arguments of a VM that uses it."""
+    """For each listener and connect address, the QEMU arguments of a VM that uses it.
+
+    VMs sharing a network need a MAC each (QEMU gives every VM 52:54:00:12:34:56), so
+    the line shows where it goes; with ``--isolate`` any MAC will do.
+    """
     return [
-        f"{namespace.name}: qemu-system-x86_64 ... {qemu_arguments(address, server)}"
+        f"{namespace.name}: qemu-system-x86_64 ... "
+        + qemu_arguments(
+            address, server, None if namespace.isolate else suggested_mac(namespace.name, address)
+        )
         for namespace in config.namespaces
         for addresses, server in ((namespace.listen, False), (namespace.connect, True))
         for address in addresses
