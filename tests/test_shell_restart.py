@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 from scapy.layers.dhcp import BOOTP, DHCP
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from slirpnet.config import (
@@ -131,28 +131,43 @@ async def test_isolated_networks_are_listed_while_their_vm_is_connected(tmp_path
         async with vm_on(path) as first, vm_on(path) as second:
             await lease(first)
             await lease(second)
-            listed = await _control_get(control, "/v1/namespaces")
+            listed = await _control(control, "/v1/namespaces")
             assert sorted(ns["name"] for ns in listed) == ["lab.vm1", "lab.vm2"]
-            leases = await _control_get(control, "/v1/namespaces/lab.vm2/leases")
+            leases = await _control(control, "/v1/namespaces/lab.vm2/leases")
             assert [entry["address"] for entry in leases] == ["10.0.2.15"]
+            # A forward added at run time to one VM's network reaches that VM alone.
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            spec = {"spec": f"tcp::{port}-:8080"}
+            await _control(control, "/v1/namespaces/lab.vm2/forwards", spec)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            syn = await until(second, lambda p: p.haslayer(TCP))
+            assert (syn[IP].dst, syn[TCP].dport, syn[TCP].flags) == ("10.0.2.15", 8080, "S")
+            with trio.move_on_after(0.5) as quiet:
+                await until(first, lambda p: p.haslayer(TCP))
+            assert quiet.cancelled_caught
+            await client.aclose()
         await trio.sleep(0.2)
-        assert await _control_get(control, "/v1/namespaces") == []
+        assert await _control(control, "/v1/namespaces") == []
 
 
-async def _control_get(path: Path, target: str) -> object:
+async def _control(path: Path, target: str, body: object = None) -> object:
+    """GET ``target`` from the control API, or POST ``body`` to it."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await sock.connect(str(path))
     async with trio.SocketStream(sock) as stream:
-        await stream.send_all(
-            f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-        )
+        data = b"" if body is None else json.dumps(body).encode()
+        method = "GET" if body is None else "POST"
+        head = f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        await stream.send_all(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
         data = b""
         with trio.fail_after(5):
             while chunk := await stream.receive_some(65536):
                 data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), data
-    return json.loads(body)
+    head, _, answer = data.partition(b"\r\n\r\n")
+    assert head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 201")), data
+    return json.loads(answer)
 
 
 def test_a_forward_on_an_isolated_namespace_is_one_line_naming_forward() -> None:
