@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from scapy.layers.l2 import ARP
+from scapy.utils import rdpcap
 
 from integration.guest import GuestImage, GuestRun, boot_async
 from integration.guest.build import GuestUnavailableError
@@ -195,6 +197,8 @@ async def restart_under_a_guest(
                 )
             )
 
+        captures = tmp_path / "second-pcap"
+        captures.mkdir()
         async with serving(args, tmp_path / "first.log") as first:
             nursery.start_soon(guest)
             assert await until_fetched(forward_port, within=150) >= 0
@@ -204,7 +208,7 @@ async def restart_under_a_guest(
             await first.process.wait()
         await trio.sleep(1.0)  # the guest's link is down a moment, as in a real restart
 
-        async with serving(args, tmp_path / "second.log") as second:
+        async with serving([*args, "--pcap", str(captures)], tmp_path / "second.log") as second:
             took = await until_fetched(forward_port, within=60)
             after = await lease_of(control_path)
             assert await fetch_through(forward_port) == BLOB_SHA  # and again
@@ -220,6 +224,15 @@ async def restart_under_a_guest(
     assert "lease 10.0.2.15" not in second.stderr(), second.stderr()  # no DHCP since
     assert took < RECONNECTED_WITHIN, f"a forward reached the guest after {took:.1f} s\n{logs}"
     second.assert_clean_exit()
+    # The new server asked for the leased address at once, and the guest answered.
+    (capture,) = captures.glob("*.pcap")
+    arp = [
+        (p[ARP].op, p[ARP].hwsrc, p[ARP].psrc, p[ARP].pdst)
+        for p in rdpcap(str(capture))
+        if ARP in p
+    ]
+    assert arp[0] == (1, "52:55:0a:00:02:02", "10.0.2.2", "10.0.2.15"), arp
+    assert (2, "52:54:00:12:34:56", "10.0.2.15", "10.0.2.2") in arp, arp
 
 
 async def test_killed_and_restarted_with_connect_to_qemu_7_listening(

@@ -211,6 +211,12 @@ async def test_leases_outlive_the_server_and_a_returning_vm_is_asked_for_its_add
     async with serving(config), vm_on(path) as vm, vm_on(path) as neighbour:
         assert await lease(neighbour, other) == "10.0.2.15"
         assert await lease(vm) == "10.0.2.16"
+        # Saved as soon as bound, the second at most SAVE_INTERVAL after the first: a
+        # server killed now would still know both.
+        with trio.fail_after(leasestore.SAVE_INTERVAL * 4):
+            saved_file = lease_file(state, "lab")
+            while not saved_file.exists() or "10.0.2.16" not in saved_file.read_text():
+                await trio.sleep(0.01)
     saved = json.loads(lease_file(state, "lab").read_text())
     assert sorted(entry["address"] for entry in saved["leases"]) == ["10.0.2.15", "10.0.2.16"]
     assert [p.name for p in state.iterdir()] == ["lab.leases.json"]  # no temporary left

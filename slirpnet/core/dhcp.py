@@ -19,8 +19,9 @@ new client gets no offer and a REQUEST a NAK, so a guest spraying client
 addresses cannot take the pool from the others.  A VM that reconnects is a
 new owner, and takes over its old records as its clients come back.
 
-Records outlive the server too: ``changes`` counts every change to them, so
-the shell knows when to save ``leases()``, and ``restore`` takes saved ones
+Records outlive the server too: ``changes`` counts the changes worth keeping
+(a lease bound or renewed, declined, released), so the shell knows when to
+save ``leases()``, and ``restore`` takes saved ones
 back at start (owned by nobody, as after a reconnect).
 
 Replies follow RFC 2131 §4.3: OFFER answers DISCOVER; REQUEST is told apart
@@ -82,7 +83,9 @@ class DhcpServer:
         self._declined: dict[IPv4Address, float] = {}  # address -> out of the pool until
         # VM id -> client keys of the records it owns, maybe expired (pruned when counted)
         self._owned: dict[int, set[bytes]] = {}
-        self.changes = 0  # records made or changed so far: the shell saves them when it moves
+        # Leases bound, renewed, declined or released so far (offers are not worth
+        # keeping): the shell saves the records when it moves.
+        self.changes = 0
         self._static = {lease.mac: lease.address for lease in settings.static_leases}
         self._static_owner = {lease.address: lease.mac for lease in settings.static_leases}
         network = settings.network
@@ -215,6 +218,7 @@ class DhcpServer:
         lease = self._record(client, address, message, vm, now)
         lease.bound = True
         lease.expires = now + self.settings.lease_time
+        self.changes += 1
         return self._reply(message, MessageType.ACK, address)
 
     def _decline(self, message: DhcpMessage, client: bytes, now: float) -> None:
@@ -306,7 +310,6 @@ class DhcpServer:
         lease.hostname = hostname or lease.hostname
         lease.owner = vm.id
         self._owned.setdefault(vm.id, set()).add(client)
-        self.changes += 1
         return lease
 
     def _room_for(self, vm: Vm, client: bytes, mac: bytes, now: float) -> bool:

@@ -3,7 +3,8 @@
 A restart of slirpnet must not move a VM to another address, nor leave forwards
 looking for it until its lease is renewed: the namespace's records are written
 (a temporary file renamed over the old one, so a crash leaves one or the other
-whole) within ``SAVE_INTERVAL`` of a change and when the namespace stops, and
+whole) as soon as they change (then at most once per ``SAVE_INTERVAL``) and
+when the namespace stops, and
 given back to the core at start.  Times are saved as wall-clock times, for the
 core's clock starts again with the process.  A file that cannot be read is
 renamed aside with a warning and the namespace starts with no leases: state is a
@@ -31,7 +32,9 @@ from slirpnet.wire.ethernet import format_mac, parse_mac
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-SAVE_INTERVAL = 1.0  # seconds: at most one write a second, however busy DHCP is
+# Seconds between two writes at least, however busy DHCP is: a lease bound in between
+# waits at most this long to be saved.
+SAVE_INTERVAL = 0.25
 
 
 def default_state_dir() -> Path:
@@ -57,6 +60,7 @@ class LeaseStore:
         self.dhcp = dhcp
         self._saved = -1  # the DHCP server's ``changes`` when last written
         self._failing = False  # a write failed: warned once until one succeeds
+        self._changed = trio.Event()
 
     def restore(self, now: float) -> None:
         """Give the core the leases saved by an earlier server, if any."""
@@ -92,13 +96,25 @@ class LeaseStore:
         )
 
     def save(self, now: float) -> None:
-        """Write the records if they changed since the last write."""
+        """Write the records now if they changed since the last write."""
         changes = self.dhcp.changes
-        if changes == self._saved:
-            return
-        document = _encode(self.dhcp.leases(), now, time.time())
+        if changes != self._saved:
+            self._write(changes, self._document(now))
+
+    async def save_in_thread(self, now: float) -> None:
+        """``save``, with the writing (and its fsync) off the event loop's thread."""
+        changes = self.dhcp.changes
+        if changes != self._saved:
+            text = self._document(now)
+            await trio.to_thread.run_sync(self._write, changes, text)
+
+    def _document(self, now: float) -> str:
+        return json.dumps(_encode(self.dhcp.leases(), now, time.time()), indent=1) + "\n"
+
+    def _write(self, changes: int, text: str) -> None:
+        """Write ``text``, the records as of ``changes``; a failure is warned of once."""
         try:
-            _write_atomically(self.path, json.dumps(document, indent=1) + "\n")
+            _write_atomically(self.path, text)
         except OSError as error:
             if not self._failing:
                 log.warning("cannot save leases to %s: %s", self.path, error)
@@ -107,12 +123,19 @@ class LeaseStore:
         self._failing = False
         self._saved = changes
 
+    def changed(self) -> None:
+        """The records changed (``NamespaceRuntime.on_leases_changed``)."""
+        self._changed.set()
+
     async def keep_saved(self) -> None:
-        """Save within ``SAVE_INTERVAL`` of each change, and once more when cancelled."""
+        """Save at each change, at most once per ``SAVE_INTERVAL``, and once more when
+        cancelled.  At once: a server killed a moment after a lease must still know it."""
         try:
             while True:
+                await self._changed.wait()
+                self._changed = trio.Event()
+                await self.save_in_thread(trio.current_time())
                 await trio.sleep(SAVE_INTERVAL)
-                self.save(trio.current_time())
         finally:
             self.save(trio.current_time())
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -49,6 +49,9 @@ class NamespaceRuntime:
         self._ports: dict[Vm, Port] = {}
         self._timer_scope = trio.CancelScope()
         self.pcap_dir: Path | None = None  # set: every VM is captured to a file there
+        # Called after a flush that changed the DHCP records (the lease store saves them).
+        self.on_leases_changed: Callable[[], None] | None = None
+        self._lease_changes = self.segment.dhcp.changes
 
     @classmethod
     @asynccontextmanager
@@ -151,6 +154,10 @@ class NamespaceRuntime:
         for vm, port in self._ports.items():
             if vm.outbox:
                 port.enqueue(vm.take_frames())
+        if segment.dhcp.changes != self._lease_changes:
+            self._lease_changes = segment.dhcp.changes
+            if self.on_leases_changed is not None:
+                self.on_leases_changed()
         deadline = segment.get_timer()
         deadline = math.inf if deadline is None else deadline
         # Setting a deadline costs trio a heap entry, even an unchanged one: most

@@ -186,6 +186,7 @@ async def _open_network(
         if keep_leases and server.state_dir is not None:
             store = LeaseStore(lease_file(server.state_dir, name), runtime.segment.dhcp)
             store.restore(trio.current_time())
+            runtime.on_leases_changed = store.changed
             runtime.nursery.start_soon(store.keep_saved)
         server.runtimes[name] = runtime
         try:
