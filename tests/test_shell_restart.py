@@ -170,6 +170,26 @@ async def _control(path: Path, target: str, body: object = None) -> object:
     return json.loads(answer)
 
 
+async def test_on_a_datagram_listener_each_peer_address_is_a_network_of_its_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "vm.dgram"
+    config = ServerConfig(
+        (namespace_from_values("lab", {"listen": f"unixgram:{path}", "isolate": True}),)
+    )
+    async with serving(config):
+        offers = []
+        for name in ("a", "b"):
+            with trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as peer:
+                await peer.bind(str(tmp_path / name))
+                await peer.sendto(bytes(dhcp("discover")), str(path))
+                with trio.fail_after(5):
+                    while not is_reply(reply := Ether(await peer.recv(65536))):
+                        pass
+                offers.append(reply[BOOTP].yiaddr)
+    assert offers == ["10.0.2.15", "10.0.2.15"]  # the same MAC: each alone on its network
+
+
 def test_a_forward_on_an_isolated_namespace_is_one_line_naming_forward() -> None:
     with pytest.raises(ConfigError, match=r"^forward: not with isolate"):
         namespace_from_values("lab", {"isolate": True, "forward": "tcp::2222-:22"})
