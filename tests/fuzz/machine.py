@@ -331,7 +331,7 @@ class SegmentMachine(RuleBasedStateMachine):
     def attach(self, data: st.DataObject) -> None:
         """A VM that left connects again (QEMU's reconnect), with the same MAC."""
         slot = _pick(data, self.away(), "slot")
-        self.namespaces[slot.net].attach(slot)
+        self.namespaces[slot.net].attach(slot, self.now)
         self._after()
 
     def teardown(self) -> None:
