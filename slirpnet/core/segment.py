@@ -412,8 +412,9 @@ class Segment:
     # -- asking for leased addresses not heard from ------------------------------------
 
     def probe_leases(self, vm: Vm, now: float) -> None:
-        """``vm`` has just attached: ask on its port for each leased address whose MAC
-        no port has, now and again a few times (``PROBE_RETRIES``) while unanswered."""
+        """Ask on ``vm``'s port for each leased address whose MAC no port has, now and
+        again a few times (``PROBE_RETRIES``) while unanswered: the shell calls it as a
+        port attaches, and a forward that finds no VM on every port (``_probe_all``)."""
         if vm.attached and self._unheard_leases(now):
             self._send_probes(vm, now)
             self._probing[vm] = (now + PROBE_RETRIES[0], 1)
