@@ -17,6 +17,15 @@ from integration.linux.relay import Faults
 LOSSY = Faults(loss=0.02, duplicate=0.01, reorder=0.05, seed=4)
 
 
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's slirpnet keeps its leases in a state directory of the test's own
+    (``$XDG_STATE_HOME/slirpnet``), never in the user's: no lease leaks between tests."""
+    state_home = tmp_path / "state-home"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state_home))
+    return state_home / "slirpnet"
+
+
 @pytest.fixture(scope="session")
 def guest_image() -> GuestImage:
     return image_or_skip()

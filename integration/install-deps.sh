@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages that the integration tests need; safe to run again.
 # The guest's kernel and busybox-static are not installed here: integration/guest/build.py
-# fetches them with `apt-get download`, from the package lists this update brings.
+# fetches them with `apt-get download`, from the package lists this update brings.  Nor is
+# QEMU 10 (bookworm-backports; its reconnect-ms is tested beside 7.2): the test fetches and
+# unpacks it into the guest cache through an apt configuration of its own
+# (integration/guest/newqemu.py), leaving the system's QEMU 7.2 as it is.
 set -euo pipefail
 
 sudo=()

@@ -14,6 +14,8 @@ import trio
 
 from integration.guest import GuestImage, boot_async
 from integration.server import SLIRPNET, free_tcp_port, serving
+from slirpnet.config import Address
+from slirpnet.shell.server import suggested_mac
 
 PING_GATEWAY = "ping -c 1 -W 5 10.0.2.2\n"
 # No test here resolves names: the upstream named only keeps /etc/resolv.conf out of it.
@@ -42,7 +44,9 @@ async def test_no_flags_listens_in_xdg_runtime_dir_and_the_printed_arguments_wor
             "stream,id=net0,server=off,addr.type=unix,addr.path="
             + str(socket_path).replace(",", ",,"),
             "-device",
-            "virtio-net-pci,netdev=net0",
+            # A MAC of its own for each VM of a shared network: the line shows where.
+            "virtio-net-pci,netdev=net0,mac="
+            + suggested_mac("default", Address("unix", path=str(socket_path))),
         ]
         # Exactly what was printed, with no NIC of the harness's own.
         run = await boot_async(guest_image, server.qemu_args(), PING_GATEWAY, timeout=60, nic=False)

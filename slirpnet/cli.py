@@ -31,6 +31,7 @@ from slirpnet.config import (
     parse_control,
     parse_metrics,
     parse_pcap_dir,
+    parse_state_dir,
     validate,
     with_default_listener,
 )
@@ -38,7 +39,8 @@ from slirpnet.control import client
 from slirpnet.logs import HeldLogs, configure
 from slirpnet.shell.activation import inherited_sockets, with_inherited_listeners
 from slirpnet.shell.allocator import keep_freed_memory
-from slirpnet.shell.server import qemu_arguments, run_server
+from slirpnet.shell.leasestore import default_state_dir
+from slirpnet.shell.server import qemu_arguments, run_server, suggested_mac
 
 # Flags that map onto config keys, with their help.  Repeatable ones collect lists.
 _VALUE_FLAGS = (
@@ -71,7 +73,7 @@ _GROUPS = (
     (
         "network",
         "the guests' network and what they may reach",
-        ("--net", "--gateway", "--mtu", "--restrict", "--no-host-loopback", "--deny"),
+        ("--net", "--gateway", "--mtu", "--isolate", "--restrict", "--no-host-loopback", "--deny"),
     ),
     ("DHCP", None, ("--dhcp-start", "--domain", "--search", "--static-lease")),
     ("DNS", None, ("--dns", "--dns-upstream", "--dns-record")),
@@ -84,7 +86,15 @@ _GROUPS = (
     (
         "operation",
         None,
-        ("--config", "--control", "--metrics", "--pcap", "--log-level", "--log-format"),
+        (
+            "--config",
+            "--control",
+            "--metrics",
+            "--pcap",
+            "--state-dir",
+            "--log-level",
+            "--log-format",
+        ),
     ),
 )
 
@@ -226,7 +236,17 @@ def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
         "metavar": "HOST:PORT",
         "help": "serve Prometheus metrics at /metrics there",
     }
+    flags["--isolate"] = {
+        "action": "store_true",
+        "default": None,
+        "help": "each VM gets a network of its own, with the same addresses (like -netdev user)",
+    }
     flags["--pcap"] = {"metavar": "DIR", "help": "capture every VM's frames to a pcap file there"}
+    flags["--state-dir"] = {
+        "metavar": "DIR",
+        "help": "leases kept over a restart (default $XDG_STATE_HOME/slirpnet, "
+        "~/.local/state/slirpnet, for root /var/lib/slirpnet)",
+    }
     flags["--config"] = {"type": Path, "metavar": "FILE", "help": "a TOML file with the same keys"}
     flags["--log-level"] = {"choices": LOG_LEVELS, "help": "default info"}
     flags["--log-format"] = {"choices": LOG_FORMATS, "help": "default text"}
@@ -246,7 +266,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             values[flag[2:]] = value
-    for flag in ("no-host-loopback", "restrict"):
+    for flag in ("no-host-loopback", "restrict", "isolate"):
         if getattr(args, flag.replace("-", "_")):
             values[flag] = True
     if args.config is not None:
@@ -270,6 +290,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             control_optional=optional,
             metrics=parse_metrics(args.metrics) if args.metrics else config.metrics,
             pcap_dir=parse_pcap_dir(args.pcap) if args.pcap else config.pcap_dir,
+            state_dir=parse_state_dir(args.state_dir)
+            if args.state_dir
+            else config.state_dir or default_state_dir(),
         )
     )
 
@@ -383,9 +406,16 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
 
 
 def qemu_lines(config: ServerConfig) -> list[str]:
-    """For each listener and connect address, the QEMU arguments of a VM that uses it."""
+    """For each listener and connect address, the QEMU arguments of a VM that uses it.
+
+    VMs sharing a network need a MAC each (QEMU gives every VM 52:54:00:12:34:56), so
+    the line shows where it goes; with ``--isolate`` any MAC will do.
+    """
     return [
-        f"{namespace.name}: qemu-system-x86_64 ... {qemu_arguments(address, server)}"
+        f"{namespace.name}: qemu-system-x86_64 ... "
+        + qemu_arguments(
+            address, server, None if namespace.isolate else suggested_mac(namespace.name, address)
+        )
         for namespace in config.namespaces
         for addresses, server in ((namespace.listen, False), (namespace.connect, True))
         for address in addresses

@@ -66,6 +66,7 @@ class NamespaceConfig:
     stdio: str | None = None  # "qemu" or "vde": one VM on stdin/stdout
     forwards: tuple[Forward, ...] = ()
     socket_mode: int = 0o600  # of the unix sockets made for ``listen``: the user's own
+    isolate: bool = False  # each VM a network of its own, as with -netdev user
 
 
 @frozen
@@ -78,6 +79,7 @@ class ServerConfig:
     control_optional: bool = False
     metrics: Address | None = None  # tcp:HOST:PORT of the Prometheus endpoint
     pcap_dir: Path | None = None  # every VM captured to a file here
+    state_dir: Path | None = None  # leases kept over a restart, a file per namespace; None: not
 
 
 # -- one parser per key, shared by flags and the file -----------------------------------
@@ -223,7 +225,7 @@ _LISTS: dict[str, Callable[[str, str], Any]] = {
     "static-lease": _static_lease,
     "deny": _network,
 }
-_FLAGS = ("no-host-loopback", "restrict")
+_FLAGS = ("no-host-loopback", "restrict", "isolate")
 NAMESPACE_KEYS = (*_SCALAR, *_LISTS, *_FLAGS)
 
 
@@ -253,11 +255,19 @@ def parse_pcap_dir(text: str, key: str = "pcap") -> Path:
     return path
 
 
+def parse_state_dir(text: str, key: str = "state-dir") -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(key, f"{text!r} is not a directory")
+    return path
+
+
 # Keys of the server as a whole, outside any namespace.
 _SERVER_KEYS: dict[str, Callable[[str, str], Any]] = {
     "control": parse_control,
     "metrics": parse_metrics,
     "pcap": parse_pcap_dir,
+    "state-dir": parse_state_dir,
 }
 _SETTINGS_FIELDS = {
     "net": "network",
@@ -319,6 +329,12 @@ def namespace_from_values(
     except ValueError as error:
         key, _, message = str(error).partition(": ")
         raise ConfigError(f"{where}{_flag_for(key)}", message) from None
+    if parsed.get("isolate") and parsed.get("forward"):
+        # Each VM is a network of its own: no one VM for a forward fixed at start.
+        raise ConfigError(
+            f"{where}forward",
+            "not with isolate: each VM has its own network (add one per VM at run time)",
+        )
     return NamespaceConfig(
         name,
         settings,
@@ -327,6 +343,7 @@ def namespace_from_values(
         stdio=parsed.get("stdio"),
         forwards=_forwards_within(parsed.get("forward", ()), settings, f"{where}forward"),
         socket_mode=parsed.get("socket-mode", 0o600),
+        isolate=parsed.get("isolate", False),
     )
 
 
@@ -415,6 +432,7 @@ def load_file(path: Path) -> ServerConfig:
             control_optional="control" not in server,
             metrics=server.get("metrics"),
             pcap_dir=server.get("pcap"),
+            state_dir=server.get("state-dir"),
         )
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import socket
 from pathlib import Path
@@ -37,12 +38,25 @@ def test_a_line_per_listener_and_connect_address_where_qemu_listens() -> None:
     namespace = namespace_from_values(
         "lab", {"listen": ["unix:/run/l.sock"], "connect": ["tcp:127.0.0.1:7001"]}
     )
-    assert qemu_lines(ServerConfig((namespace,))) == [
+    lines = qemu_lines(ServerConfig((namespace,)))
+    macs = [line.rpartition(",mac=")[2] for line in lines]
+    assert lines == [
         "lab: qemu-system-x86_64 ... -netdev stream,id=net0,server=off,addr.type=unix,"
-        "addr.path=/run/l.sock -device virtio-net-pci,netdev=net0",
+        f"addr.path=/run/l.sock -device virtio-net-pci,netdev=net0,mac={macs[0]}",
         "lab: qemu-system-x86_64 ... -netdev stream,id=net0,server=on,addr.type=inet,"
-        "addr.host=127.0.0.1,addr.port=7001 -device virtio-net-pci,netdev=net0",
+        f"addr.host=127.0.0.1,addr.port=7001 -device virtio-net-pci,netdev=net0,mac={macs[1]}",
     ]
+    # VMs of a shared network need a MAC each: the line shows where, with one of
+    # QEMU's prefix that is not its default, the same from one start to the next.
+    assert all(re.fullmatch("52:54:00(:[0-9a-f]{2}){3}", mac) for mac in macs)
+    assert len(set(macs)) == 2 and "52:54:00:12:34:56" not in macs
+    assert qemu_lines(ServerConfig((namespace,))) == lines
+
+
+def test_an_isolated_namespace_s_line_needs_no_mac() -> None:
+    namespace = namespace_from_values("lab", {"listen": ["unix:/run/l.sock"], "isolate": True})
+    (line,) = qemu_lines(ServerConfig((namespace,)))
+    assert line.endswith(" -device virtio-net-pci,netdev=net0")
 
 
 def test_a_socket_held_by_a_live_server_is_one_line_naming_listen_and_exit_2(

@@ -116,6 +116,8 @@ def test_no_listener_means_the_default_socket(monkeypatch: pytest.MonkeyPatch) -
         (["--max-flows", "many"], "max-flows"),
         (["--stdio", "serial"], "stdio"),
         (["--listen", "unix:/a", "--listen", "unix:/a"], "listen"),
+        (["--isolate", "--forward", "tcp::2222-:22"], "forward"),
+        (["--state-dir", "/dev/null"], "state-dir"),
     ],
 )
 def test_bad_flags_name_their_key(argv: list[str], key: str) -> None:
@@ -160,6 +162,9 @@ max_flows = 100
         ("mtu = 'x'", "mtu"),
         ("colour = 'blue'", "colour"),
         ("restrict = 'yes'", "restrict"),
+        ("[namespace.a]\nisolate = 1", "namespace.a.isolate"),
+        ("[namespace.a]\nisolate = true\nforward = 'tcp::22-:22'", "namespace.a.forward"),
+        ("state-dir = '/dev/null'", "state-dir"),
         ("[namespace.a]\ngateway = '1.2.3.4'", "namespace.a.gateway"),
         ("[namespace.a]\nmax-flows = -5", "namespace.a.max-flows"),
         ("[namespace.a]\nstdio='vde'\n[namespace.b]\nstdio='qemu'", "stdio"),
@@ -294,3 +299,23 @@ def test_top_level_keys_take_underscores_too(tmp_path: Path) -> None:
     path.write_text("log_level = 'debug'\ncontrol = 'none'\nlisten = 'unix:/run/a.sock'\n")
     config = load_file(path)
     assert (config.log_level, config.control) == ("debug", None)
+
+
+def test_isolate_and_the_state_dir_from_flags_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    (default,) = from_flags("--isolate").namespaces
+    assert default.isolate
+    # slirpnet serve keeps leases unless told where: the default place.
+    assert from_flags().state_dir == tmp_path / "xdg" / "slirpnet"
+    assert from_flags("--state-dir", str(tmp_path / "s")).state_dir == tmp_path / "s"
+    path = tmp_path / "slirpnet.toml"
+    path.write_text(
+        f"state-dir = '{tmp_path / 'kept'}'\n"
+        "[namespace.web]\nlisten = 'unix:/w.sock'\nisolate = true\n"
+        "[namespace.lab]\nlisten = 'unix:/l.sock'\n"
+    )
+    config = load_file(path)
+    assert config.state_dir == tmp_path / "kept"
+    assert [(ns.name, ns.isolate) for ns in config.namespaces] == [("web", True), ("lab", False)]

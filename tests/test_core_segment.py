@@ -401,14 +401,19 @@ def test_detach_forgets_macs(segment: Segment) -> None:
     segment.detach(b)  # twice is harmless
 
 
-def test_mac_moved_to_another_port_survives_old_port_detach(segment: Segment) -> None:
+def test_mac_in_use_is_refused_until_its_port_detaches(segment: Segment) -> None:
     a, b, c = segment.attach("a"), segment.attach("b"), segment.attach("c")
     announce = framed(ARP(hwsrc=OTHER_MAC, psrc=OTHER_IP, pdst=GATEWAY_IP), src=OTHER_MAC)
     segment.receive(b, announce, 0.0)
-    segment.receive(c, announce, 0.0)  # the MAC moved to c (a migrated guest)
-    segment.detach(b)
+    segment.receive(c, announce, 0.0)  # a second live VM with b's MAC
+    assert c.stats.drops == Counter({"eth_mac_in_use": 1})
     frame = udp_frame(OTHER_IP, 7, dst=OTHER_MAC)
     segment.receive(a, frame, 1.0)
+    assert b.take_frames()[-1:] == [frame]
+    assert c.take_frames() == []
+    segment.detach(b)  # b's VM is gone (or migrated): c's MAC now
+    segment.receive(c, announce, 2.0)
+    segment.receive(a, frame, 3.0)
     assert c.take_frames()[-1:] == [frame]
     assert a.stats.drops == Counter()
 

@@ -63,7 +63,9 @@ class FakeVm:
 async def running(settings: NetworkSettings) -> AsyncIterator[tuple[NamespaceRuntime, FakeVm]]:
     async with NamespaceRuntime.open("test", settings) as runtime, trio.open_nursery() as nursery:
         ours, theirs = trio.socket.socketpair()
-        nursery.start_soon(serve_stream, runtime, trio.SocketStream(theirs), "pair", QEMU_STREAM)
+        nursery.start_soon(
+            serve_stream, runtime.attach, trio.SocketStream(theirs), "pair", QEMU_STREAM
+        )
         async with trio.SocketStream(ours) as stream:
             yield runtime, FakeVm(stream)
         nursery.cancel_scope.cancel()
@@ -176,7 +178,7 @@ async def test_datagram_peers_are_vms(tmp_path: Path) -> None:
     guest = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     await guest.bind(str(tmp_path / "qemu.sock"))
     async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
-        runtime.nursery.start_soon(serve_datagrams, runtime, sock, "unixgram")
+        runtime.nursery.start_soon(serve_datagrams, runtime.attach, sock, "unixgram")
         ping = (
             Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / IP(src="10.0.2.15", dst="10.0.2.2") / ICMP(id=9)
         )
@@ -206,7 +208,7 @@ async def test_a_burst_from_two_datagram_peers_is_answered_in_order(tmp_path: Pa
                     / ICMP(id=number, seq=seq)
                 )
                 await guest.sendto(bytes(ping), str(server_path))
-        runtime.nursery.start_soon(serve_datagrams, runtime, sock, "unixgram")
+        runtime.nursery.start_soon(serve_datagrams, runtime.attach, sock, "unixgram")
         for number, guest in enumerate(guests):
             with trio.fail_after(5):
                 replies = [Ether(await guest.recv(65536)) for _ in range(4)]
@@ -228,7 +230,7 @@ async def test_a_writer_takes_what_came_in_and_keeps_newcomers_for_the_reader(
     await newcomer.bind(str(tmp_path / "qemu.sock"))
     ping = Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / IP(src="10.0.2.15", dst="10.0.2.2") / ICMP()
     async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
-        vms = _DatagramVms(runtime, sock, "unixgram")
+        vms = _DatagramVms(runtime.attach, sock, "unixgram")
         with trio.CancelScope() as vms.wake:
             for _ in range(3):
                 await newcomer.sendto(bytes(ping), str(server_path))
@@ -287,7 +289,7 @@ async def test_connect_retries_with_doubling_backoff_and_starts_over_after_a_ses
 
     async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
         with trio.move_on_after(30):
-            await keep_connected(runtime, open_stream, "unix:qemu.sock", QEMU_STREAM)
+            await keep_connected(runtime.attach, open_stream, "unix:qemu.sock", QEMU_STREAM)
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(attempts)]
     assert gaps[:8] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]  # doubling, capped at 5 s
     assert gaps[8] == 0.1  # after a session, quick again

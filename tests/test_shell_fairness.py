@@ -40,7 +40,9 @@ async def test_a_vm_is_served_between_another_s_flooded_frames() -> None:
             ours, theirs = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * len(flood))
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * len(flood))
-            nursery.start_soon(serve_stream, runtime, trio.SocketStream(theirs), name, QEMU_STREAM)
+            nursery.start_soon(
+                serve_stream, runtime.attach, trio.SocketStream(theirs), name, QEMU_STREAM
+            )
             vms.append(FakeVm(trio.SocketStream(ours)))
         flooding, quiet = vms
         await trio.testing.wait_all_tasks_blocked()

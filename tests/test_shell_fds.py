@@ -104,7 +104,7 @@ async def test_a_vm_connecting_when_out_of_fds_is_refused_not_left_hanging(
         NamespaceRuntime.open("test", NetworkSettings()) as runtime,
         trio.open_nursery() as nursery,
     ):
-        nursery.start_soon(serve_listener, runtime, listener, "unix:vm", QEMU_STREAM)
+        nursery.start_soon(serve_listener, runtime.attach, listener, "unix:vm", QEMU_STREAM)
         await trio.testing.wait_all_tasks_blocked()
         refused, later = (trio.socket.socket(socket.AF_UNIX) for _ in range(2))
         with no_fds_left():

@@ -93,7 +93,9 @@ async def guest_of_slirpnet(port: int) -> AsyncIterator[ScriptedGuest]:
         trio.open_nursery() as nursery,
     ):
         ours, theirs = trio.socket.socketpair()
-        nursery.start_soon(serve_stream, runtime, trio.SocketStream(theirs), "pair", QEMU_STREAM)
+        nursery.start_soon(
+            serve_stream, runtime.attach, trio.SocketStream(theirs), "pair", QEMU_STREAM
+        )
         async with trio.SocketStream(ours) as stream:
             yield ScriptedGuest(stream, port)
         nursery.cancel_scope.cancel()

@@ -46,17 +46,21 @@ def qemu_command(
     extra_qemu_args: Sequence[str] = (),
     *,
     nic: bool = True,
+    qemu: Sequence[str] = (),
 ) -> list[str]:
     """The QEMU command line; `netdev_args` must define the netdev ``n0`` the NIC plugs into.
 
     With ``nic=False`` the harness adds no NIC: `netdev_args` bring their own ``-device``
-    (and QEMU's default MAC), as with arguments copied from slirpnet's output.
+    (and QEMU's default MAC), as with arguments copied from slirpnet's output.  ``qemu``
+    runs another QEMU than the system's (``newqemu.reconnecting_qemu``).
     """
-    qemu = shutil.which(QEMU)
-    if qemu is None:
-        raise GuestUnavailableError(f"{QEMU} is not on PATH (Debian package qemu-system-x86)")
+    if not qemu:
+        system = shutil.which(QEMU)
+        if system is None:
+            raise GuestUnavailableError(f"{QEMU} is not on PATH (Debian package qemu-system-x86)")
+        qemu = [system]
     return [
-        qemu,
+        *qemu,
         # KVM hangs on these machines, and TCG boots this guest in a few seconds anyway.
         *("-accel", "tcg", "-m", "256"),
         *("-nographic", "-no-reboot"),
@@ -84,6 +88,7 @@ async def boot_async(
     extra_qemu_args: Sequence[str] = (),
     nic: bool = True,
     files: Mapping[str, bytes] | None = None,
+    qemu: Sequence[str] = (),
 ) -> GuestRun:
     """Boot the guest, run `script` in it with busybox sh, and return when it powers off.
 
@@ -96,7 +101,7 @@ async def boot_async(
         extra = [CpioEntry("/test.sh", stat.S_IFREG | 0o755, script.encode())]
         extra += [CpioEntry(p, stat.S_IFREG | 0o755, data) for p, data in (files or {}).items()]
         initrd.write_bytes(image.initramfs.read_bytes() + newc_archive(extra))
-        command = qemu_command(image, initrd, netdev_args, mac, extra_qemu_args, nic=nic)
+        command = qemu_command(image, initrd, netdev_args, mac, extra_qemu_args, nic=nic, qemu=qemu)
         started = trio.current_time()
         output = bytearray()
         async with trio.open_nursery() as nursery:

@@ -181,6 +181,8 @@ async def open_linux_guest(
                 [
                     *(sys.executable, "-m", "slirpnet", "serve", *where),
                     *("--dns-upstream", _DNS_UPSTREAM, "--log-level", level),
+                    # Leases of its own: a run never starts with another run's.
+                    *("--state-dir", str(workdir / "state")),
                     *slirpnet_args,
                 ],
                 ready=nic_path.exists,

@@ -19,6 +19,11 @@ new client gets no offer and a REQUEST a NAK, so a guest spraying client
 addresses cannot take the pool from the others.  A VM that reconnects is a
 new owner, and takes over its old records as its clients come back.
 
+Records outlive the server too: ``changes`` counts the changes worth keeping
+(a lease bound or renewed, declined, released), so the shell knows when to
+save ``leases()``, and ``restore`` takes saved ones
+back at start (owned by nobody, as after a reconnect).
+
 Replies follow RFC 2131 §4.3: OFFER answers DISCOVER; REQUEST is told apart
 by its fields (§4.3.2: SELECTING carries a server identifier, INIT-REBOOT only
 a requested address, RENEWING and REBINDING only ``ciaddr``) and gets ACK or
@@ -30,7 +35,7 @@ client's hostname only while it stays within the 576 bytes of §4.1.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address
 
 from attrs import define, frozen
@@ -60,6 +65,7 @@ class Lease:
     expires: float  # bound until then; an offer holds the address until then
     bound: bool  # False while only offered, or after RELEASE
     owner: int = 0  # the id of the VM whose client it is
+    client: bytes = b""  # the client's key: b"id:" + client identifier, or b"mac:" + MAC
 
 
 @frozen
@@ -77,6 +83,9 @@ class DhcpServer:
         self._declined: dict[IPv4Address, float] = {}  # address -> out of the pool until
         # VM id -> client keys of the records it owns, maybe expired (pruned when counted)
         self._owned: dict[int, set[bytes]] = {}
+        # Leases bound, renewed, declined or released so far (offers are not worth
+        # keeping): the shell saves the records when it moves.
+        self.changes = 0
         self._static = {lease.mac: lease.address for lease in settings.static_leases}
         self._static_owner = {lease.address: lease.mac for lease in settings.static_leases}
         network = settings.network
@@ -93,6 +102,36 @@ class DhcpServer:
 
     def leases(self) -> list[Lease]:
         return list(self._leases.values())
+
+    def restore(self, leases: Iterable[Lease], now: float) -> list[Lease]:
+        """Take back records saved by an earlier server; the ones refused are returned.
+
+        A record is refused when its address is not the client's to have here (outside
+        the pool, another's static lease, or the settings changed) or taken already.
+        """
+        refused = []
+        for saved in leases:
+            client = saved.client
+            if (
+                not client.startswith((b"id:", b"mac:"))
+                or client in self._leases
+                or saved.address in self._holder
+                or not self._free_for(saved.address, client, saved.mac, now)
+            ):
+                refused.append(saved)
+                continue
+            lease = Lease(
+                saved.address,
+                saved.mac,
+                saved.hostname,
+                saved.expires,
+                bound=saved.bound and saved.expires > now,
+                client=client,
+            )
+            self._leases[client] = lease
+            self._holder[lease.address] = client
+        self.changes += 1
+        return refused
 
     def mac_of(self, address: IPv4Address) -> bytes | None:
         """The hardware address of the client holding ``address``, if any."""
@@ -179,6 +218,7 @@ class DhcpServer:
         lease = self._record(client, address, message, vm, now)
         lease.bound = True
         lease.expires = now + self.settings.lease_time
+        self.changes += 1
         return self._reply(message, MessageType.ACK, address)
 
     def _decline(self, message: DhcpMessage, client: bytes, now: float) -> None:
@@ -191,12 +231,14 @@ class DhcpServer:
         self._declined[address] = now + DECLINE_HOLD
         del self._leases[client]
         del self._holder[address]
+        self.changes += 1
 
     def _release(self, message: DhcpMessage, client: bytes, now: float) -> None:
         lease = self._leases.get(client)
         if lease is not None and lease.address == message.ciaddr:
             lease.bound = False
             lease.expires = now  # free for others, still this client's first choice
+            self.changes += 1
 
     def _inform(self, message: DhcpMessage, stats: Stats) -> DhcpReply | None:
         if message.ciaddr == UNSPECIFIED:
@@ -261,7 +303,7 @@ class DhcpServer:
         if lease is None or lease.address != address:
             if lease is not None:
                 del self._holder[lease.address]
-            lease = Lease(address, message.chaddr, None, now, bound=False)
+            lease = Lease(address, message.chaddr, None, now, bound=False, client=client)
             self._leases[client] = lease
             self._holder[address] = client
         lease.mac = message.chaddr

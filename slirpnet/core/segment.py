@@ -6,7 +6,17 @@ Every VM of a namespace is a port (``Vm``) of one learning switch.  A frame from
 a port is switched by destination MAC: to another port, flooded when it is
 broadcast, multicast or unknown, or handed to the gateway when addressed to it
 (or broadcast).  So VMs of a namespace reach each other directly at L2, and
-different namespaces are different ``Segment`` objects that share nothing.
+different namespaces are different ``Segment`` objects that share nothing.  A
+MAC belongs to one live port: another port sending from it is refused
+(``eth_mac_in_use``) until the first goes, for two VMs started with QEMU's
+default MAC would otherwise take each other's frames and lease.
+
+A VM that connects again (after a restart of QEMU's link or of the server,
+with its leases restored by the shell through ``dhcp.restore``) may stay quiet
+until its lease is renewed, hours later, and forwards cannot find it meanwhile.
+So the gateway asks, with ARP, for every leased address whose MAC no port has
+yet: on a port as it attaches (``probe_leases``), and on every port when a
+forward finds no VM; the answer teaches the switch the MAC and the address.
 
 The gateway owns two addresses (``gateway``, which stands for the host, and
 ``dns``) behind one MAC.  It answers ARP for them, serves DHCP, answers or
@@ -36,7 +46,7 @@ from collections.abc import Container
 from ipaddress import IPv4Address
 
 from slirpnet import native
-from slirpnet.core.dhcp import DhcpServer
+from slirpnet.core.dhcp import DhcpServer, Lease
 from slirpnet.core.dns import DnsService
 from slirpnet.core.flows import (
     Action,
@@ -66,6 +76,11 @@ log = logging.getLogger(__name__)
 
 MAX_MACS_PER_VM = 16  # a guest spraying source addresses cannot grow the switch table
 MAX_NEIGHBOURS = 4096  # guest addresses remembered for forwards, however many are spoofed
+# ARP requests for leased addresses not heard from (see above): at once, then again
+# after these delays in case the VM's link was not up yet; at most MAX_PROBED leases,
+# those renewed last first, however many leases a big network holds.
+PROBE_RETRIES = (1.0, 2.0, 4.0)
+MAX_PROBED = 16
 # The gateway's ports for forwarded connections, as the guest sees them (RFC 6335 §6).
 FORWARD_PORTS = range(49152, 65536)
 DNS_FLOW_IDLE = 10.0  # UDP flows to port 53 anywhere: one query, one answer
@@ -121,6 +136,8 @@ class Segment:
         self._closed_queued = 0  # closed flows with entries in _deadlines, about
         self._ip_ident = 0
         self._vm_ids = 0
+        # Ports the gateway asks on (probe_leases) -> when next, and how many rounds so far.
+        self._probing: dict[Vm, tuple[float, int]] = {}
         self._departed = Stats()  # the counts of VMs that have left, so totals never go back
         network = settings.network
         self._own = frozenset((settings.gateway, settings.dns))
@@ -155,6 +172,7 @@ class Segment:
         ]:
             self._close(flow, abort=True)
         vm.outbox.clear()
+        self._probing.pop(vm, None)
         self._prune_timers()
         self.dhcp.forget_owner(vm)
         self._departed.add(vm.stats)
@@ -294,6 +312,15 @@ class Segment:
         if mac in vm.macs:
             self._switch[mac] = vm
             return True
+        holder = self._switch.get(mac)
+        if holder is not None:  # a live port's (detach forgets a port's MACs)
+            vm.refuse(
+                "eth_mac_in_use",
+                now,
+                f"{ethernet.format_mac(mac)} is the MAC of {holder.name} already; "
+                "give each VM its own: QEMU -device virtio-net-pci,...,mac=52:54:00:XX:XX:XX",
+            )
+            return False
         if len(vm.macs) >= MAX_MACS_PER_VM:
             vm.refuse("eth_mac_limit", now, f"more than {MAX_MACS_PER_VM} source MACs")
             return False
@@ -333,10 +360,14 @@ class Segment:
         except WireError as error:
             self._drop(vm, error.reason)
             return
-        if packet.op != arp.OP_REQUEST or packet.target_ip not in self._own:
-            return  # another VM's business, or a reply nobody asked us to read
+        if packet.target_ip not in self._own:
+            return  # another VM's business
         if packet.sender_ip == packet.target_ip:
             self._drop(vm, "arp_claims_gateway")  # an announcement of an address we own
+            return
+        if packet.sender_ip in self.settings.network and packet.sender_ip not in self._not_guests:
+            self._heard(vm, packet.sender_ip)  # the answer to probe_leases, or a guest asking
+        if packet.op != arp.OP_REQUEST:
             return
         # A probe (sender 0.0.0.0) gets a reply too: its target is ours, so it is taken.
         reply = packet.reply(self.gateway_mac)
@@ -367,12 +398,62 @@ class Segment:
         """The source must be a guest address of our network: no spoofing the gateway."""
         source = packet.src
         if source in self.settings.network and source not in self._not_guests:
-            known = self._neighbours.get(int(source))
-            if known is not vm and (known or len(self._neighbours) < MAX_NEIGHBOURS):
-                self._neighbours[int(source)] = vm
+            self._heard(vm, source)
             return True
         self._drop(vm, "ipv4_bad_source")
         return False
+
+    def _heard(self, vm: Vm, address: IPv4Address) -> None:
+        """``vm`` sent from ``address``, a guest address of the network."""
+        known = self._neighbours.get(int(address))
+        if known is not vm and (known or len(self._neighbours) < MAX_NEIGHBOURS):
+            self._neighbours[int(address)] = vm
+
+    # -- asking for leased addresses not heard from ------------------------------------
+
+    def probe_leases(self, vm: Vm, now: float) -> None:
+        """Ask on ``vm``'s port for each leased address whose MAC no port has, now and
+        again a few times (``PROBE_RETRIES``) while unanswered: the shell calls it as a
+        port attaches, and a forward that finds no VM on every port (``_probe_all``)."""
+        if vm.attached and self._unheard_leases(now):
+            self._send_probes(vm, now)
+            self._probing[vm] = (now + PROBE_RETRIES[0], 1)
+
+    def _probe_all(self, now: float) -> None:
+        """A forward found no VM: ask on every port not being asked on already."""
+        for vm in self.vms:
+            if vm not in self._probing:
+                self.probe_leases(vm, now)
+
+    def _unheard_leases(self, now: float) -> list[Lease]:
+        leases = [
+            lease
+            for lease in self.dhcp.leases()
+            if lease.bound and lease.expires > now and lease.mac not in self._switch
+        ]
+        leases.sort(key=lambda lease: lease.expires, reverse=True)
+        return leases[:MAX_PROBED]
+
+    def _send_probes(self, vm: Vm, now: float) -> None:
+        for lease in self._unheard_leases(now):
+            request = arp.ArpPacket(
+                arp.OP_REQUEST, self.gateway_mac, self.settings.gateway, bytes(6), lease.address
+            )
+            # Unicast to the lease's MAC (RFC 826 lets a request go anywhere): only that
+            # NIC takes it, so other guests learn nothing of their neighbours.
+            vm.send(self._ethernet(lease.mac, ethernet.ETHERTYPE_ARP) + request.encode())
+
+    def _probe_again(self, now: float) -> None:
+        unheard = bool(self._unheard_leases(now))
+        for vm, (due, done) in list(self._probing.items()):
+            if due > now:
+                continue
+            if unheard:
+                self._send_probes(vm, now)
+            if unheard and done < len(PROBE_RETRIES):
+                self._probing[vm] = (now + PROBE_RETRIES[done], done + 1)
+            else:
+                del self._probing[vm]
 
     def _host_destination(self, vm: Vm, packet: ipv4.IPv4Packet, now: float) -> IPv4Address | None:
         """Where a guest's packet to ``packet.dst`` goes on the host, or None (counted)."""
@@ -746,9 +827,10 @@ class Segment:
 
     def _forward_target(self, forward: Forward, now: float) -> tuple[Vm, bytes, IPv4Address] | None:
         target = choose_guest(forward, self.vms, self.dhcp, self._neighbours)
-        if target is None or self._room_for_flow(target[0], now):
-            return target
-        return None
+        if target is None:
+            self._probe_all(now)  # a VM may hold the lease and have said nothing yet
+            return None
+        return target if self._room_for_flow(target[0], now) else None
 
     def _free_port(self, flows: Container[FlowKey], address: IPv4Address, guest_port: int) -> int:
         """A gateway port no flow of the guest's ``guest_port`` uses yet."""
@@ -955,9 +1037,15 @@ class Segment:
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` should next run (possibly early), or None."""
-        return self._deadlines.next_time()
+        deadline = self._deadlines.next_time()
+        if self._probing:
+            due = min(due for due, _ in self._probing.values())
+            deadline = due if deadline is None else min(deadline, due)
+        return deadline
 
     def handle_timer(self, now: float) -> None:
+        if self._probing:
+            self._probe_again(now)
         for flow in self._deadlines.pop_due(now):
             if flow.closed:
                 continue

@@ -13,9 +13,8 @@ class Stats:
     frames_out: int = 0  # to the VM
     bytes_out: int = 0
     drops: Counter[str] = field(default_factory=Counter)  # frames not used, by reason
-    events: Counter[str] = field(
-        default_factory=Counter
-    )  # things worth counting that are not drops
+    # Things worth counting that are not drops.
+    events: Counter[str] = field(default_factory=Counter)
 
     def drop(self, reason: str) -> None:
         self.drops[reason] += 1

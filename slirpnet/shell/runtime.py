@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -49,6 +49,9 @@ class NamespaceRuntime:
         self._ports: dict[Vm, Port] = {}
         self._timer_scope = trio.CancelScope()
         self.pcap_dir: Path | None = None  # set: every VM is captured to a file there
+        # Called after a flush that changed the DHCP records (the lease store saves them).
+        self.on_leases_changed: Callable[[], None] | None = None
+        self._lease_changes = self.segment.dhcp.changes
 
     @classmethod
     @asynccontextmanager
@@ -79,6 +82,9 @@ class NamespaceRuntime:
             if self.pcap_dir is not None:
                 port.start_capture(self.pcap_dir / f"{self.name}-vm{vm.id}.pcap")
             log.info("VM connected on %s", name, extra=vm.log_context)
+            # A VM come back may hold a lease and say nothing for hours: ask it now.
+            self.segment.probe_leases(vm, trio.current_time())
+            self.flush()
             try:
                 yield port
             finally:
@@ -148,6 +154,10 @@ class NamespaceRuntime:
         for vm, port in self._ports.items():
             if vm.outbox:
                 port.enqueue(vm.take_frames())
+        if segment.dhcp.changes != self._lease_changes:
+            self._lease_changes = segment.dhcp.changes
+            if self.on_leases_changed is not None:
+                self.on_leases_changed()
         deadline = segment.get_timer()
         deadline = math.inf if deadline is None else deadline
         # Setting a deadline costs trio a heap entry, even an unchanged one: most

@@ -1,9 +1,10 @@
 """What carries a VM's frames: byte streams (QEMU stream/socket, VDE) and datagrams.
 
-Each connection is a VM: it gets a port of its namespace for as long as the
-connection lives, and its own nursery, in which a reader feeds frames to the
-core and a writer sends the core's frames back in batches (one write for all
-that is waiting).  A framing error closes the connection, as QEMU and passt do;
+Each connection is a VM: it gets a port (from ``attach``: of the namespace, or
+of a network of its own with ``--isolate``) for as long as the connection
+lives, and its own nursery, in which a reader feeds frames to the core and a
+writer sends the core's frames back in batches (one write for all that is
+waiting).  A framing error closes the connection, as QEMU and passt do;
 a stream is never resynchronised.
 """
 
@@ -12,16 +13,19 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 
 import trio
 
 from slirpnet.framing import FrameFormat, FramingError
 from slirpnet.shell.fdreserve import FdReserve, out_of_fds
 from slirpnet.shell.port import Port
-from slirpnet.shell.runtime import NamespaceRuntime
 
 log = logging.getLogger(__name__)
+
+# A port for a VM of the given name, open for the body of an ``async with``: the
+# namespace's ``NamespaceRuntime.attach``, or a network of the VM's own.
+Attach = Callable[[str], AbstractAsyncContextManager[Port]]
 
 READ_SIZE = 256 * 1024  # several 64 KiB frames per read
 # Frames of a VM handed to the core before the other tasks get a turn.  A read of
@@ -42,10 +46,10 @@ RECONNECT_MAX = 5.0
 
 
 async def serve_stream(
-    runtime: NamespaceRuntime, stream: trio.abc.Stream, name: str, fmt: FrameFormat
+    attach: Attach, stream: trio.abc.Stream, name: str, fmt: FrameFormat
 ) -> None:
     """One VM on ``stream`` until either side closes it; then all its state goes."""
-    async with stream, runtime.attach(name) as port, trio.open_nursery() as nursery:
+    async with stream, attach(name) as port, trio.open_nursery() as nursery:
         nursery.start_soon(_write_stream, port, stream, fmt, nursery.cancel_scope)
         await _read_stream(port, stream, fmt)
         nursery.cancel_scope.cancel()
@@ -93,7 +97,7 @@ def _fitting(port: Port, frames: list[bytes], fmt: FrameFormat) -> list[bytes]:
 
 
 async def serve_listener(
-    runtime: NamespaceRuntime, listener: trio.SocketListener, label: str, fmt: FrameFormat
+    attach: Attach, listener: trio.SocketListener, label: str, fmt: FrameFormat
 ) -> None:
     """Each accepted connection is a new VM, in its own task."""
     reserve = FdReserve()
@@ -107,7 +111,7 @@ async def serve_listener(
                         log.warning("accept on %s failed: %s", label, error)
                         await trio.sleep(0.1)
                     continue
-                nursery.start_soon(serve_stream, runtime, stream, label, fmt)
+                nursery.start_soon(serve_stream, attach, stream, label, fmt)
         finally:
             reserve.close()
 
@@ -131,7 +135,7 @@ async def _refuse(listener: trio.SocketListener, reserve: FdReserve, label: str)
 
 
 async def keep_connected(
-    runtime: NamespaceRuntime,
+    attach: Attach,
     open_stream: Callable[[], Awaitable[trio.abc.Stream]],
     label: str,
     fmt: FrameFormat,
@@ -147,11 +151,11 @@ async def keep_connected(
             delay = min(delay * 2, RECONNECT_MAX)
             continue
         delay = RECONNECT_MIN
-        await serve_stream(runtime, stream, label, fmt)
+        await serve_stream(attach, stream, label, fmt)
         await trio.sleep(delay)
 
 
-async def serve_datagrams(runtime: NamespaceRuntime, sock: socket.socket, label: str) -> None:
+async def serve_datagrams(attach: Attach, sock: socket.socket, label: str) -> None:
     """A ``-netdev dgram`` socket: each datagram one frame, each peer address one VM.
 
     A datagram peer never disconnects; a VM restarted on the same address is the
@@ -160,7 +164,7 @@ async def serve_datagrams(runtime: NamespaceRuntime, sock: socket.socket, label:
     once: one pass through the scheduler and one flush per batch, not per frame.
     """
     sock.setblocking(False)
-    vms = _DatagramVms(runtime, sock, label)
+    vms = _DatagramVms(attach, sock, label)
     async with trio.open_nursery() as nursery:
         with sock:
             while True:
@@ -189,8 +193,8 @@ class _DatagramVms:
     EAGAIN while they wait, taking the CPU we need.
     """
 
-    def __init__(self, runtime: NamespaceRuntime, sock: socket.socket, label: str) -> None:
-        self.runtime = runtime
+    def __init__(self, attach: Attach, sock: socket.socket, label: str) -> None:
+        self.attach = attach
         self.sock = sock
         self.label = label
         self.ports: dict[str | bytes, Port] = {}
@@ -251,7 +255,7 @@ async def _datagram_peer(
                 return False
             return True
 
-        async with vms.runtime.attach(f"{vms.label}<{address!r}>") as port:
+        async with vms.attach(f"{vms.label}<{address!r}>") as port:
             port.send_now = send_now
             task_status.started(port)
             while True:

@@ -1,7 +1,8 @@
 """Every frame the gateway sends must be one a guest's stack takes.
 
 ``check`` parses it with our own codecs, checksums verified, and checks the
-fields no valid frame gets wrong: from the gateway's MAC, ARP replies only, IPv4
+fields no valid frame gets wrong: from the gateway's MAC, ARP replies for its own
+addresses and requests from them for a guest's (a leased address not heard from), IPv4
 with nothing after its total length, never a fragment, within the MTU, DHCP
 replies within 576 bytes that parse as OFFER, ACK or NAK.  ``check_with_scapy`` dissects it again
 with scapy, as an oracle we did not write.
@@ -34,10 +35,17 @@ def check(frame: bytes, settings: NetworkSettings, gateway_mac: bytes) -> Emitte
     # The destination is the guest's to choose (an ARP sender or DHCP client address).
     assert eth.src == gateway_mac, "not from the gateway"
     if eth.ethertype == ethernet.ETHERTYPE_ARP:
-        reply = arp.ArpPacket.parse(eth.payload)
+        packet = arp.ArpPacket.parse(eth.payload)
         assert len(frame) == ethernet.HEADER_LEN + arp.PACKET_LEN
-        assert reply.op == arp.OP_REPLY and reply.sender_mac == gateway_mac
-        assert reply.sender_ip in (settings.gateway, settings.dns)
+        assert packet.sender_mac == gateway_mac
+        if packet.op == arp.OP_REQUEST:
+            assert packet.sender_ip == settings.gateway and packet.target_mac == bytes(6)
+            assert packet.target_ip in settings.network, "a request for a stranger's address"
+            assert packet.target_ip not in (settings.gateway, settings.dns)
+            assert not ethernet.is_multicast(eth.dst), "a request to everyone"
+        else:
+            assert packet.op == arp.OP_REPLY
+            assert packet.sender_ip in (settings.gateway, settings.dns)
         return Emitted(eth)
     assert eth.ethertype == ethernet.ETHERTYPE_IPV4, f"ethertype {eth.ethertype:#06x}"
     packet = ipv4.IPv4Packet.parse(eth.payload)
@@ -73,7 +81,7 @@ def check_with_scapy(frame: bytes) -> None:
     pkt = Ether(frame)
     assert not pkt.haslayer(Padding), "scapy finds bytes past the end"
     if pkt.type == ethernet.ETHERTYPE_ARP:
-        assert pkt.haslayer(ARP) and pkt[ARP].op == arp.OP_REPLY
+        assert pkt.haslayer(ARP) and pkt[ARP].op in (arp.OP_REQUEST, arp.OP_REPLY)
         return
     assert pkt.haslayer(IP)
     raw_ip = frame[ethernet.HEADER_LEN :]

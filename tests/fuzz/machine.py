@@ -331,7 +331,7 @@ class SegmentMachine(RuleBasedStateMachine):
     def attach(self, data: st.DataObject) -> None:
         """A VM that left connects again (QEMU's reconnect), with the same MAC."""
         slot = _pick(data, self.away(), "slot")
-        self.namespaces[slot.net].attach(slot)
+        self.namespaces[slot.net].attach(slot, self.now)
         self._after()
 
     def teardown(self) -> None:
@@ -344,12 +344,17 @@ class SegmentMachine(RuleBasedStateMachine):
         return self.namespaces[slot.net].samples(slot)
 
     def _expected(self, slot: Slot, sample: corpus.Sample) -> str | None:
-        """The sample's reason, unless the VM's MAC table is full (that is the reason then)."""
+        """The sample's reason, unless its source MAC is another live VM's (a mutated
+        frame may have taken it while its VM was away) or the VM's MAC table is full."""
         vm = slot.vm
         assert vm is not None
         source = sample.frame[6:12]
-        learnable = source in vm.macs or len(vm.macs) < MAX_MACS_PER_VM
-        return sample.reason if learnable or sample.reason in _BEFORE_LEARNING else None
+        if sample.reason in _BEFORE_LEARNING or source in vm.macs:
+            return sample.reason
+        others = self.namespaces[slot.net].segment.vms
+        if any(source in other.macs for other in others if other is not vm):
+            return "eth_mac_in_use"
+        return sample.reason if len(vm.macs) < MAX_MACS_PER_VM else None
 
     def _feed(self, slot: Slot, frame: bytes, expected: str | None = None) -> None:
         assert slot.vm is not None

@@ -150,9 +150,13 @@ class Namespace:
             for flow in slot.vm.tcp_flows.values()
         ]
 
-    def attach(self, slot: Slot) -> None:
+    def attach(self, slot: Slot, now: float = 0.0) -> None:
+        """The VM connects; as the shell does, the gateway asks on its port for leased
+        addresses not heard from (a VM come back with its lease)."""
         slot.vm = self.segment.attach(slot.guest.mac)
         self.counts[slot.vm] = Counts()
+        self.segment.probe_leases(slot.vm, now)
+        self.drain()
 
     def leave(self, slot: Slot, now: float) -> None:
         """The VM goes: every socket of its flows closes, and it is not heard any more."""

@@ -72,7 +72,7 @@ def drive(data: bytes) -> Namespace | None:
         elif record == 5:
             slot = ns.slots[which % len(ns.slots)]
             if slot.vm is None:
-                ns.attach(slot)
+                ns.attach(slot, now)
             else:
                 ns.leave(slot, now)
         elif record == 6:
