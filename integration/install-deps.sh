@@ -14,6 +14,11 @@ fi
 # gcc, libc6-dev: small static programs for the test guest (integration/guest/programs.py);
 # busybox-static: its udhcpc takes that guest's lease; nftables: the blackholed namespace host;
 # iperf3: the benchmark's throughput (integration/bench/compare.py).
+# podman, runc, netavark, aardvark-dns, iptables, debootstrap: integration/test_compose.py runs
+# docker/ for real where no Docker engine is (runc: podman's crun refuses hybrid cgroups;
+# netavark and aardvark-dns: compose services find each other by name; debootstrap: the
+# images' base, as no registry is reachable).  podman-compose comes from PyPI (the test extra):
+# Debian's 1.0.3 goes on after a failed build.
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends qemu-system-x86 zstd vde2 iproute2 gcc libc6-dev \
-    busybox-static nftables iperf3
+    busybox-static nftables iperf3 podman runc netavark aardvark-dns iptables debootstrap
