@@ -144,8 +144,10 @@ def _podman_compose() -> str | None:
 
 def _podman(cache_dir: Path, compose: str) -> Engine:
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # State that must not outlive a reboot (locks, the running containers' files).
-    run_dir = Path("/run/slirpnet-compose-test")
+    cache_dir = cache_dir.resolve()
+    # State that must not outlive a reboot (locks, the running containers' files), one per
+    # storage: two storages sharing it would corrupt each other.
+    run_dir = Path("/run/slirpnet-compose-test") / hashlib.sha256(bytes(cache_dir)).hexdigest()[:16]
     conf = cache_dir / "containers.conf"
     conf.write_text(
         "[containers]\n"
