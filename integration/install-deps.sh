@@ -20,6 +20,13 @@ fi
 # python3-venv, python3-dev, sudo, git: the README's quick start, run as printed in a fresh
 # clone with Debian's python3 (integration/test_quick_start.py); tcpdump: reads a running
 # VM's capture there.
+# podman, runc, netavark, aardvark-dns, iptables, debootstrap: integration/test_compose.py runs
+# docker/ for real where no Docker engine is (runc: podman's crun refuses hybrid cgroups;
+# netavark and aardvark-dns: compose services find each other by name; debootstrap: the
+# images' base, as no registry is reachable).  podman-compose comes from PyPI (the test extra):
+# Debian's 1.0.3 goes on after a failed build.
+# libgcc-12-dev: libasan for the C module's AddressSanitizer test (tests/test_native_asan.py).
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends qemu-system-x86 zstd vde2 iproute2 gcc libc6-dev \
-    busybox-static nftables iperf3 python3-venv python3-dev sudo git tcpdump
+    busybox-static nftables iperf3 python3-venv python3-dev sudo git tcpdump \
+    podman runc netavark aardvark-dns iptables debootstrap libgcc-12-dev

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ import trio
 from integration.guest import GuestImage, boot, boot_async
 from integration.guest.skip import image_or_skip
 
+REPO = Path(__file__).resolve().parent.parent
 USER_NET = ["-netdev", "user,id=n0,domainname=corp.test,dnssearch=a.test,dnssearch=b.test"]
 
 
@@ -70,3 +75,60 @@ async def test_stream_netdev_connects_to_a_trio_socket_in_this_process(
             # Cancelling boot_async must stop QEMU on the way out, or this nursery never exits.
             nursery.cancel_scope.cancel()
     assert received[4 + 6 : 4 + 12] == bytes.fromhex("525400123456")  # the frame's source MAC
+
+
+def run_command(*args: str) -> list[str]:
+    """``python -m integration.guest run ...``, as docker/Dockerfile.vm's entry point runs it."""
+    return [sys.executable, "-m", "integration.guest", "run", *args]
+
+
+def test_run_waits_for_the_server_to_listen(guest_image: GuestImage, tmp_path: Path) -> None:
+    path = tmp_path / "vm.sock"
+    # A socket file that nobody listens on, as a server that died leaves it.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(str(path))
+    netdev = f"stream,id=n0,server=off,addr.type=unix,addr.path={path}"
+    vm = subprocess.Popen(
+        run_command(netdev, "--wait", "60", "--script", "ping -c 1 10.0.2.2 && echo WAITED"),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    time.sleep(2)
+    assert vm.poll() is None, "run gave up on a stale socket"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "slirpnet", "serve", "--listen", f"unix:{path}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        out, _ = vm.communicate(timeout=120)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert vm.returncode == 0, out
+    assert "\nWAITED\n" in out
+
+
+def test_run_gives_up_when_nothing_listens(tmp_path: Path) -> None:
+    netdev = f"stream,id=n0,server=off,addr.type=unix,addr.path={tmp_path}/none.sock"
+    started = time.monotonic()
+    run = subprocess.run(
+        run_command(netdev, "--wait", "1"), capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert run.returncode == 125
+    assert "nothing listens on" in run.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_sigterm_stops_run_and_its_qemu(guest_image: GuestImage) -> None:
+    vm = subprocess.Popen(run_command("user,id=n0", "--script", "sleep 600"), cwd=REPO)
+    children = Path(f"/proc/{vm.pid}/task/{vm.pid}/children")
+    deadline = time.monotonic() + 30
+    while not children.read_text().split():
+        assert time.monotonic() < deadline, "QEMU never started"
+        time.sleep(0.1)
+    (qemu,) = map(int, children.read_text().split())
+    vm.send_signal(signal.SIGTERM)
+    assert vm.wait(timeout=20) == 128 + signal.SIGTERM
+    assert not Path(f"/proc/{qemu}").exists(), "QEMU outlived run"
