@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager, suppress
 
 import trio
 
+from slirpnet import native
 from slirpnet.framing import FrameFormat, FramingError
 from slirpnet.shell.fdreserve import FdReserve, out_of_fds
 from slirpnet.shell.port import Port
@@ -220,11 +221,7 @@ class _DatagramVms:
 def _receive_datagrams(sock: socket.socket) -> dict[str | bytes, list[bytes]]:
     """The datagrams waiting on ``sock``, by sender, in order."""
     batches: dict[str | bytes, list[bytes]] = {}
-    for _ in range(DGRAM_BATCH):
-        try:
-            frame, address = sock.recvfrom(DGRAM_SIZE)
-        except BlockingIOError:
-            break
+    for frame, address in native.recv_frames(sock, DGRAM_BATCH, DGRAM_SIZE):  # one recvmmsg
         if address:  # an unbound peer has nowhere to send its replies
             batches.setdefault(address, []).append(frame)
     return batches
@@ -273,30 +270,39 @@ async def _datagram_peer(
 async def _send_datagrams(
     vms: _DatagramVms, port: Port, out: socket.socket, address: str | bytes, frames: list[bytes]
 ) -> None:
-    """Each frame in one datagram, waiting while the peer's queue is full."""
-    unread = 0  # bytes sent since we last took what came in
-    for number, frame in enumerate(frames, 1):
-        unread += len(frame)
-        if unread >= DGRAM_TAKE_AFTER:
-            unread = 0
-            with suppress(OSError):  # the reader hears of it and says so
-                vms.take_waiting()
-        if number % DGRAM_BATCH == 0:
-            await trio.lowlevel.checkpoint()  # the other VMs' and flows' turn
-        retried = False
-        while True:
-            try:
-                out.send(frame)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(out)
+    """Each frame in one datagram, waiting while the peer's queue is full.
+
+    Frames go out in runs of up to ``DGRAM_TAKE_AFTER`` bytes, each run in one
+    ``sendmmsg`` (``native.send_frames``), and what came in meanwhile is taken
+    between runs.
+    """
+    start = 0
+    runs = 0
+    retried = False
+    while start < len(frames):
+        end, size = start, 0
+        while end < len(frames) and (end == start or size + len(frames[end]) <= DGRAM_TAKE_AFTER):
+            size += len(frames[end])
+            end += 1
+        try:
+            start += native.send_frames(out, frames[start:end])
+        except OSError:
+            # A restarted peer is a new socket at the same address: connect anew.
+            if not retried and _connect(out, address):
+                retried = True
                 continue
-            except OSError:
-                # A restarted peer is a new socket at the same address: connect anew.
-                if not retried and _connect(out, address):
-                    retried = True
-                    continue
-                port.vm.stats.drop("dgram_send_failed")
-            break
+            port.vm.stats.drop("dgram_send_failed")
+            start += 1
+            continue
+        if start < end:  # the peer's queue is full
+            await trio.lowlevel.wait_writable(out)
+            continue
+        retried = False
+        with suppress(OSError):  # the reader hears of it and says so
+            vms.take_waiting()
+        runs += 1
+        if runs % 4 == 0:
+            await trio.lowlevel.checkpoint()  # the other VMs' and flows' turn
 
 
 def _connect(sock: socket.socket, address: str | bytes) -> bool:
