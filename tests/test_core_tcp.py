@@ -446,6 +446,55 @@ def test_reading_resumes_as_the_guest_acks(segment: Segment, vm: Vm, shell: TcpS
     assert flow.endpoint.read_allowance == 700 * 128 - (SEND_RESERVE - 12800)
 
 
+def test_a_run_of_plain_acks_in_one_batch_is_handled_as_its_last(
+    segment: Segment, vm: Vm, shell: TcpShell
+) -> None:
+    flow = connect(segment, vm, shell)
+    segment.flow_received(flow, b"y" * 6000, 1.0)
+    assert sum(len(p[TCP].payload) for p in frames(vm)) == 6000
+    taken_before = flow.endpoint.counters.segments_in
+    frames_before = vm.stats.frames_in
+    acks = [tcp_frame("A", ISN + 1, our_seq(flow) + n * 1460) for n in (1, 2, 4)]
+    segment.receive_many(vm, acks, 1.1)
+    assert flow.endpoint.snd_una == (our_seq(flow) + 4 * 1460) & 0xFFFFFFFF
+    assert flow.endpoint.counters.segments_in == taken_before + 1  # the last one only
+    assert vm.stats.frames_in == frames_before + 3  # every frame is still counted
+    assert vm.stats.events["tcp_acks_coalesced"] == 2
+
+
+def test_duplicate_acks_are_never_coalesced(segment: Segment, vm: Vm, shell: TcpShell) -> None:
+    """Three of them are a fast retransmit (RFC 5681 §3.2)."""
+    flow = connect(segment, vm, shell)
+    segment.flow_received(flow, b"y" * 6000, 1.0)
+    frames(vm)
+    duplicate = tcp_frame("A", ISN + 1, our_seq(flow))
+    segment.receive_many(vm, [duplicate] * 3, 1.1)
+    assert vm.stats.events["tcp_acks_coalesced"] == 0
+    assert flow.endpoint.counters.retransmits == 1
+    assert [p[TCP].seq for p in frames(vm)] == [our_seq(flow)]
+
+
+def test_only_plain_acks_of_one_connection_give_way(
+    segment: Segment, vm: Vm, shell: TcpShell
+) -> None:
+    flow = connect(segment, vm, shell)
+    other = connect(segment, vm, shell, sport=SPORT + 1)
+    segment.flow_received(flow, b"y" * 6000, 1.0)
+    segment.flow_received(other, b"y" * 6000, 1.0)
+    frames(vm)
+    batch = [
+        tcp_frame("A", ISN + 1, our_seq(flow) + 1460),
+        tcp_frame("A", ISN + 1, our_seq(other) + 1460, sport=SPORT + 1),  # another flow
+        tcp_frame("A", ISN + 1, our_seq(other) + 2920, sport=SPORT + 1),  # gives way: not this
+        tcp_frame("PA", ISN + 1, our_seq(other) + 4380, b"data", sport=SPORT + 1),  # data
+        tcp_frame("A", ISN + 1, our_seq(flow) + 2920, window=1000),
+        tcp_frame("FA", ISN + 1, our_seq(flow) + 4380),  # a FIN
+    ]
+    segment.receive_many(vm, batch, 1.1)
+    assert vm.stats.events["tcp_acks_coalesced"] == 1
+    assert flow.endpoint.guest_fin and other.endpoint.rcv_nxt == (ISN + 1 + 4) & 0xFFFFFFFF
+
+
 # -- limits and lifetime -------------------------------------------------------------
 
 

@@ -9,8 +9,8 @@ at most ``FEED_BATCH`` that fit the window, each ended with ``send_delayed_acks`
 the shell's flush does and followed by the host socket's write of the batch (as the
 shell's writer reports each ``send``).  The guest acknowledges every second segment, as
 Linux's delayed ACK does.  Only the core's calls are timed: building the guest's
-frames is not.  Guest frames carry what Linux sends on an established connection:
-NOP, NOP, timestamps.
+frames is not.  Guest frames carry what Linux sends slirpnet on an established
+connection: no options (slirpnet never offers timestamps, so a guest never sends them).
 
 Scenarios: guest-to-host data at MTU 65520 and 1500, host-to-guest data read in
 256 KiB chunks at both MTUs, a guest's pure ACK on an idle flow, and the codecs
@@ -46,8 +46,7 @@ GUEST_IP = IPv4Address("10.0.2.15")
 GATEWAY_IP = IPv4Address("10.0.2.2")
 GUEST_PORT, HOST_PORT = 40000, 5201
 GUEST_ISN = 1_000_000
-TIMESTAMPS = TcpOptions(timestamps=(1, 1))
-TCP_HEADER = tcp.HEADER_LEN + 12  # with the timestamps
+TCP_HEADER = tcp.HEADER_LEN  # no options: slirpnet's SYN-ACK offers no timestamps
 READ_CHUNK = 256 * 1024  # what the shell reads from the host socket at once
 GUEST_WINDOW = 0xFFFF  # scaled by 2**7: 8 MiB
 _ETHERNET = struct.Struct("!6s6sH")
@@ -100,7 +99,9 @@ class Lab:
         """What Linux puts in a full segment: the MTU less IPv4, TCP and timestamps."""
         return self.mtu - ipv4.MIN_HEADER_LEN - TCP_HEADER
 
-    def frame(self, flags: int, payload: bytes = b"", options: TcpOptions = TIMESTAMPS) -> bytes:
+    def frame(
+        self, flags: int, payload: bytes = b"", options: TcpOptions = tcp.NO_OPTIONS
+    ) -> bytes:
         """The guest's next segment (its sequence number moves past ``payload``)."""
         segment = TcpSegment(
             GUEST_PORT,

@@ -11,9 +11,10 @@ out of its VM's ``BufferBudget``.  A VM's TCP buffers thus never exceed
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 # Enough for a dozen flows at full speed; past it, flows of the VM share it.
-VM_TCP_BUFFER = 64 << 20
+VM_TCP_BUFFER: Final = 64 << 20
 
 
 @dataclass

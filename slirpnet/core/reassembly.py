@@ -15,10 +15,11 @@ guest sends it again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from slirpnet.core.sequence import seq_add, seq_diff
 
-MAX_RUNS = 64  # FreeBSD keeps at most 100 segments per connection (net.inet.tcp.reass)
+MAX_RUNS: Final = 64  # FreeBSD keeps at most 100 segments per connection (net.inet.tcp.reass)
 
 
 @dataclass

@@ -42,8 +42,9 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from ipaddress import IPv4Address
+from typing import Final
 
 from slirpnet import native
 from slirpnet.core.dhcp import DhcpServer, Lease
@@ -64,6 +65,7 @@ from slirpnet.core.flows import (
     UdpFlow,
 )
 from slirpnet.core.forwards import Forward, choose_guest
+from slirpnet.core.sequence import seq_lt
 from slirpnet.core.settings import HOST_LOOPBACK, NetworkSettings
 from slirpnet.core.stats import Stats
 from slirpnet.core.tcp import HostOp, State, TcpEndpoint
@@ -74,34 +76,40 @@ from slirpnet.wire.errors import WireError
 
 log = logging.getLogger(__name__)
 
-MAX_MACS_PER_VM = 16  # a guest spraying source addresses cannot grow the switch table
-MAX_NEIGHBOURS = 4096  # guest addresses remembered for forwards, however many are spoofed
+MAX_MACS_PER_VM: Final = 16  # a guest spraying source addresses cannot grow the switch table
+MAX_NEIGHBOURS: Final = 4096  # guest addresses remembered for forwards, however many are spoofed
 # ARP requests for leased addresses not heard from (see above): at once, then again
 # after these delays in case the VM's link was not up yet; at most MAX_PROBED leases,
 # those renewed last first, however many leases a big network holds.
 PROBE_RETRIES = (1.0, 2.0, 4.0)
-MAX_PROBED = 16
+MAX_PROBED: Final = 16
 # The gateway's ports for forwarded connections, as the guest sees them (RFC 6335 §6).
 FORWARD_PORTS = range(49152, 65536)
-DNS_FLOW_IDLE = 10.0  # UDP flows to port 53 anywhere: one query, one answer
-ECHO_FLOW_IDLE = 10.0
-FLOW_REFUSED = "refused"  # the host said port unreachable
-FLOW_UNREACHABLE = "unreachable"  # the host said host or network unreachable
-FLOW_RESET = "reset"  # the host peer reset the connection
-FLOW_FAILED = "failed"  # no host socket could be had
-FLOW_EXHAUSTED = "exhausted"  # no host socket: the host is out of file descriptors
+DNS_FLOW_IDLE: Final = 10.0  # UDP flows to port 53 anywhere: one query, one answer
+ECHO_FLOW_IDLE: Final = 10.0
+FLOW_REFUSED: Final = "refused"  # the host said port unreachable
+FLOW_UNREACHABLE: Final = "unreachable"  # the host said host or network unreachable
+FLOW_RESET: Final = "reset"  # the host peer reset the connection
+FLOW_FAILED: Final = "failed"  # no host socket could be had
+FLOW_EXHAUSTED: Final = "exhausted"  # no host socket: the host is out of file descriptors
 # Closed flows whose timer entries may wait, before the queue is swept of them: an
 # entry waits for its time (an idle timeout: up to hours), keeping its flow alive.
-PRUNE_MIN = 64
+PRUNE_MIN: Final = 64
 
 _ETHERNET = struct.Struct("!6s6sH")
 # An established flow's frame, read in one go: Ethernet, an IPv4 header without
 # options, the fixed TCP header (RFC 791 §3.1, RFC 9293 §3.1).
 _ETH_IPV4_TCP = struct.Struct("!6s6sHBBHHHBBHIIHHIIHHHH")
-_TCP_AT = ethernet.HEADER_LEN + ipv4.MIN_HEADER_LEN
-_FAST_MIN = _TCP_AT + tcp.HEADER_LEN
-_IPV4_NOT_WHOLE = 0xBFFF  # the reserved flag, MF and the fragment offset: DF alone may be set
-_IP_UDP_HEADERS = ipv4.MIN_HEADER_LEN + udp.HEADER_LEN
+_TCP_AT: Final = ethernet.HEADER_LEN + ipv4.MIN_HEADER_LEN
+_FAST_MIN: Final = _TCP_AT + tcp.HEADER_LEN
+# The reserved flag, MF and the fragment offset: DF alone may be set.
+_IPV4_NOT_WHOLE: Final = 0xBFFF
+_IP_UDP_HEADERS: Final = ipv4.MIN_HEADER_LEN + udp.HEADER_LEN
+# A plain ACK: IPv4's total length, and where its acknowledgment number lies.
+_PLAIN_ACK_TOTAL_LEN: Final = ipv4.MIN_HEADER_LEN + tcp.HEADER_LEN
+_ETHERNET_MIN_FRAME: Final = 60  # a short frame may come padded to Ethernet's minimum
+_ACK_AT: Final = _TCP_AT + 8
+_ACK_FIELD = struct.Struct("!I")
 
 
 def _martian(address: IPv4Address) -> bool:
@@ -114,6 +122,36 @@ def _martian(address: IPv4Address) -> bool:
         or address.is_link_local
         or address == IPv4Address("255.255.255.255")
     )
+
+
+def _is_plain_ack(frame: bytes) -> bool:
+    """Ethernet + IPv4 without options or fragments + TCP with no options, no data and
+    no flag but ACK: what a guest sends to acknowledge our data (the checksums are
+    checked when the frame is handled, not here)."""
+    return (
+        _FAST_MIN <= len(frame) <= _ETHERNET_MIN_FRAME
+        and frame[12] == 0x08
+        and frame[13] == 0x00
+        and frame[14] == 0x45
+        and frame[16] == 0
+        and frame[17] == _PLAIN_ACK_TOTAL_LEN
+        and frame[23] == ipv4.PROTO_TCP
+        and frame[20] & 0x3F == 0
+        and frame[21] == 0
+        and frame[46] == 0x50
+        and frame[47] == tcp.ACK
+    )
+
+
+def _superseded(frame: bytes, following: bytes) -> bool:
+    """``frame`` is a plain ACK and ``following`` one of the same connection from the
+    same MAC, with the same sequence number and an acknowledgment number beyond."""
+    if not (_is_plain_ack(frame) and _is_plain_ack(following)):
+        return False
+    if frame[:12] != following[:12] or frame[26:42] != following[26:42]:
+        return False  # other MACs, addresses, ports or sequence number
+    ack = _ACK_FIELD.unpack_from(frame, _ACK_AT)[0]
+    return seq_lt(ack, _ACK_FIELD.unpack_from(following, _ACK_AT)[0])
 
 
 class Segment:
@@ -204,6 +242,26 @@ class Segment:
         return actions
 
     # -- frames from a VM --------------------------------------------------------------
+
+    def receive_many(self, vm: Vm, frames: Sequence[bytes], now: float) -> None:
+        """A batch of frames from ``vm``'s NIC, in order.
+
+        A guest's plain cumulative ACK that the next frame of the batch acknowledges
+        beyond (``_superseded``) is counted and passed over: the later ACK says all it
+        said (RFC 9293 §3.10.7.4: SND.UNA moves to the highest ACK; the window comes
+        with the newest).  At MTU 1500 the guest ACKs every second frame of ours, and
+        a batch holds runs of them.  Duplicate ACKs are never passed over: three of
+        them are a fast retransmit (RFC 5681 §3.2).
+        """
+        last = len(frames) - 1
+        for index, frame in enumerate(frames):
+            if index < last and _superseded(frame, frames[index + 1]):
+                stats = vm.stats
+                stats.frames_in += 1
+                stats.bytes_in += len(frame)
+                stats.count("tcp_acks_coalesced")
+            else:
+                self.receive(vm, frame, now)
 
     def receive(self, vm: Vm, frame: bytes, now: float) -> None:
         """One Ethernet frame from ``vm``'s NIC."""

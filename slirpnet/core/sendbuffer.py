@@ -20,10 +20,11 @@ from that open chunk is a copy, so no view ever pins a buffer that still grows.
 from __future__ import annotations
 
 from itertools import islice
+from typing import Final
 
 from slirpnet.wire.buffer import Bytes
 
-MERGE = 1 << 14
+MERGE: Final = 1 << 14
 
 
 class SendBuffer:

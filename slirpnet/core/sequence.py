@@ -7,7 +7,9 @@ connection holds at a time (windows are at most 2**30, RFC 7323 §2.3).
 
 from __future__ import annotations
 
-MASK = 0xFFFFFFFF
+from typing import Final
+
+MASK: Final = 0xFFFFFFFF
 
 
 def seq_diff(a: int, b: int) -> int:

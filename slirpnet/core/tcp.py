@@ -70,6 +70,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field
+from typing import Final
 
 from slirpnet.core.budget import BufferBudget
 from slirpnet.core.reassembly import Reassembly
@@ -79,40 +80,41 @@ from slirpnet.wire import tcp
 from slirpnet.wire.buffer import Bytes
 from slirpnet.wire.tcp import TcpOptions, TcpSegment
 
-RTO_INITIAL = 1.0  # RFC 6298 §2.1
-RTO_MIN = 0.2  # Linux's floor; RFC 6298 §2.4's 1 s is far too slow for a virtual link
-RTO_MAX = 60.0  # RFC 6298 §2.5
-MAX_RETRANSMITS = 12  # timeouts in a row (about 5 minutes), then both sides are reset
-SYN_ACK_RETRIES = 5  # Linux's tcp_synack_retries: about a minute
-SYN_RETRIES = 5  # a forward's SYN to a silent guest: about a minute, then the host gets a RST
+RTO_INITIAL: Final = 1.0  # RFC 6298 §2.1
+RTO_MIN: Final = 0.2  # Linux's floor; RFC 6298 §2.4's 1 s is far too slow for a virtual link
+RTO_MAX: Final = 60.0  # RFC 6298 §2.5
+MAX_RETRANSMITS: Final = 12  # timeouts in a row (about 5 minutes), then both sides are reset
+SYN_ACK_RETRIES: Final = 5  # Linux's tcp_synack_retries: about a minute
+# A forward's SYN to a silent guest: about a minute, then the host gets a RST.
+SYN_RETRIES: Final = 5
 # A guest's own connect gives up after about two minutes (Linux: six SYN retries);
 # answering well before that tells it "unreachable" instead of leaving it to time out.
-CONNECT_TIMEOUT = 20.0
+CONNECT_TIMEOUT: Final = 20.0
 # 2 MSL would be minutes, against stray duplicates of a long Internet path; the only
 # peer here is the guest on a virtual link: we only re-ACK a retransmitted FIN.
-TIME_WAIT = 2.0
-IDLE_TIMEOUT = 7200.0  # RFC 1122 §4.2.3.6: keep-alives, where used, come every 2 h or sooner
+TIME_WAIT: Final = 2.0
+IDLE_TIMEOUT: Final = 7200.0  # RFC 1122 §4.2.3.6: keep-alives, where used, come every 2 h or sooner
 # One direction closed and nothing heard for this long: the other side is gone.  Also
 # how long a closed connection's host socket may take to accept the last guest bytes.
-HALF_CLOSED_IDLE = 300.0
-SEND_BUFFER = 1 << 20  # host data held for the guest, sent or not, until ACKed
-RECEIVE_BUFFER = 1 << 20  # guest data: not yet taken by the host socket, or the window
+HALF_CLOSED_IDLE: Final = 300.0
+SEND_BUFFER: Final = 1 << 20  # host data held for the guest, sent or not, until ACKed
+RECEIVE_BUFFER: Final = 1 << 20  # guest data: not yet taken by the host socket, or the window
 # A flow's own, never drawn from the VM's budget, so that every flow can always move.
 # Guest to host: not smaller, since at slirpnet's MTU one segment is 64 KiB and a window
 # below one MSS stalls a Linux sender until its probe timer (tcp_snd_wnd_test will not
 # split a segment).  Host to guest: how far we read ahead of a zero window, to have data
 # to probe with; small, since a guest that never ACKs holds it on every flow it opens.
-RECEIVE_RESERVE = 1 << 16
-SEND_RESERVE = 1 << 14
-WINDOW_SHIFT = 7  # RFC 7323 §2.3: ours, when the guest scales: 65535 << 7 covers 8 MiB
-DEFAULT_GUEST_MSS = 536  # RFC 9293 §3.7.1, when the SYN names none
-MIN_GUEST_MSS = 88  # Linux's TCP_MIN_MSS: no one-byte segments on a guest's say-so
-DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
+RECEIVE_RESERVE: Final = 1 << 16
+SEND_RESERVE: Final = 1 << 14
+WINDOW_SHIFT: Final = 7  # RFC 7323 §2.3: ours, when the guest scales: 65535 << 7 covers 8 MiB
+DEFAULT_GUEST_MSS: Final = 536  # RFC 9293 §3.7.1, when the SYN names none
+MIN_GUEST_MSS: Final = 88  # Linux's TCP_MIN_MSS: no one-byte segments on a guest's say-so
+DUPACK_THRESHOLD: Final = 3  # RFC 5681 §3.2
 # RFC 1122 §4.2.3.2: an ACK may wait, for at most 0.5 s, and at least every second
 # full-sized segment is acknowledged (RFC 5681 §4.2).  40 ms is Linux's shortest
 # delay; the shell acknowledges at the end of each batch of frames anyway.
-DELAYED_ACK = 0.04
-ACK_EVERY = 2
+DELAYED_ACK: Final = 0.04
+ACK_EVERY: Final = 2
 
 
 def _kept(payload: Bytes) -> bytes | memoryview:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from slirpnet.core.budget import VM_TCP_BUFFER, BufferBudget
 from slirpnet.core.ratelimit import TokenBucket
@@ -18,15 +18,15 @@ log = logging.getLogger(__name__)
 
 # A guest that hits a limit hits it thousands of times a second: one line per reason
 # at most this often, with the count so far, says as much without flooding the log.
-REFUSAL_LOG_INTERVAL = 60.0
+REFUSAL_LOG_INTERVAL: Final = 60.0
 # Storm control, as switches have it: the broadcast, multicast and unknown-unicast
 # frames a VM may flood to the other VMs of its segment, counted in frames of up to
 # FLOOD_FRAME bytes (a larger one counts as several).  Well above what ARP, DHCP or
 # mDNS need.  Every flooded frame costs every other VM a write: at 1000 a second from
 # two VMs, a third on -netdev dgram moved 30 Mbit/s instead of 1.1 Gbit/s; at 100, 370.
-FLOOD_RATE = 100.0  # a second
-FLOOD_BURST = 200.0
-FLOOD_FRAME = 1514
+FLOOD_RATE: Final = 100.0  # a second
+FLOOD_BURST: Final = 200.0
+FLOOD_FRAME: Final = 1514
 
 
 @dataclass(eq=False)

@@ -64,15 +64,13 @@ class Port:
         """Frames from the VM, handled in order before any output is flushed."""
         if self.closed:
             return
-        segment = self.runtime.segment
-        now = trio.current_time()
+        batch = list(frames)
         pcap = self.pcap
-        for frame in frames:
-            if pcap is not None:
-                pcap.write(frame, time.time())
-            segment.receive(self.vm, frame, now)
         if pcap is not None:
+            for frame in batch:
+                pcap.write(frame, time.time())
             pcap.flush()  # readable by tcpdump as the frames pass, not when the VM leaves
+        self.runtime.segment.receive_many(self.vm, batch, trio.current_time())
         self.runtime.flush()
 
     async def receive(self) -> list[bytes]:

@@ -8,19 +8,20 @@ not to forward.  Lengths below 0x0600 are 802.3 length fields (LLC), refused too
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from attrs import frozen
 
 from slirpnet.wire.buffer import Bytes, require
 from slirpnet.wire.errors import SanityError
 
-ETHERTYPE_IPV4 = 0x0800
-ETHERTYPE_ARP = 0x0806
-ETHERTYPE_VLAN = 0x8100
-ETHERTYPE_QINQ = 0x88A8
-ETHERTYPE_IPV6 = 0x86DD
+ETHERTYPE_IPV4: Final = 0x0800
+ETHERTYPE_ARP: Final = 0x0806
+ETHERTYPE_VLAN: Final = 0x8100
+ETHERTYPE_QINQ: Final = 0x88A8
+ETHERTYPE_IPV6: Final = 0x86DD
 
-HEADER_LEN = 14
+HEADER_LEN: Final = 14
 BROADCAST = b"\xff" * 6
 
 _HEADER = struct.Struct("!6s6sH")

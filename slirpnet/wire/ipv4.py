@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from functools import lru_cache
 from ipaddress import IPv4Address
+from typing import Final
 
 from attrs import frozen
 
@@ -20,16 +21,16 @@ from slirpnet.wire.buffer import Bytes, require
 from slirpnet.wire.checksum import fold
 from slirpnet.wire.errors import IntegrityError, SanityError
 
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
+PROTO_ICMP: Final = 1
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
 
-MIN_HEADER_LEN = 20
-DEFAULT_TTL = 64
+MIN_HEADER_LEN: Final = 20
+DEFAULT_TTL: Final = 64
 
-FLAG_DF = 0x4000
-FLAG_MF = 0x2000
-_OFFSET_MASK = 0x1FFF
+FLAG_DF: Final = 0x4000
+FLAG_MF: Final = 0x2000
+_OFFSET_MASK: Final = 0x1FFF
 
 # Addresses as 32-bit integers: summed whole, each is congruent to the sum of its halves.
 _HEADER = struct.Struct("!BBHHHBBHII")

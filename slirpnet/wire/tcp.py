@@ -18,25 +18,26 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import Final
 
 from slirpnet import native
 from slirpnet.wire.buffer import Bytes, require
 from slirpnet.wire.checksum import pseudo_header_sum
 from slirpnet.wire.errors import IntegrityError, SanityError
 
-PROTOCOL = 6
-HEADER_LEN = 20
-MAX_OPTIONS_LEN = 40  # a 4-bit data offset counts at most 60 header bytes
-MAX_WINDOW_SCALE = 14  # RFC 7323 §2.3
+PROTOCOL: Final = 6
+HEADER_LEN: Final = 20
+MAX_OPTIONS_LEN: Final = 40  # a 4-bit data offset counts at most 60 header bytes
+MAX_WINDOW_SCALE: Final = 14  # RFC 7323 §2.3
 
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-URG = 0x20
-ECE = 0x40
-CWR = 0x80
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+ECE: Final = 0x40
+CWR: Final = 0x80
 
 _FLAG_NAMES = (
     (FIN, "FIN"),
@@ -49,13 +50,13 @@ _FLAG_NAMES = (
     (CWR, "CWR"),
 )
 
-OPT_EOL = 0
-OPT_NOP = 1
-OPT_MSS = 2
-OPT_WINDOW_SCALE = 3
-OPT_SACK_PERMITTED = 4
-OPT_SACK = 5
-OPT_TIMESTAMPS = 8
+OPT_EOL: Final = 0
+OPT_NOP: Final = 1
+OPT_MSS: Final = 2
+OPT_WINDOW_SCALE: Final = 3
+OPT_SACK_PERMITTED: Final = 4
+OPT_SACK: Final = 5
+OPT_TIMESTAMPS: Final = 8
 
 # Source port, destination port, sequence, acknowledgment, data offset + reserved
 # + flags, window, checksum, urgent pointer.
@@ -74,7 +75,12 @@ _NOP_NOP_SACK_PERMITTED = bytes((OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2))
 _TIMESTAMPS_ONLY = _U32.unpack(_NOP_NOP_TIMESTAMPS)[0]
 
 # Required lengths of the fixed-size options we understand.
-_OPTION_LENGTHS = {OPT_MSS: 4, OPT_WINDOW_SCALE: 3, OPT_SACK_PERMITTED: 2, OPT_TIMESTAMPS: 10}
+_OPTION_LENGTHS = {
+    OPT_MSS: 4,
+    OPT_WINDOW_SCALE: 3,
+    OPT_SACK_PERMITTED: 2,
+    OPT_TIMESTAMPS: 10,
+}
 
 
 def flag_names(flags: int) -> str:
@@ -182,7 +188,7 @@ class TcpOptions:
         return encoded
 
 
-NO_OPTIONS = TcpOptions()
+NO_OPTIONS: Final = TcpOptions()
 
 
 @dataclass(init=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from ipaddress import IPv4Address
+from typing import Final
 
 from attrs import frozen
 
@@ -19,9 +20,9 @@ from slirpnet.wire.buffer import Bytes, require
 from slirpnet.wire.checksum import pseudo_header_sum
 from slirpnet.wire.errors import IntegrityError
 
-PROTOCOL = 17
-HEADER_LEN = 8
-MAX_LEN = 0xFFFF
+PROTOCOL: Final = 17
+HEADER_LEN: Final = 8
+MAX_LEN: Final = 0xFFFF
 
 _HEADER = struct.Struct("!HHHH")  # source port, destination port, length, checksum
 
