@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from integration.readme import toml_example
-from slirpnet import __version__
+from slirpnet import __version__, native
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,9 @@ def console_script() -> str:
 def test_version_from_console_script() -> None:
     result = run(console_script(), "--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"slirpnet {__version__}"
+    # The version, then what runs: CI's integration run has the native build.
+    assert result.stdout.strip() == f"slirpnet {__version__} ({native.describe()})"
+    assert result.stdout.split("(")[1].startswith("native:"), result.stdout
 
 
 def test_help_from_module() -> None:

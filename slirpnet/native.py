@@ -18,6 +18,7 @@ installed.
 from __future__ import annotations
 
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from types import ModuleType
 
@@ -72,6 +73,19 @@ def compiled_modules() -> list[str]:
     )
 
 
+def built_modules() -> list[str]:
+    """The slirpnet modules this install has compiled with mypyc, imported or not."""
+    package = Path(__file__).parent
+    return sorted(
+        {
+            ".".join(("slirpnet", *path.relative_to(package).parts[:-1], path.name.split(".")[0]))
+            for suffix in EXTENSION_SUFFIXES
+            for path in package.rglob(f"*{suffix}")
+            if path.name.split(".")[0] != "_native"
+        }
+    )
+
+
 def is_native() -> bool:
     """Both parts of the native build are in use: the C module and compiled modules."""
     return _c is not None and bool(compiled_modules())
@@ -84,9 +98,9 @@ def describe() -> str:
     parts = []
     if _c is not None:
         parts.append("C module")
-    compiled = compiled_modules()
-    if compiled:
-        parts.append(f"{len(compiled)} modules compiled with mypyc")
+    built = built_modules()
+    if built:
+        parts.append(f"{len(built)} modules compiled with mypyc")
     if not parts:
         return (
             "pure Python: no native build; install gcc and the Python headers "
@@ -97,6 +111,7 @@ def describe() -> str:
 
 
 __all__ = [
+    "built_modules",
     "compiled_modules",
     "describe",
     "internet_checksum",
