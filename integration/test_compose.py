@@ -35,6 +35,7 @@ VOLUME = "/run/slirpnet"
 PROJECT = "slirpnet-test"
 # Building from nothing: debootstrap is done before; apt and pip in the images, a guest build.
 UP_TIMEOUT = 900
+SERVER_IMAGE = "localhost/slirpnet-test-server"
 BUILD_STAGE = "slirpnet-test-build"
 
 
@@ -171,7 +172,9 @@ def test_isolated_vms_serve_another_service_through_forwards(
         )
 
 
-def test_the_server_image_builds_with_a_compiler_and_python_headers(engine: Engine) -> None:
+def test_the_server_image_builds_with_a_compiler_and_runs_the_native_build(
+    engine: Engine,
+) -> None:
     # The build stage, where `pip install` compiles slirpnet's native modules when it can.
     dockerfile = str(DOCKER_DIR / "Dockerfile")
     built = engine.run("build", "--target", "build", "-f", dockerfile, "-t", BUILD_STAGE, str(REPO))
@@ -181,3 +184,9 @@ def test_the_server_image_builds_with_a_compiler_and_python_headers(engine: Engi
     probe = engine.run("run", "--rm", BUILD_STAGE, "sh", "-c", check)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.splitlines()[-1] == "HEADERS"
+    # The image itself (the build stage's layers again): slirpnet names what it runs.
+    built = engine.run("build", "-f", dockerfile, "-t", SERVER_IMAGE, str(REPO))
+    assert built.returncode == 0, built.stderr[-3000:]
+    version = engine.run("run", "--rm", SERVER_IMAGE, "--version")
+    assert version.returncode == 0, version.stderr
+    assert "(native: C module and " in version.stdout, version.stdout
