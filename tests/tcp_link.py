@@ -135,7 +135,9 @@ class Transfer:
 
     def _next_time(self) -> float:
         times = [t for t in (self.link.next_time(), self.guest.deadline()) if t is not None]
-        if self.endpoint is not None:
+        if self.endpoint is not None and not self.ep.closed:
+            # A closed endpoint is forgotten (as the segment forgets its flow): its last
+            # deadline, past by now, would hold the clock still for ever.
             times.append(self.ep.deadline())
         if self._host_busy():
             times.append(self.now + TICK)

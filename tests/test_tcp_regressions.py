@@ -19,6 +19,7 @@ from slirpnet.core.settings import NetworkSettings
 from slirpnet.framing import QEMU_STREAM
 from slirpnet.shell.runtime import NamespaceRuntime
 from slirpnet.shell.transports import serve_stream
+from tests.test_tcp_endpoint import transfer
 
 GUEST_MAC = "52:54:00:12:34:56"
 GATEWAY_MAC = "52:55:0a:00:02:02"
@@ -134,3 +135,23 @@ def read_all(sock: socket.socket) -> bytes:
         while chunk := sock.recv(1 << 16):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_a_fin_retransmitted_after_time_wait_is_acknowledged_while_the_host_drains() -> None:
+    """Found by hypothesis (test_any_link_any_pace_byte_exact): our ACK of the guest's FIN
+    was lost and the guest's backed-off retransmission came after TIME_WAIT, while the
+    host socket still held bytes.  The endpoint ignored it in CLOSED and the guest kept
+    retrying; the harness's clock also stood still on the closed endpoint's deadline."""
+    run = transfer(
+        68108605,
+        size=1461,
+        loss=0.1,
+        mss=536,
+        our_mss=1460,
+        wscale=5,
+        buffer=1 << 20,
+        read_rate=10_000,
+        write_rate=10_000,
+        isn=4294966709,
+    )
+    assert run.guest.fin_acked

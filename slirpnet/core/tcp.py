@@ -430,6 +430,11 @@ class TcpEndpoint:
         self.counters.segments_in += 1
         state = self.state
         if state is State.CLOSED:
+            # Past TIME_WAIT, with the host socket still draining: a FIN again means our
+            # ACK of it was lost, and the guest retries until it gives up unless answered
+            # as TIME_WAIT would (RFC 9293 §3.10.7.4).
+            if seg.flags & tcp.FIN and self.guest_fin and not seg.flags & tcp.RST:
+                self._send_ack()
             return
         if state is State.CONNECTING:
             if seg.flags & tcp.RST and seg.seq == self.rcv_nxt:
