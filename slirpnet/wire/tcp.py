@@ -24,6 +24,7 @@ from slirpnet import native
 from slirpnet.wire.buffer import Bytes, require
 from slirpnet.wire.checksum import pseudo_header_sum
 from slirpnet.wire.errors import IntegrityError, SanityError
+from slirpnet.wire.tcpframe import header_words
 
 PROTOCOL: Final = 6
 HEADER_LEN: Final = 20
@@ -281,20 +282,23 @@ class TcpSegment:
             view[header_len:],
         )
 
-    def _header_words(self, offset_flags: int, options: bytes) -> int:
-        """The header's words summed from its fields, checksum aside (a 32-bit field is
-        congruent to the sum of its halves), its options as one integer, a multiple of
-        4 bytes long."""
-        words = self.src_port + self.dst_port + self.seq + self.ack + offset_flags
-        return words + self.window + self.urgent + int.from_bytes(options, "big")
-
     def encode(self, src: IPv4Address, dst: IPv4Address) -> bytes:
         options = b"" if self.options is NO_OPTIONS else self.options.encode()
         header_len = HEADER_LEN + len(options)
         offset_flags = (header_len // 4) << 12 | self.flags
         payload = self.payload
         pseudo = pseudo_header_sum(src, dst, PROTOCOL, header_len + len(payload))
-        start = self._header_words(offset_flags, options) + pseudo
+        start = header_words(
+            self.src_port,
+            self.dst_port,
+            self.seq,
+            self.ack,
+            offset_flags,
+            self.window,
+            self.urgent,
+            options,
+        )
+        start += pseudo
         header = _HEADER.pack(
             self.src_port,
             self.dst_port,

@@ -103,6 +103,23 @@ def _check_buffers(
         raise ValueError("the payload does not fit one IP packet")
 
 
+def header_words(
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    offset_flags: int,
+    window: int,
+    urgent: int,
+    options: Bytes,
+) -> int:
+    """The TCP header's words summed from its fields, checksum aside: congruent modulo
+    0xFFFF to their ones'-complement sum (RFC 1071; a 32-bit field is congruent to the sum
+    of its halves, and the options, a multiple of 4 bytes, count as one integer)."""
+    words = sport + dport + seq + ack + offset_flags + window + urgent
+    return words + int.from_bytes(options, "big")
+
+
 def tcp_frame(
     head: Bytes,
     src: int,
@@ -145,8 +162,8 @@ def tcp_frame(
         # RFC 1071: a 32-bit field is congruent to the sum of its halves modulo 0xFFFF.
         addresses = src + dst
         ip_words = 0x4500 + total_len + ident + (TTL << 8 | PROTOCOL) + addresses
-        start = sport + dport + seq + ack + offset_flags + window + urgent
-        start += int.from_bytes(options, "big") + addresses + PROTOCOL + length
+        start = header_words(sport, dport, seq, ack, offset_flags, window, urgent, options)
+        start += addresses + PROTOCOL + length
         headers = _IPV4_TCP.pack(
             0x45,
             0,
@@ -210,9 +227,8 @@ def tcp6_frame(
     try:
         offset_flags = (header_len >> 2) << 12 | flags
         # RFC 8200 §8.1: the pseudo-header is both addresses, the length and next header.
-        start = sport + dport + seq + ack + offset_flags + window + urgent
-        start += int.from_bytes(options, "big") + length + PROTOCOL
-        start += int.from_bytes(src, "big") + int.from_bytes(dst, "big")
+        start = header_words(sport, dport, seq, ack, offset_flags, window, urgent, options)
+        start += length + PROTOCOL + int.from_bytes(src, "big") + int.from_bytes(dst, "big")
         headers = _IPV6_TCP.pack(
             0x60000000,
             length,
