@@ -7,7 +7,7 @@ changes one flag: 10.0.2.0/24, gateway 10.0.2.2 standing for the host, DNS on
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from attrs import frozen
 
@@ -32,6 +32,8 @@ DEFAULT_MAX_CONNECTING = 256
 DEFAULT_MAX_LEASES = 8
 DEFAULT_HOST_NAME = "host.slirpnet.internal"
 HOST_LOOPBACK = IPv4Address("127.0.0.1")
+# RFC 4862 §5.5.3: SLAAC forms an address from a /64 prefix and a 64-bit interface ID.
+SLAAC_PREFIX_LEN = 64
 
 
 @frozen
@@ -70,7 +72,22 @@ class NetworkSettings:
     max_flows: int = DEFAULT_MAX_FLOWS  # per VM
     max_connecting: int = DEFAULT_MAX_CONNECTING  # per VM
     max_leases: int = DEFAULT_MAX_LEASES  # per VM
-    deny: tuple[IPv4Network, ...] = ()  # host destinations a guest's flows may not reach
+    deny: tuple[IPv4Network | IPv6Network, ...] = ()  # host destinations flows may not reach
+    # IPv6, libslirp's defaults: the gateway stands for the host's ::1 as 10.0.2.2 does
+    # for 127.0.0.1.  ``ipv6=False`` (``--no-ipv6``) leaves every IPv6 frame unanswered.
+    ipv6: bool = True
+    network6: IPv6Network = IPv6Network("fec0::/64")
+    gateway6: IPv6Address = IPv6Address("fec0::2")
+    dns6: IPv6Address = IPv6Address("fec0::3")
+    # Network boot: a read-only TFTP root (the shell reads it; None: no TFTP server), the
+    # boot file DHCP names (a path under it, or an http(s) URL) and option 66's server name.
+    tftp_root: str | None = None
+    bootfile: str | None = None
+    tftp_server_name: str | None = None
+    # DHCP option 12, sent only when configured (libslirp's ``hostname=``): one for every
+    # guest, or by MAC (which wins).
+    dhcp_hostname: str | None = None
+    dhcp_hostnames: tuple[tuple[bytes, str], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         problems = self.problems()
@@ -92,6 +109,15 @@ class NetworkSettings:
         for name in ("max_flows", "max_connecting", "max_leases"):
             if getattr(self, name) < 1:
                 found.append(f"{name}: {getattr(self, name)} leaves no room for a single one")
+        net6 = self.network6
+        if net6.prefixlen != SLAAC_PREFIX_LEN:
+            found.append(f"network6: {net6} is not a /64, which SLAAC needs (RFC 4862)")
+        for name in ("gateway6", "dns6"):
+            address = getattr(self, name)
+            if address not in net6 or address == net6.network_address:
+                found.append(f"{name}: {address} is not a host address of {net6}")
+        if self.gateway6 == self.dns6:
+            found.append(f"dns6: {self.dns6} is the gateway's address too")
         if net.prefixlen > 30:
             found.append(f"network: {net} has no room for a gateway, DNS and a guest")
         reserved = {self.gateway, self.dns, net.network_address, net.broadcast_address}
@@ -105,7 +131,7 @@ class NetworkSettings:
             addresses.add(lease.address)
         return found
 
-    def denied(self, address: IPv4Address) -> bool:
+    def denied(self, address: IPv4Address | IPv6Address) -> bool:
         """Is ``address``, a host socket's destination, on the deny list?"""
         return any(address in network for network in self.deny)
 
