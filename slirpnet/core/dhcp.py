@@ -40,6 +40,7 @@ from ipaddress import IPv4Address
 
 from attrs import define, frozen
 
+from slirpnet.core.netboot import boot_options, with_boot_fields
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.stats import Stats
 from slirpnet.core.vm import Vm
@@ -248,7 +249,7 @@ class DhcpServer:
         reply = message.reply(
             MessageType.ACK, self.settings.gateway, options=self._options(message, lease=False)
         )
-        return DhcpReply(reply, message.ciaddr, message.chaddr)
+        return DhcpReply(with_boot_fields(self.settings, reply), message.ciaddr, message.chaddr)
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -360,6 +361,7 @@ class DhcpServer:
             options.append(DhcpOption.domain_name(settings.domain))
         if settings.search:
             options.append(DhcpOption.domain_search(settings.search))
+        options += boot_options(settings, message)
         hostname = message.hostname
         if hostname:
             echo = DhcpOption.hostname(hostname)
@@ -374,6 +376,7 @@ class DhcpServer:
         reply = message.reply(
             kind, self.settings.gateway, yiaddr=address, options=self._options(message, lease=True)
         )
+        reply = with_boot_fields(self.settings, reply)
         # RFC 2131 §4.1: unicast to a configured client, broadcast when it asked,
         # otherwise unicast to the address being handed out.
         if message.ciaddr != UNSPECIFIED:

@@ -107,6 +107,15 @@ class DnsFlow(Flow):
     attempt: int  # which upstream, in order
 
 
+@dataclass(eq=False)
+class TftpFlow(Flow):
+    """A guest's read from the gateway's TFTP server (core/tftp.py holds its transfer):
+    the shell opens ``path`` read-only beneath ``settings.tftp_root``."""
+
+    path: str  # relative to the TFTP root, checked by the core: no "..", not absolute
+    port: int  # the transfer's port on the gateway address (RFC 1350 §4, its TID)
+
+
 @dataclass(frozen=True)
 class OpenFlow:
     flow: Flow
@@ -142,4 +151,14 @@ class CloseFlow:
     abort: bool = False  # with a RST: SO_LINGER 0
 
 
-Action = OpenFlow | SendFlow | ShutdownFlow | ResumeFlow | CloseFlow
+@dataclass(frozen=True)
+class ReadFlow:
+    """Read ``size`` bytes at ``offset`` of a TftpFlow's file: answered by
+    ``flow_received`` with fewer only at the end of the file (see core/tftp.py)."""
+
+    flow: Flow
+    offset: int
+    size: int
+
+
+Action = OpenFlow | SendFlow | ShutdownFlow | ResumeFlow | CloseFlow | ReadFlow

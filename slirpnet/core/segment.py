@@ -19,7 +19,7 @@ yet: on a port as it attaches (``probe_leases``), and on every port when a
 forward finds no VM; the answer teaches the switch the MAC and the address.
 
 The gateway owns two addresses (``gateway``, which stands for the host, and
-``dns``) behind one MAC.  It answers ARP for them, serves DHCP, answers or
+``dns``) behind one MAC.  It answers ARP for them, serves DHCP and TFTP, answers or
 forwards DNS, answers pings, and NATs the guests' TCP, UDP and ICMP echo: each
 flow becomes a host socket that the shell opens, feeds and closes on the core's
 ``actions``; the shell reports what happens on it through ``flow_received`` and
@@ -62,6 +62,7 @@ from slirpnet.core.flows import (
     SendFlow,
     ShutdownFlow,
     TcpFlow,
+    TftpFlow,
     UdpFlow,
 )
 from slirpnet.core.forwards import Forward, choose_guest
@@ -69,6 +70,7 @@ from slirpnet.core.sequence import seq_lt
 from slirpnet.core.settings import HOST_LOOPBACK, NetworkSettings
 from slirpnet.core.stats import Stats
 from slirpnet.core.tcp import HostOp, State, TcpEndpoint
+from slirpnet.core.tftp import TftpService
 from slirpnet.core.timers import Deadlines
 from slirpnet.core.vm import FLOOD_FRAME, FLOOD_RATE, Vm
 from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
@@ -164,6 +166,9 @@ class Segment:
         self.dns = DnsService(
             settings.local_records(), settings.dns_upstreams, settings.dns_timeout
         )
+        self.tftp = TftpService(
+            settings, self._send_udp, self._open, self._close, self._reschedule, self._act
+        )
         self._switch: dict[bytes, Vm] = {}  # learned source MAC -> port
         self._neighbours: dict[int, Vm] = {}  # guest addresses seen (as integers) -> their port
         self._forwarded_udp: dict[tuple[Forward, IPv4Address, int], UdpFlow] = {}
@@ -207,6 +212,7 @@ class Segment:
             *vm.tcp_flows.values(),
             *vm.echo_flows.values(),
             *vm.dns_flows,
+            *self.tftp.flows_of(vm),
         ]:
             self._close(flow, abort=True)
         vm.outbox.clear()
@@ -236,6 +242,9 @@ class Segment:
             if not flow.closed:
                 flow.endpoint.send_delayed_ack()
                 self._tcp_output(flow, now)
+
+    def _act(self, action: Action) -> None:
+        self._actions.append(action)
 
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -561,6 +570,9 @@ class Segment:
         if not self._guest_source(vm, packet):
             return
         guest = Endpoint(eth.src, packet.src, datagram.src_port)
+        if dst == self.settings.gateway and self.tftp.takes(guest, datagram.dst_port):
+            self.tftp.receive(vm, guest, datagram.dst_port, bytes(datagram.payload), now)
+            return
         if dst == self.settings.dns:
             if datagram.dst_port == 53:
                 self._dns_query(vm, guest, bytes(datagram.payload), now)
@@ -996,6 +1008,8 @@ class Segment:
             self._send_udp(vm, flow.guest, flow.dst_address, flow.dst_port, payload)
         elif isinstance(flow, EchoFlow):
             self._echo_reply(flow, payload, now)
+        elif isinstance(flow, TftpFlow):
+            self.tftp.received(flow, payload, now)
         elif isinstance(flow, DnsFlow):
             if DnsService.matches(flow, payload):
                 self.dns.upstream_answered(flow.attempt)
@@ -1036,6 +1050,9 @@ class Segment:
         """The host socket of ``flow`` failed: ``FLOW_REFUSED``, ``_UNREACHABLE``, ``_RESET``,
         ``_FAILED``, or ``_EXHAUSTED`` (it could not be had for want of file descriptors)."""
         if flow.closed:
+            return
+        if isinstance(flow, TftpFlow):
+            self.tftp.failed(flow, kind, now)
             return
         vm = flow.vm
         if kind == FLOW_EXHAUSTED:
@@ -1115,6 +1132,8 @@ class Segment:
                 self._tcp_output(flow, now)
             elif isinstance(flow, DnsFlow):
                 self._dns_failed(flow, now)
+            elif isinstance(flow, TftpFlow):
+                self.tftp.timer(flow, now)
             else:
                 self._close(flow)
 
@@ -1173,6 +1192,8 @@ class Segment:
             vm.echo_flows.pop((int(flow.dst_address), flow.guest.port), None)
         elif isinstance(flow, DnsFlow):
             vm.dns_flows.discard(flow)
+        elif isinstance(flow, TftpFlow):
+            self.tftp.forget(flow)
         self._actions.append(CloseFlow(flow, abort=abort))
 
     # -- building frames ---------------------------------------------------------------

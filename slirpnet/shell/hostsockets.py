@@ -31,10 +31,12 @@ from slirpnet.core.flows import (
     EchoFlow,
     Flow,
     OpenFlow,
+    ReadFlow,
     ResumeFlow,
     SendFlow,
     ShutdownFlow,
     TcpFlow,
+    TftpFlow,
     UdpFlow,
 )
 from slirpnet.core.segment import (
@@ -46,6 +48,7 @@ from slirpnet.core.segment import (
 )
 from slirpnet.shell.fdreserve import out_of_fds
 from slirpnet.shell.rawicmp import RawIcmp
+from slirpnet.shell.tftpfiles import TftpFiles
 
 if TYPE_CHECKING:
     from slirpnet.shell.runtime import NamespaceRuntime
@@ -113,6 +116,7 @@ class HostSockets:
         self._ping_sockets = True  # until the kernel says no
         self._raw: RawIcmp | None = None
         self._echo_warned = False
+        self._files = TftpFiles(runtime)
 
     def __len__(self) -> int:
         return len(self._handles)
@@ -124,6 +128,8 @@ class HostSockets:
             self._send(action.flow, action.payload)
         elif isinstance(action, CloseFlow):
             self._close(action.flow, abort=action.abort)
+        elif isinstance(action, ReadFlow):
+            self._files.read(action)
         else:
             handle = self._handles.get(action.flow)
             if isinstance(handle, _TcpHandle):
@@ -139,6 +145,9 @@ class HostSockets:
 
     def _open(self, flow: Flow) -> None:
         sock: socket.socket | None
+        if isinstance(flow, TftpFlow):
+            self._files.open(flow)
+            return
         try:
             if isinstance(flow, UdpFlow) and flow.forward is not None:
                 # The forward's own socket answers the peer: nothing to open or read.
@@ -261,6 +270,9 @@ class HostSockets:
         return told
 
     def _close(self, flow: Flow, *, abort: bool = False) -> None:
+        if isinstance(flow, TftpFlow):
+            self._files.close(flow)
+            return
         handle = self._handles.pop(flow, None)
         adopted = self._adopted.pop(flow, None)
         if adopted is not None:
@@ -281,6 +293,7 @@ class HostSockets:
             self._raw.remove(flow)
 
     def close_all(self) -> None:
+        self._files.close_all()
         for flow in list(self._handles):
             self._close(flow)
         if self._raw is not None:
