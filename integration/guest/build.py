@@ -53,6 +53,11 @@ class GuestImage:
     kernel: Path  # an uncompressed ELF kernel where it can boot by PVH, else the bzImage
     initramfs: Path
 
+    @property
+    def bzimage(self) -> Path:
+        """The kernel as Debian ships it, which a boot loader (iPXE) loads."""
+        return self.kernel.parent / "bzImage"
+
 
 @dataclass(frozen=True)
 class CpioEntry:
@@ -75,7 +80,8 @@ def build_image(cache_dir: Path) -> GuestImage:
     _require_tools("apt-cache", "apt-get", "dpkg-deb")
     kernel_package = _kernel_package(cache_dir)
     parts = cache_dir / kernel_package
-    if not (parts / "kernel").is_file():
+    # A cache from before the bzImage was kept is fetched again.
+    if not (parts / "kernel").is_file() or not (parts / "bzImage").is_file():
         _fetch_parts(kernel_package, cache_dir, parts)
     return GuestImage(kernel=parts / "kernel", initramfs=_initramfs(parts))
 
@@ -147,8 +153,12 @@ def _fetch_parts(kernel_package: str, cache_dir: Path, parts: Path) -> None:
         bzimage = _one(root, "boot/vmlinuz-*").read_bytes()
         config = _one(root, "boot/config-*").read_text()
         (staged / "kernel").write_bytes(_pvh_kernel(bzimage, config) or bzimage)
+        (staged / "bzImage").write_bytes(bzimage)
         shutil.copyfile(root / "bin" / "busybox", staged / "busybox")
         _stage_modules(root, staged / "modules")
+        if (parts / "kernel").is_file() and not (parts / "bzImage").is_file():
+            (staged / "bzImage").replace(parts / "bzImage")  # an older cache, completed
+            return
         try:
             staged.rename(parts)
         except OSError:
