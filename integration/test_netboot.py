@@ -13,6 +13,7 @@ import re
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from scapy.layers.dhcp import DHCP
+from scapy.utils import rdpcap
 
 from integration.guest import GuestImage
 from integration.guest.build import CpioEntry, newc_archive
@@ -35,8 +38,7 @@ IPXE_ROM = Path("/usr/lib/ipxe/qemu/pxe-virtio.rom")  # Debian's ipxe-qemu
 _DONE = re.compile(r"^GUEST-DONE rc=(\d+)$", re.MULTILINE)
 # What the netbooted guest runs: it got here over the network, and says so.
 SCRIPT = GUEST_FUNCTIONS + (
-    "check cmdline grep -q netbooted /proc/cmdline\n"
-    "check ping-gateway ping -c 1 -W 5 10.0.2.2\n"
+    "check cmdline grep -q netbooted /proc/cmdline\ncheck ping-gateway ping -c 1 -W 5 10.0.2.2\n"
 )
 
 
@@ -117,6 +119,23 @@ async def netboot(tmp_path: Path, timeout: float = 240.0) -> tuple[str, float | 
     return text, done_at if _DONE.search(text) else None
 
 
+def dhcp_seconds(capture: Path) -> float:
+    """From iPXE's first DHCP message to the ACK that ended its DHCP, in the capture."""
+    packets = [packet for packet in rdpcap(str(capture)) if packet.haslayer(DHCP)]
+    kinds: list[int] = [
+        next(o[1] for o in packet[DHCP].options if o[0] == "message-type") for packet in packets
+    ]
+    # DISCOVER, OFFER, REQUEST, ACK: one exchange each, nothing waited for in between.
+    assert kinds[:4] == [1, 2, 3, 5], kinds
+    return float(packets[3].time) - float(packets[0].time)
+
+
+def assert_booted(console: str, done: float | None) -> None:
+    assert done is not None, console
+    assert "netboot: script running" in console
+    assert checks(console) == {"cmdline": "ok", "ping-gateway": "ok"}, console
+
+
 async def test_ipxe_boots_a_kernel_over_tftp(guest_image: GuestImage, tmp_path: Path) -> None:
     ipxe_or_skip()
     root = tmp_path / "tftp"
@@ -126,8 +145,47 @@ async def test_ipxe_boots_a_kernel_over_tftp(guest_image: GuestImage, tmp_path: 
     async with slirpnet_serving(tmp_path, settings) as runtimes:
         console, done = await netboot(tmp_path)
         stats = runtimes[0].segment.totals()
-    print(console[-3000:])
-    assert done is not None, console
-    assert "netboot: script running" in console
-    assert checks(console) == {"cmdline": "ok", "ping-gateway": "ok"}, console
+    assert_booted(console, done)
+    assert "Next server: 10.0.2.2\nFilename: boot.ipxe\n" in console
     assert stats.events["tftp_transfer_done"] == 3  # the script, the kernel, the initramfs
+    # iPXE was told not to wait for ProxyDHCP (option 175.176): no 3 s of DHCP.
+    assert dhcp_seconds(tmp_path / "default-vm1.pcap") < 1.0
+
+
+@asynccontextmanager
+async def http_server(directory: Path) -> AsyncIterator[tuple[int, list[str]]]:
+    """A loopback HTTP server of the test's own on ``directory``: its port, and the paths
+    asked for so far."""
+    requested: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            requested.append(self.path)  # instead of a line on stderr
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], requested
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_ipxe_chains_a_script_over_http(guest_image: GuestImage, tmp_path: Path) -> None:
+    """The boot file is a URL (as ``bootfile=http://...`` with libslirp): iPXE fetches it,
+    and the kernel and initramfs it names, over HTTP from the host through the gateway."""
+    ipxe_or_skip()
+    web = tmp_path / "web"
+    boot_files(guest_image, web / "guest", SCRIPT)
+    async with http_server(web) as (port, requested):
+        base = f"http://10.0.2.2:{port}"
+        (web / "boot.ipxe").write_text(ipxe_script(f"{base}/guest"))
+        settings = NetworkSettings(bootfile=f"{base}/boot.ipxe")
+        async with slirpnet_serving(tmp_path, settings) as runtimes:
+            console, done = await netboot(tmp_path)
+            stats = runtimes[0].segment.totals()
+    assert_booted(console, done)
+    assert f"Filename: {base}/boot.ipxe\n" in console
+    assert requested == ["/boot.ipxe", "/guest/bzImage", "/guest/initrd"]
+    assert stats.events["tftp_transfer"] == 0

@@ -22,9 +22,13 @@ def boot_segment(**settings: Any) -> Segment:
     return Segment(NetworkSettings(**settings))
 
 
-def offer_and_ack(segment: Segment, vendor_class: bytes | None = None) -> list[Packet]:
+def offer_and_ack(
+    segment: Segment, vendor_class: bytes | None = None, *, code: Any = "vendor_class_id"
+) -> list[Packet]:
+    """DISCOVER and REQUEST with option ``code`` (the vendor class unless said) set to
+    ``vendor_class``: the OFFER and the ACK."""
     client = Client(segment, mac(1))
-    extra = [] if vendor_class is None else [("vendor_class_id", vendor_class)]
+    extra = [] if vendor_class is None else [(code, vendor_class)]
     offer = client.send("discover", 0.0, options=extra)
     assert kind(offer) == MessageType.OFFER
     ack = client.send(
@@ -102,3 +106,12 @@ def test_inform_gets_the_boot_file_too() -> None:
     assert reply is not None
     assert reply[BOOTP].file.rstrip(b"\0") == b"boot.ipxe"
     assert options(reply)["boot-file-name"] == b"boot.ipxe"
+
+
+def test_ipxe_is_told_not_to_wait_for_proxydhcp() -> None:
+    """iPXE sends its option 175; answered with 175.176 = 1 it takes the first offer."""
+    ipxe_features = bytes((0xEB, 3, 1, 0, 0, 0x13, 1, 1))  # 175's content, as iPXE sends it
+    for reply in offer_and_ack(boot_segment(bootfile="boot.ipxe"), ipxe_features, code=175):
+        assert options(reply)[175] == bytes((176, 1, 1))
+    for reply in offer_and_ack(boot_segment(bootfile="boot.ipxe"), PXE_CLASS):
+        assert 175 not in options(reply)  # to other clients nothing of iPXE's
