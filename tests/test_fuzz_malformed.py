@@ -41,6 +41,11 @@ def test_dropped_under_its_reason(net: int, sample: corpus.Sample) -> None:
     for frame in vm.take_frames():
         answer = emitted.check(frame, settings, segment.gateway_mac)
         assert answer.ip is not None
+        if answer.ip.protocol == ipv4.PROTO_UDP and sample.reason.startswith("tftp_"):
+            # A refused TFTP request is told so with a TFTP ERROR (RFC 1350 §7), from 69.
+            assert answer.ip.src == settings.gateway
+            assert answer.ip.payload[:2] == b"\x00\x45" and answer.ip.payload[8:10] == b"\x00\x05"
+            continue
         if answer.ip.protocol == ipv4.PROTO_UDP:
             assert sample.reason.startswith("dns_") and answer.ip.src == settings.dns
             flags = int.from_bytes(answer.ip.payload[10:12], "big")  # the DNS header's
@@ -75,6 +80,10 @@ def test_every_category_is_in_the_corpus() -> None:
         "dhcp_bad_overload",
         "dns_bad_pointer",
         "dns_truncated",
+        "tftp_truncated",
+        "tftp_bad_option",
+        "tftp_path_refused",
+        "tftp_write_refused",
     }
 
 

@@ -128,6 +128,16 @@ class TftpService:
     def flows_of(self, vm: Vm) -> list[TftpFlow]:
         return [flow for flow in self._transfers if flow.vm is vm]
 
+    def next_ack(self, flow: TftpFlow) -> int | None:
+        """The block number whose ACK moves ``flow``'s transfer on (0 for the OACK), or
+        None while nothing of it is in flight."""
+        transfer = self._transfers.get(flow)
+        if transfer is None or transfer.state not in (_OACK, _SENDING):
+            return None
+        if transfer.state == _OACK:
+            return 0
+        return (transfer.base + len(transfer.window) - 1) % _BLOCK_NUMBERS
+
     def forget(self, flow: TftpFlow) -> None:
         """``flow`` is closed: the segment's ``_close`` calls this."""
         if self._transfers.pop(flow, None) is None:

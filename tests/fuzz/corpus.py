@@ -371,7 +371,34 @@ class _Builder:
                 self.eth(self.ip(o.address) / TCP(sport=40009, dport=22, flags="S"), dst=o.mac),
             ),
         ]
-        return arp + dhcp + dns + udp + icmp + tcp
+        return arp + dhcp + dns + udp + icmp + tcp + self.tftp()
+
+    def tftp(self) -> list[Sample]:
+        """Reads from the gateway's TFTP server (where it has one), and a transfer's
+        packets to the first transfer ports, which fit a transfer now and then."""
+        if self.settings.tftp_root is None:
+            return []
+        samples = [
+            Sample(
+                f"tftp_rrq_{name}",
+                self.tftp_packet(69, _rrq(name.encode(), *options), sport=sport),
+            )
+            for name, sport, options in TFTP_READS
+        ]
+        for port in TFTP_TIDS:
+            for _, sport, _ in TFTP_READS[:2]:
+                samples += [
+                    Sample(f"tftp_ack{block}_{port}", self.tftp_packet(port, _ack(block), sport))
+                    for block in (0, 1, 2)
+                ]
+            error = struct.pack("!HH", 5, 0) + b"enough\0"
+            samples.append(Sample(f"tftp_error_{port}", self.tftp_packet(port, error, 40069)))
+            data = struct.pack("!HH", 3, 1) + b"upload"
+            samples.append(Sample(f"tftp_data_{port}", self.tftp_packet(port, data, 40069)))
+        return samples
+
+    def tftp_packet(self, port: int, packet: bytes, sport: int = 40069) -> bytes:
+        return self.udp(self.gw, port, packet, sport=sport)
 
     # -- malformed, or refused by policy: one reason, whatever the state ---------------
 
@@ -708,6 +735,8 @@ class _Builder:
                 ("dns_name_unterminated", self.dns_query(header + b"\x03abc"), "dns_truncated"),
                 ("tcp_dns_no_upstream", self.tcp(self.dns, 53, "S", sport=4), "no_service"),
             ]
+        if s.tftp_root is not None:
+            cases += self.tftp_refused()
         if s.restrict:
             cases += [
                 ("restricted_udp", self.udp(REMOTE, 9), "restricted"),
@@ -720,6 +749,55 @@ class _Builder:
                 ("udp_gateway_no_loopback", self.udp(self.gw, 8080), "host_loopback_disabled")
             )
         return [Sample(name, frame, reason) for name, frame, reason in cases]
+
+    def tftp_refused(self) -> list[tuple[str, bytes, str]]:
+        """Malformed TFTP requests, dropped silently; refused ones, answered with an error."""
+        cases = [
+            (f"tftp_{name}", self.tftp_packet(69, packet), reason)
+            for name, packet, reason in (
+                ("truncated", b"\x00", "tftp_truncated"),
+                ("bad_opcode", b"\x00\x09abc\x00", "tftp_bad_opcode"),
+                ("unterminated", b"\x00\x01boot.ipxe", "tftp_unterminated"),
+                ("no_mode", b"\x00\x01boot.ipxe\x00", "tftp_truncated"),
+                ("nul_in_name", b"\x00\x01ok\x00../x\x00octet\x00", "tftp_bad_mode"),
+                ("odd_options", _rrq(b"boot.ipxe") + b"blksize\x00", "tftp_bad_option"),
+                ("option_twice", _rrq(b"f", ("tsize", "0"), ("TSIZE", "0")), "tftp_bad_option"),
+                ("ack_long", b"\x00\x04\x00\x01\x00", "tftp_bad_length"),
+                ("wrq", b"\x00\x02boot.ipxe\x00octet\x00", "tftp_write_refused"),
+                ("netascii", _rrq(b"boot.ipxe", mode=b"netascii"), "tftp_mode_refused"),
+                ("ack_to_69", _ack(1), "tftp_not_a_request"),
+                ("error_to_69", b"\x00\x05\x00\x00\x00", "tftp_not_a_request"),
+            )
+        ]
+        cases += [
+            (f"tftp_escape_{n}", self.tftp_packet(69, _rrq(name)), "tftp_path_refused")
+            for n, name in enumerate(
+                (b"../etc/passwd", b"/etc/passwd", b"a/../../x", b"..", b"\xff", b"x" * 300)
+            )
+        ]
+        return cases
+
+
+# Reads the fuzzer's guests make: file, source port, options.  The host model
+# (host.py) serves some of these names, refuses "denied" and has no "missing".
+TFTP_READS: tuple[tuple[str, int, tuple[tuple[str, str], ...]], ...] = (
+    ("boot.ipxe", 40069, (("blksize", "1432"), ("tsize", "0"), ("windowsize", "4"))),
+    ("kernel", 40070, ()),
+    ("empty", 40071, (("timeout", "2"),)),
+    ("missing", 40072, ()),
+    ("denied", 40073, (("tsize", "0"),)),
+    ("kernel", 40074, (("blksize", "8"), ("windowsize", "65535"))),
+)
+TFTP_TIDS = (49152, 49153, 49154)  # the ports the first transfers of a namespace answer from
+
+
+def _rrq(name: bytes, *options: tuple[str, str], mode: bytes = b"octet") -> bytes:
+    pairs = b"".join(f"{key}\0{value}\0".encode() for key, value in options)
+    return b"\x00\x01" + name + b"\0" + mode + b"\0" + pairs
+
+
+def _ack(block: int) -> bytes:
+    return struct.pack("!HH", 4, block)
 
 
 def _split_option(name: str, value: bytes) -> list[tuple[str, bytes]]:

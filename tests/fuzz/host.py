@@ -8,6 +8,10 @@ it, so that ``events`` offers only what a real socket could report (written
 bytes that were sent, reads within ``read_allowance``, an EOF the reader saw),
 and ``report`` tells the segment one of them.
 
+TFTP flows are answered as ``shell/tftpfiles.py`` answers them, at once: an open with
+the size of one of ``TFTP_FILES`` (or not found, or denied), a read with the file's
+bytes there, each read checked to be of an open file and bounded.
+
 The reader follows ``shell/hostsockets.py``: it waits when ``read_allowance`` is
 0 and wakes on ``ResumeFlow``; ``stalled`` finds a reader left waiting with room
 to read, which would hang the connection for good.
@@ -25,10 +29,12 @@ from slirpnet.core.flows import (
     Flow,
     FlowKey,
     OpenFlow,
+    ReadFlow,
     ResumeFlow,
     SendFlow,
     ShutdownFlow,
     TcpFlow,
+    TftpFlow,
 )
 from slirpnet.core.segment import (
     FLOW_FAILED,
@@ -38,11 +44,14 @@ from slirpnet.core.segment import (
     Segment,
 )
 from slirpnet.core.tcp import SEND_BUFFER
+from slirpnet.core.tftp import DENIED, FILE_SIZE, MAX_WINDOW_BYTES, NOT_FOUND
 from slirpnet.core.vm import Vm
 from slirpnet.wire import icmp
 from tests.fuzz.craft import guest_bytes, host_bytes
 
 ERRORS = (FLOW_REFUSED, FLOW_UNREACHABLE, FLOW_RESET, FLOW_FAILED)
+# The TFTP root's files (see corpus.TFTP_READS); "denied" is refused, the rest not found.
+TFTP_FILES = {"boot.ipxe": host_bytes(0, 3000), "kernel": host_bytes(7, 5000), "empty": b""}
 
 
 @define(eq=False)
@@ -75,12 +84,41 @@ class HostModel:
         self.segment = segment
         self.sockets: dict[Flow, HostSocket] = {}  # every flow ever opened
         self.tcp: dict[tuple[Vm, FlowKey], TcpFlow] = {}  # the latest on each key
+        self.now = 0.0  # the time of the step being taken: when TFTP answers come
 
     def open_sockets(self) -> list[HostSocket]:
         return [s for s in self.sockets.values() if not s.closed]
 
     def take(self, *, checked_ports: frozenset[int]) -> list[Action]:
-        actions = self.segment.take_actions()
+        """Every action, those the TFTP answers bring about included."""
+        taken: list[Action] = []
+        while actions := self.segment.take_actions():
+            self._take(actions, checked_ports)
+            taken += actions
+            for action in actions:
+                if isinstance(action, OpenFlow | ReadFlow) and isinstance(action.flow, TftpFlow):
+                    self._answer_tftp(action)
+        return taken
+
+    def _answer_tftp(self, action: OpenFlow | ReadFlow) -> None:
+        flow = action.flow
+        assert isinstance(flow, TftpFlow)
+        if self.sockets[flow].closed:
+            return  # closed in the same batch: the shell has let the file go
+        data = TFTP_FILES.get(flow.path)
+        if isinstance(action, OpenFlow):
+            if data is None:
+                error = DENIED if flow.path == "denied" else NOT_FOUND
+                self.segment.flow_error(flow, error, self.now)
+            else:
+                self.segment.flow_received(flow, FILE_SIZE.pack(len(data)), self.now)
+        else:
+            assert data is not None, "a read of a file never opened"
+            assert 0 < action.size <= MAX_WINDOW_BYTES and action.offset >= 0, action
+            chunk = data[action.offset : action.offset + action.size]
+            self.segment.flow_received(flow, chunk, self.now)
+
+    def _take(self, actions: list[Action], checked_ports: frozenset[int]) -> None:
         for action in actions:
             flow = action.flow
             if isinstance(action, OpenFlow):
@@ -106,6 +144,8 @@ class HostModel:
             elif isinstance(action, ResumeFlow):
                 assert isinstance(flow, TcpFlow)
                 socket.resume = True
+            elif isinstance(action, ReadFlow):
+                assert isinstance(flow, TftpFlow), "a read of a socket"
             else:
                 assert isinstance(action, CloseFlow)
                 # A TCP socket may close while its flow lingers in TIME_WAIT; others
@@ -113,7 +153,6 @@ class HostModel:
                 assert isinstance(flow, TcpFlow) or flow.closed
                 socket.closed = True
                 socket.aborted = action.abort
-        return actions
 
     def _send(self, socket: HostSocket, payload: bytes) -> None:
         flow = socket.flow
@@ -131,6 +170,8 @@ class HostModel:
         found = []
         for socket in self.sockets.values():
             flow = socket.flow
+            if isinstance(flow, TftpFlow):
+                continue  # a file: answered as asked, in ``take``
             if not socket.closed:
                 found.append(("error", socket))
                 if not isinstance(flow, TcpFlow) or (socket.reading and not socket.waiting):

@@ -36,13 +36,13 @@ from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
-from slirpnet.core.flows import TcpFlow
+from slirpnet.core.flows import TcpFlow, TftpFlow
 from slirpnet.core.segment import MAX_MACS_PER_VM
 from slirpnet.core.tcp import SEND_BUFFER, State
-from slirpnet.wire import ethernet, tcp
+from slirpnet.wire import ethernet, tcp, udp
 from slirpnet.wire.errors import WireError
 from slirpnet.wire.ethernet import EthernetFrame
-from slirpnet.wire.ipv4 import PROTO_TCP, IPv4Packet
+from slirpnet.wire.ipv4 import PROTO_TCP, PROTO_UDP, IPv4Packet
 from tests.fuzz import corpus, craft, mutate
 from tests.fuzz.host import ERRORS, HostSocket
 from tests.fuzz.namespaces import CHECKED_PORTS, NETWORKS, Namespace, Slot
@@ -83,6 +83,15 @@ class SegmentMachine(RuleBasedStateMachine):
 
     def live_tcp(self) -> list[tuple[Slot, TcpFlow]]:
         return [found for ns in self.namespaces for found in ns.live_tcp()]
+
+    def live_tftp(self) -> list[tuple[Slot, TftpFlow]]:
+        return [
+            (slot, flow)
+            for ns in self.namespaces
+            for slot in ns.slots
+            if slot.vm is not None
+            for flow in ns.segment.tftp.flows_of(slot.vm)
+        ]
 
     def host_events(self) -> list[tuple[Namespace, str, HostSocket]]:
         return [(ns, event, socket) for ns in self.namespaces for event, socket in ns.host.events()]
@@ -277,6 +286,49 @@ class SegmentMachine(RuleBasedStateMachine):
             ns.drain()
         self._after()
 
+    def tftp_guests(self) -> list[Slot]:
+        return [slot for slot in self.attached() if NETWORKS[slot.net].tftp_root is not None]
+
+    @precondition(tftp_guests)
+    @rule(
+        data=st.data(),
+        fresh=st.booleans(),
+        steps=st.integers(1, 20),
+        packet=st.sampled_from(["ack", "ack", "ack", "stale ack", "any ack", "error", "data"]),
+        block=st.integers(0, 0xFFFF),
+    )
+    def tftp_progress(
+        self, data: st.DataObject, fresh: bool, steps: int, packet: str, block: int
+    ) -> None:
+        """A guest's next packets on a TFTP transfer, a new one or one under way: the ACK
+        that moves it on, mostly."""
+        live = self.live_tftp()
+        if fresh or not live:
+            slot = _pick(data, self.tftp_guests(), "slot")
+            reads = [s for s in self._samples(slot) if s.name.startswith("tftp_rrq_")]
+            self._feed(slot, _pick(data, reads, "read").frame)
+            self.namespaces[slot.net].drain()
+            live = [(s, f) for s, f in self.live_tftp() if s is slot]
+            if not live:
+                self._after()  # refused, or found missing
+                return
+        slot, flow = _pick(data, live, "transfer")
+        ns = self.namespaces[slot.net]
+        for _ in range(steps):
+            expected = ns.segment.tftp.next_ack(flow)
+            if flow.closed or expected is None:
+                break
+            if packet == "error":
+                payload = b"\x00\x05\x00\x00stop\x00"
+            elif packet == "data":
+                payload = b"\x00\x03\x00\x01data"
+            else:
+                number = {"ack": expected, "stale ack": expected - 1}.get(packet, block)
+                payload = b"\x00\x04" + (number & 0xFFFF).to_bytes(2, "big")
+            self._feed(slot, _to_gateway(flow, ns.segment.gateway_mac, payload))
+            ns.drain()
+        self._after()
+
     # -- the host side ---------------------------------------------------------------------
 
     @precondition(host_events)
@@ -410,6 +462,16 @@ class SegmentMachine(RuleBasedStateMachine):
         for ns in self.namespaces:
             ns.drain()
             ns.check()
+
+
+def _to_gateway(flow: TftpFlow, gateway_mac: bytes, payload: bytes) -> bytes:
+    """A datagram from ``flow``'s guest to its transfer's port on the gateway."""
+    gateway = flow.host_address
+    datagram = udp.UdpDatagram(flow.guest.port, flow.port, payload)
+    body = datagram.encode(flow.guest.address, gateway)
+    packet = IPv4Packet(flow.guest.address, gateway, PROTO_UDP, body)
+    frame = EthernetFrame(gateway_mac, flow.guest.mac, ethernet.ETHERTYPE_IPV4, packet.encode())
+    return frame.encode()
 
 
 def _pick(data: st.DataObject, items: Sequence[T], label: str) -> T:

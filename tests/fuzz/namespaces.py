@@ -47,6 +47,8 @@ NETWORKS: tuple[NetworkSettings, ...] = (
         domain="fuzz.test",
         search=("fuzz.test", "example.test"),
         udp_idle_timeout=30.0,
+        tftp_root="/fuzz/tftp",
+        bootfile="boot.ipxe",
     ),
     NetworkSettings(
         network=IPv4Network("10.9.0.0/24"),
@@ -57,7 +59,7 @@ NETWORKS: tuple[NetworkSettings, ...] = (
         dns_records=(("db.fuzz.test", IPv4Address("10.9.0.50")),),
         max_flows=64,
     ),
-    NetworkSettings(restrict=True),
+    NetworkSettings(restrict=True, tftp_root="/fuzz/tftp"),  # the host model serves it
 )
 GUESTS_PER_NETWORK = (3, 2, 1)
 
@@ -153,6 +155,7 @@ class Namespace:
     def attach(self, slot: Slot, now: float = 0.0) -> None:
         """The VM connects; as the shell does, the gateway asks on its port for leased
         addresses not heard from (a VM come back with its lease)."""
+        self.host.now = now
         slot.vm = self.segment.attach(slot.guest.mac)
         self.counts[slot.vm] = Counts()
         self.segment.probe_leases(slot.vm, now)
@@ -162,6 +165,7 @@ class Namespace:
         """The VM goes: every socket of its flows closes, and it is not heard any more."""
         vm = slot.vm
         assert vm is not None
+        self.host.now = now
         self.segment.detach(vm)
         slot.vm = None
         self.departed.append(vm)
@@ -191,13 +195,14 @@ class Namespace:
             assert firings <= TIMER_FIRINGS, "a timer storm"
             spins = spins + 1 if due <= now else 0
             assert spins <= TIMER_SPINS, f"the timer does not move past {now}"
-            now = max(now, due)
+            now = self.host.now = max(now, due)
             self.segment.handle_timer(now)
             self.drain()
 
     def forward(self, forward: Forward, port: int, payload: bytes, now: float) -> None:
         """A connection accepted on a forward, or a datagram received on one."""
         peer = (LOCAL, port)
+        self.host.now = now
         if forward.protocol == "tcp":
             flow: Flow | None = self.segment.forward_connection(forward, peer, now)
             opened = self.drain()
@@ -215,6 +220,7 @@ class Namespace:
         counts.bytes_in += len(frame)
         self.frames_in += 1
         self.fed_now.append((vm, frame))
+        self.host.now = now
         self.segment.receive(vm, frame, now)
         return vm.stats.drops - before
 
@@ -230,6 +236,7 @@ class Namespace:
         variant: int,
     ) -> None:
         """A host socket event (``HostModel.report``); an error that ends a socket closes it."""
+        self.host.now = now
         self.host.report(event, socket, now, error=error, size=size, count=count, variant=variant)
         self.drain()
         if event == "error" and (
@@ -289,6 +296,7 @@ class Namespace:
                 *vm.tcp_flows.values(),
                 *vm.echo_flows.values(),
                 *vm.dns_flows,
+                *segment.tftp.flows_of(vm),
             ]
             for flow in flows:
                 self._check_flow(vm, flow)
