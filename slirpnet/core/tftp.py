@@ -90,6 +90,7 @@ class _Transfer:
         self.window: list[bytes] = []  # DATA packets of blocks base, base + 1, ...
         self.final: int | None = None  # the last block, once a read reached the end
         self.tries = 0
+        self.size = 0  # the file's, as the shell found it on opening
 
 
 class TftpService:
@@ -284,8 +285,10 @@ class TftpService:
             return  # a duplicate, or older: the timer resends (Sorcerer's Apprentice)
         transfer.base += acknowledged
         if transfer.final is not None and transfer.base > transfer.final:
-            transfer.flow.vm.stats.count("tftp_transfer_done")
-            self._close_flow(transfer.flow)
+            flow = transfer.flow
+            flow.vm.stats.count("tftp_transfer_done")
+            log.info("TFTP: sent %s, %d bytes", flow.path, transfer.size, extra=flow.vm.log_context)
+            self._close_flow(flow)
             return
         self._read(transfer, now)
 
@@ -300,10 +303,10 @@ class TftpService:
             if len(payload) != FILE_SIZE.size:
                 self._fail(transfer, ErrorCode.NOT_DEFINED, "cannot read the file")
                 return
+            size = transfer.size = FILE_SIZE.unpack(payload)[0]
             if not transfer.options:
                 self._read(transfer, now)
                 return
-            size = FILE_SIZE.unpack(payload)[0]
             options = tuple(
                 (name, str(size) if name == "tsize" else value) for name, value in transfer.options
             )
