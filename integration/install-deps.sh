@@ -28,7 +28,8 @@ fi
 # libgcc-12-dev: libasan for the C module's AddressSanitizer test (tests/test_native_asan.py).
 # ipxe-qemu: the NIC option ROMs (iPXE) that network-boot a guest from slirpnet's DHCP, TFTP
 # and HTTP (integration/test_netboot.py); qemu-system-x86 depends on it today, named all the same.
+# ovmf: UEFI for QEMU, whose own HTTP boot takes slirpnet's HTTPClient offer there.
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends qemu-system-x86 zstd vde2 iproute2 gcc libc6-dev \
     busybox-static nftables iperf3 python3-venv python3-dev sudo git tcpdump \
-    podman runc netavark aardvark-dns iptables debootstrap libgcc-12-dev ipxe-qemu
+    podman runc netavark aardvark-dns iptables debootstrap libgcc-12-dev ipxe-qemu ovmf

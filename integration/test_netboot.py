@@ -14,7 +14,7 @@ import shutil
 import stat
 import subprocess
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from scapy.layers.dhcp import DHCP
+from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.utils import rdpcap
 
 from integration.guest import GuestImage
@@ -35,6 +35,8 @@ from slirpnet.shell.runtime import NamespaceRuntime
 from slirpnet.shell.server import run_server
 
 IPXE_ROM = Path("/usr/lib/ipxe/qemu/pxe-virtio.rom")  # Debian's ipxe-qemu
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")  # Debian's ovmf
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 _DONE = re.compile(r"^GUEST-DONE rc=(\d+)$", re.MULTILINE)
 # What the netbooted guest runs: it got here over the network, and says so.
 SCRIPT = GUEST_FUNCTIONS + (
@@ -83,18 +85,36 @@ async def slirpnet_serving(
         nursery.cancel_scope.cancel()
 
 
-async def netboot(tmp_path: Path, timeout: float = 240.0) -> tuple[str, float | None]:
-    """QEMU booting from its NIC on slirpnet's socket: the serial console, and when
-    (seconds after start) the guest's /init said GUEST-DONE, if it did."""
+def guest_done(console: str) -> bool:
+    return _DONE.search(console) is not None
+
+
+async def netboot(
+    tmp_path: Path,
+    *,
+    firmware: Sequence[str] = ("-boot", "n"),
+    nic: str = "",
+    until: Callable[[str], bool] = guest_done,
+    timeout: float = 240.0,
+) -> tuple[str, float | None]:
+    """QEMU booting from its NIC on slirpnet's socket until ``until(console)`` holds: the
+    serial console, and the seconds from start until it held (None if it never did).
+
+    ``firmware`` is SeaBIOS's network boot unless said; ``nic`` adds to the NIC's options.
+    """
     command = [
         QEMU,
-        *("-accel", "tcg", "-m", "256", "-nographic", "-no-reboot", "-boot", "n"),
-        *("-device", f"virtio-net-pci,netdev=n0,mac={DEFAULT_MAC}"),
+        *("-accel", "tcg", "-m", "256", "-nographic", "-no-reboot", *firmware),
+        *("-device", f"virtio-net-pci,netdev=n0,mac={DEFAULT_MAC}{nic}"),
         *("-netdev", f"stream,id=n0,server=off,addr.type=unix,addr.path={tmp_path}/vm.sock"),
     ]
     output = bytearray()
     started = trio.current_time()
-    done_at = None
+    held_at = None
+
+    def console() -> str:
+        return output.decode(errors="replace").replace("\r", "")
+
     async with trio.open_nursery() as nursery:
         run = partial(
             trio.run_process,
@@ -107,16 +127,17 @@ async def netboot(tmp_path: Path, timeout: float = 240.0) -> tuple[str, float | 
         process: trio.Process = await nursery.start(run)
         assert process.stdout is not None
         with trio.move_on_after(timeout):
-            while not _DONE.search(output.decode(errors="replace").replace("\r", "")):
-                chunk = await process.stdout.receive_some()
-                if not chunk:
-                    break
-                output += chunk
-            done_at = trio.current_time() - started
+            while not until(console()):
+                with trio.move_on_after(0.5):  # ``until`` may hold with nothing printed
+                    chunk = await process.stdout.receive_some()
+                    if not chunk:
+                        break  # QEMU is gone
+                    output += chunk
+            else:
+                held_at = trio.current_time() - started
         nursery.cancel_scope.cancel()
-    text = output.decode(errors="replace").replace("\r", "")
-    (tmp_path / "console.txt").write_text(text)
-    return text, done_at if _DONE.search(text) else None
+    (tmp_path / "console.txt").write_text(console())
+    return console(), held_at
 
 
 def dhcp_seconds(capture: Path) -> float:
@@ -132,6 +153,7 @@ def dhcp_seconds(capture: Path) -> float:
 
 def assert_booted(console: str, done: float | None) -> None:
     assert done is not None, console
+    assert guest_done(console)
     assert "netboot: script running" in console
     assert checks(console) == {"cmdline": "ok", "ping-gateway": "ok"}, console
 
@@ -154,13 +176,14 @@ async def test_ipxe_boots_a_kernel_over_tftp(guest_image: GuestImage, tmp_path: 
 
 @asynccontextmanager
 async def http_server(directory: Path) -> AsyncIterator[tuple[int, list[str]]]:
-    """A loopback HTTP server of the test's own on ``directory``: its port, and the paths
-    asked for so far."""
+    """A loopback HTTP server of the test's own on ``directory``: its port, and what it was
+    asked for so far (each a path, then the client's User-Agent after a space)."""
     requested: list[str] = []
 
     class Handler(SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
-            requested.append(self.path)  # instead of a line on stderr
+            # Instead of a line on stderr.
+            requested.append(f"{self.path} {self.headers.get('User-Agent')}")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -187,5 +210,58 @@ async def test_ipxe_chains_a_script_over_http(guest_image: GuestImage, tmp_path:
             stats = runtimes[0].segment.totals()
     assert_booted(console, done)
     assert f"Filename: {base}/boot.ipxe\n" in console
-    assert requested == ["/boot.ipxe", "/guest/bzImage", "/guest/initrd"]
+    assert [line.split()[0] for line in requested] == [
+        "/boot.ipxe",
+        "/guest/bzImage",
+        "/guest/initrd",
+    ]
+    assert all(line.split()[1].startswith("iPXE/") for line in requested)
     assert stats.events["tftp_transfer"] == 0
+
+
+async def test_uefi_http_boot_takes_the_offer(tmp_path: Path) -> None:
+    """OVMF's own HTTP boot (EDK2's HttpBootDxe, no iPXE) takes only an offer that answers
+    its vendor class with option 60 ``HTTPClient`` (UEFI 2.10 §24.7.2), and then fetches the
+    boot file.  An offer without it is passed over: the client asks again and again (seen
+    while this was built).  Its PXE and IPv6 attempts are switched off through fw_cfg so that
+    HTTP over IPv4 comes first; the file fetched is no EFI program, so no further."""
+    if shutil.which(QEMU) is None:
+        pytest.skip(f"{QEMU} is not installed (Debian package qemu-system-x86)")
+    if not (OVMF_CODE.is_file() and OVMF_VARS.is_file()):
+        pytest.skip(f"no {OVMF_CODE}: UEFI for QEMU (Debian package ovmf)")
+    variables = tmp_path / "vars.fd"
+    shutil.copyfile(OVMF_VARS, variables)
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "boot.efi").write_bytes(b"not a program")
+    firmware = [
+        *("-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+        *("-drive", f"if=pflash,format=raw,file={variables}"),
+        *(
+            arg
+            for name in ("IPv4PXESupport", "IPv6PXESupport", "IPv6Support")
+            for arg in ("-fw_cfg", f"name=opt/org.tianocore/{name},string=n")
+        ),
+    ]
+    async with http_server(web) as (port, requested):
+        url = f"http://10.0.2.2:{port}/boot.efi"
+        async with slirpnet_serving(tmp_path, NetworkSettings(bootfile=url)):
+            console, fetched = await netboot(
+                tmp_path,
+                firmware=firmware,
+                nic=",romfile=,bootindex=1",  # OVMF's own virtio-net driver and HTTP boot
+                until=lambda _: bool(requested),
+                timeout=180,
+            )
+    assert fetched is not None, console
+    assert requested[0] == "/boot.efi UefiHttpBoot/1.0"
+    offers = [
+        packet[DHCP]
+        for packet in rdpcap(str(tmp_path / "default-vm1.pcap"))
+        if packet.haslayer(DHCP) and packet[BOOTP].op == 2
+    ]
+    assert offers
+    for offer in offers:
+        options = dict(o for o in offer.options if isinstance(o, tuple))
+        assert options["vendor_class_id"] == b"HTTPClient"
+        assert options["boot-file-name"] == url.encode()
