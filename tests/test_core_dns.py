@@ -14,8 +14,17 @@ from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRROPT
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from slirpnet.core.flows import CloseFlow, DnsFlow, OpenFlow, SendFlow, TcpFlow
-from slirpnet.core.segment import FLOW_FAILED, FLOW_REFUSED, FLOW_UNREACHABLE, Segment
+from slirpnet.core.flows import (
+    FLOW_FAILED,
+    FLOW_REFUSED,
+    FLOW_UNREACHABLE,
+    CloseFlow,
+    DnsFlow,
+    OpenFlow,
+    SendFlow,
+    TcpFlow,
+)
+from slirpnet.core.segment import Segment
 from slirpnet.core.settings import Upstream
 from slirpnet.core.vm import Vm
 from tests.test_core_segment import (

@@ -14,7 +14,8 @@ from scapy.layers.l2 import Ether
 
 from slirpnet.core.flows import CloseFlow, OpenFlow, ResumeFlow, SendFlow, ShutdownFlow, TcpFlow
 from slirpnet.core.forwards import Forward, parse_forwards
-from slirpnet.core.segment import FORWARD_PORTS, Segment
+from slirpnet.core.gatewayports import FORWARD_PORTS
+from slirpnet.core.segment import Segment
 from slirpnet.core.tcp import State
 from tests.test_core_dhcp import Client
 from tests.test_core_segment import GATEWAY_IP, GUEST_MAC, OTHER_MAC, checked, framed, new_segment
@@ -89,7 +90,7 @@ def test_a_closed_guest_port_resets_the_host_connection() -> None:
     segment.receive(client.vm, from_guest(address, reset), 0.1)
     actions = shell.actions()
     assert actions == [CloseFlow(flow, abort=True)]
-    assert not client.vm.tcp_flows
+    assert not client.vm.flows
 
 
 def test_a_guest_address_picks_the_vm_that_sent_from_it() -> None:
@@ -119,7 +120,7 @@ def test_each_connection_gets_its_own_gateway_port() -> None:
         flow = segment.forward_connection(SSH, (PEER[0], 51000 + n), 0.0)
         assert flow is not None
         ports.add(flow.dst_port)
-    assert len(ports) == 5 and len(client.vm.tcp_flows) == 5
+    assert len(ports) == 5 and len(client.vm.flows) == 5
 
 
 def test_the_flow_cap_refuses_forwards_too() -> None:

@@ -28,17 +28,21 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet
 from scapy.utils import checksum
 
-from slirpnet.core import segment as segment_module
-from slirpnet.core.flows import Action, CloseFlow, EchoFlow, Flow, OpenFlow, SendFlow
-from slirpnet.core.segment import (
-    ECHO_FLOW_IDLE,
+from slirpnet.core.flows import (
     FLOW_FAILED,
     FLOW_REFUSED,
     FLOW_UNREACHABLE,
-    MAX_MACS_PER_VM,
-    Segment,
+    Action,
+    CloseFlow,
+    EchoFlow,
+    Flow,
+    OpenFlow,
+    SendFlow,
 )
+from slirpnet.core.nat_echo import ECHO_FLOW_IDLE
+from slirpnet.core.segment import Segment
 from slirpnet.core.settings import NetworkSettings, Upstream
+from slirpnet.core.switch import MAX_MACS_PER_VM
 from slirpnet.core.vm import Vm
 
 GATEWAY_MAC = "52:55:0a:00:02:02"
@@ -619,7 +623,7 @@ def test_echo_flow_idle_close(segment: Segment, vm: Vm, shell: Shell) -> None:
     assert shell.actions() == []
     segment.handle_timer(ECHO_FLOW_IDLE)
     assert closes(shell.actions()) == [flow]
-    assert vm.echo_flows == {}
+    assert vm.flows == {}
     segment.flow_received(flow, bytes(ICMP(type=0, id=0x1234, seq=1)), 11.0)
     assert vm.take_frames() == []  # a late reply on a closed flow goes nowhere
     segment.receive(vm, echo_frame(REMOTE_IP), 12.0)
@@ -795,9 +799,9 @@ def test_shell_events_with_junk_never_raise(junk: bytes, kind: str) -> None:
     segment.detach(a)
     shell.actions()
     assert shell.open == set()
-    assert not a.udp_flows and not a.echo_flows and not a.dns_flows
+    assert not a.flows and not a.dns_flows
 
 
 def test_module_constants_are_what_the_tests_assume() -> None:
-    assert segment_module.MAX_MACS_PER_VM == MAX_MACS_PER_VM == 16
+    assert MAX_MACS_PER_VM == 16
     assert ECHO_FLOW_IDLE == 10.0

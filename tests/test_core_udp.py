@@ -15,14 +15,17 @@ from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
 from scapy.layers.l2 import Ether
 
-from slirpnet.core.flows import DnsFlow, EchoFlow, SendFlow, UdpFlow
-from slirpnet.core.segment import (
-    DNS_FLOW_IDLE,
+from slirpnet.core.flows import (
     FLOW_FAILED,
     FLOW_REFUSED,
     FLOW_UNREACHABLE,
-    Segment,
+    DnsFlow,
+    EchoFlow,
+    SendFlow,
+    UdpFlow,
 )
+from slirpnet.core.nat_udp import DNS_FLOW_IDLE
+from slirpnet.core.segment import Segment
 from slirpnet.core.settings import DEFAULT_MAX_FLOWS, HOST_LOOPBACK, NetworkSettings
 from slirpnet.core.vm import Vm
 from tests.test_core_segment import (
@@ -78,7 +81,7 @@ def test_udp_to_remote_opens_flow(segment: Segment, vm: Vm, shell: Shell) -> Non
     assert (flow.guest.address, flow.guest.port) == (IPv4Address(GUEST_IP), 41000)
     assert vm.take_frames() == []
     assert vm.stats.drops == Counter()
-    assert vm.udp_flows == {flow.key: flow}
+    assert vm.flows == {flow.key: flow}
 
 
 def test_udp_to_gateway_goes_to_host_loopback(segment: Segment, vm: Vm, shell: Shell) -> None:
@@ -157,7 +160,7 @@ def test_one_flow_per_four_tuple(segment: Segment, vm: Vm, shell: Shell) -> None
     for frame in others:
         flows.add(open_udp(segment, vm, shell, frame, 1.0))
     assert len(flows) == 6
-    assert set(vm.udp_flows.values()) == flows
+    assert set(vm.flows.values()) == flows
     assert vm.stats.drops == Counter()
 
 
@@ -222,7 +225,7 @@ def test_failed_socket_closes_flow(segment: Segment, vm: Vm, shell: Shell) -> No
     assert closes(shell.actions()) == [flow]
     assert vm.take_frames() == []
     assert vm.stats.drops == Counter({"host_socket_failed": 1})
-    assert vm.udp_flows == {}
+    assert vm.flows == {}
     segment.flow_received(flow, b"late", 1.5)
     segment.flow_error(flow, FLOW_REFUSED, 1.5)
     assert vm.take_frames() == []
@@ -260,7 +263,7 @@ def test_idle_flow_closed_at_sixty_seconds(segment: Segment, vm: Vm, shell: Shel
     segment.handle_timer(160.0)
     assert closes(shell.actions()) == [flow]
     assert segment.get_timer() is None
-    assert vm.udp_flows == {}
+    assert vm.flows == {}
     segment.flow_received(flow, b"too late", 161.0)
     assert vm.take_frames() == []
 

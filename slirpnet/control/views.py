@@ -16,6 +16,8 @@ from slirpnet.core.forwards import Forward
 from slirpnet.core.vm import Vm
 from slirpnet.wire.ethernet import format_mac
 
+FLOW_KINDS = ("tcp", "udp", "icmp", "dns")  # Flow.kind of each flow type
+
 if TYPE_CHECKING:
     from slirpnet.shell.port import Port
     from slirpnet.shell.runtime import NamespaceRuntime
@@ -56,12 +58,7 @@ def vm_view(runtime: NamespaceRuntime, port: Port) -> dict[str, Any]:
         "bytes_out": stats.bytes_out,
         "drops": dict(sorted(stats.drops.items())),
         "events": dict(sorted(stats.events.items())),
-        "flows": {
-            "tcp": len(vm.tcp_flows),
-            "udp": len(vm.udp_flows),
-            "icmp": len(vm.echo_flows),
-            "dns": len(vm.dns_flows),
-        },
+        "flows": {kind: sum(flow.kind == kind for flow in flows(vm)) for kind in FLOW_KINDS},
         "tcp_connecting": len(vm.connecting),  # of the TCP flows: host connects pending
         "tcp_buffered": vm.tcp_buffers.used,  # bytes of its budget the TCP flows hold
         "pcap": str(port.pcap.path) if port.pcap is not None else None,
@@ -69,7 +66,7 @@ def vm_view(runtime: NamespaceRuntime, port: Port) -> dict[str, Any]:
 
 
 def flows(vm: Vm) -> list[Flow]:
-    return [*vm.tcp_flows.values(), *vm.udp_flows.values(), *vm.echo_flows.values(), *vm.dns_flows]
+    return [*vm.flows.values(), *vm.dns_flows]
 
 
 def flow_view(flow: Flow, now: float) -> dict[str, Any]:

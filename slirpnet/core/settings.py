@@ -131,6 +131,13 @@ class NetworkSettings:
             addresses.add(lease.address)
         return found
 
+    def gateway_for(self, address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+        """The gateway's address in ``address``'s family."""
+        return self.gateway if address.version == 4 else self.gateway6
+
+    def dns_for(self, address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+        return self.dns if address.version == 4 else self.dns6
+
     def denied(self, address: IPv4Address | IPv6Address) -> bool:
         """Is ``address``, a host socket's destination, on the deny list?"""
         return any(address in network for network in self.deny)

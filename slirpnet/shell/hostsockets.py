@@ -25,6 +25,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from slirpnet.core.flows import (
+    FLOW_EXHAUSTED,
+    FLOW_FAILED,
+    FLOW_REFUSED,
+    FLOW_RESET,
+    FLOW_UNREACHABLE,
     Action,
     CloseFlow,
     DnsFlow,
@@ -36,13 +41,6 @@ from slirpnet.core.flows import (
     ShutdownFlow,
     TcpFlow,
     UdpFlow,
-)
-from slirpnet.core.segment import (
-    FLOW_EXHAUSTED,
-    FLOW_FAILED,
-    FLOW_REFUSED,
-    FLOW_RESET,
-    FLOW_UNREACHABLE,
 )
 from slirpnet.shell.fdreserve import out_of_fds
 from slirpnet.shell.rawicmp import RawIcmp

@@ -13,7 +13,7 @@ bit (RFC 1624 §3).
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from slirpnet.wire.buffer import Bytes
 
@@ -69,10 +69,13 @@ def internet_checksum(data: Bytes, start: int = 0) -> int:
     return ~ones_sum(data, start) & 0xFFFF
 
 
-def pseudo_header_sum(src: IPv4Address, dst: IPv4Address, protocol: int, length: int) -> int:
-    """The IPv4 pseudo-header (source, destination, zero, protocol, length) as a ``start`` sum.
+def pseudo_header_sum(
+    src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address, protocol: int, length: int
+) -> int:
+    """The pseudo-header (source, destination, protocol, length) as a ``start`` sum:
+    IPv4's (RFC 9293 §3.1) or IPv6's (RFC 8200 §8.1), which differ only in field widths.
 
-    A 32-bit address may be added whole: it is congruent to the sum of its two
-    16-bit halves modulo 0xFFFF.
+    An address may be added whole: it is congruent to the sum of its 16-bit words
+    modulo 0xFFFF.
     """
     return int(src) + int(dst) + protocol + length

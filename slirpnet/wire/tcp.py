@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from slirpnet import native
@@ -230,8 +230,8 @@ class TcpSegment:
     def parse(
         cls,
         data: Bytes,
-        src: IPv4Address,
-        dst: IPv4Address,
+        src: IPv4Address | IPv6Address,
+        dst: IPv4Address | IPv6Address,
         *,
         verify_checksum: bool = True,
     ) -> TcpSegment:
@@ -282,7 +282,7 @@ class TcpSegment:
             view[header_len:],
         )
 
-    def encode(self, src: IPv4Address, dst: IPv4Address) -> bytes:
+    def encode(self, src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address) -> bytes:
         options = b"" if self.options is NO_OPTIONS else self.options.encode()
         header_len = HEADER_LEN + len(options)
         offset_flags = (header_len // 4) << 12 | self.flags

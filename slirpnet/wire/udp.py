@@ -10,7 +10,7 @@ unverified; a computed checksum of zero is therefore sent as all ones.
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from attrs import frozen
@@ -37,8 +37,8 @@ class UdpDatagram:
     def parse(
         cls,
         data: Bytes,
-        src: IPv4Address,
-        dst: IPv4Address,
+        src: IPv4Address | IPv6Address,
+        dst: IPv4Address | IPv6Address,
         *,
         verify_checksum: bool = True,
     ) -> UdpDatagram:
@@ -57,7 +57,7 @@ class UdpDatagram:
             raise IntegrityError("udp_bad_checksum", f"checksum field {checksum:#06x}")
         return cls(src_port, dst_port, view[HEADER_LEN:])
 
-    def encode(self, src: IPv4Address, dst: IPv4Address) -> bytes:
+    def encode(self, src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address) -> bytes:
         payload = memoryview(self.payload)
         length = HEADER_LEN + payload.nbytes
         if length > MAX_LEN:

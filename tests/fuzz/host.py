@@ -18,6 +18,10 @@ from __future__ import annotations
 from attrs import define
 
 from slirpnet.core.flows import (
+    FLOW_FAILED,
+    FLOW_REFUSED,
+    FLOW_RESET,
+    FLOW_UNREACHABLE,
     Action,
     CloseFlow,
     DnsFlow,
@@ -30,13 +34,7 @@ from slirpnet.core.flows import (
     ShutdownFlow,
     TcpFlow,
 )
-from slirpnet.core.segment import (
-    FLOW_FAILED,
-    FLOW_REFUSED,
-    FLOW_RESET,
-    FLOW_UNREACHABLE,
-    Segment,
-)
+from slirpnet.core.segment import Segment
 from slirpnet.core.tcp import SEND_BUFFER
 from slirpnet.core.vm import Vm
 from slirpnet.wire import icmp

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from slirpnet.core.flows import TcpFlow
-from slirpnet.core.segment import MAX_MACS_PER_VM
+from slirpnet.core.switch import MAX_MACS_PER_VM
 from slirpnet.core.tcp import SEND_BUFFER, State
 from slirpnet.wire import ethernet, tcp
 from slirpnet.wire.errors import WireError

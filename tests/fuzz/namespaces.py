@@ -17,12 +17,13 @@ from ipaddress import IPv4Address, IPv4Network
 
 from attrs import define, field
 
-from slirpnet.core.flows import DnsFlow, Flow, OpenFlow, TcpFlow
+from slirpnet.core.flows import FLOW_FAILED, DnsFlow, Flow, OpenFlow, TcpFlow, flow_key
 from slirpnet.core.forwards import Forward
 from slirpnet.core.reassembly import MAX_RUNS
-from slirpnet.core.segment import FLOW_FAILED, MAX_MACS_PER_VM, Segment
+from slirpnet.core.segment import Segment
 from slirpnet.core.sequence import seq_add, seq_diff
 from slirpnet.core.settings import NetworkSettings, StaticLease, Upstream
+from slirpnet.core.switch import MAX_MACS_PER_VM
 from slirpnet.core.tcp import RECEIVE_BUFFER, SEND_BUFFER
 from slirpnet.core.vm import Vm
 from slirpnet.wire import tcp
@@ -147,7 +148,8 @@ class Namespace:
             (slot, flow)
             for slot in self.slots
             if slot.vm is not None
-            for flow in slot.vm.tcp_flows.values()
+            for flow in slot.vm.flows.values()
+            if isinstance(flow, TcpFlow)
         ]
 
     def attach(self, slot: Slot, now: float = 0.0) -> None:
@@ -263,7 +265,8 @@ class Namespace:
 
     def _check_host_data(self, vm: Vm, ip: IPv4Packet, segment: tcp.TcpSegment) -> None:
         """Data we send the guest is the host's, at its place in the stream."""
-        flow = self.host.tcp[vm, (int(ip.dst), segment.dst_port, int(ip.src), segment.src_port)]
+        key = flow_key(tcp.PROTOCOL, ip.dst, segment.dst_port, ip.src, segment.src_port)
+        flow = self.host.tcp[vm, key]
         assert len(segment.payload) <= flow.endpoint.mss, "a segment over the MSS"
         offset = seq_diff(segment.seq, seq_add(flow.endpoint.iss, 1))
         assert segment.payload == craft.host_bytes(offset, len(segment.payload)), (
@@ -284,12 +287,7 @@ class Namespace:
             assert vm.flow_count <= self.settings.max_flows
             assert len(vm.macs) <= MAX_MACS_PER_VM
             assert vm.tcp_buffers.used >= 0
-            flows: list[Flow] = [
-                *vm.udp_flows.values(),
-                *vm.tcp_flows.values(),
-                *vm.echo_flows.values(),
-                *vm.dns_flows,
-            ]
+            flows: list[Flow] = [*vm.flows.values(), *vm.dns_flows]
             for flow in flows:
                 self._check_flow(vm, flow)
             live += flows

@@ -1,0 +1,38 @@
+"""Guest addresses, of both families, and the VM each was last heard from.
+
+Forwards find a guest by address here when no lease names it (a guest configured by
+hand, or an IPv6 address it made itself by SLAAC); the NAT's fast path checks that a
+flow's address is still its VM's.  Bounded: a guest spoofing sources cannot grow it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from slirpnet.core.addr import IPAddress, key_int
+from slirpnet.core.vm import Vm
+
+MAX_NEIGHBOURS: Final = 4096  # guest addresses remembered, however many are spoofed
+
+
+class Neighbours:
+    def __init__(self) -> None:
+        self._vms: dict[int, Vm] = {}  # key_int(address) -> the port it was heard on
+
+    def heard(self, vm: Vm, address: IPAddress) -> None:
+        """``vm`` sent from ``address``, a guest address of the network."""
+        key = key_int(address)
+        known = self._vms.get(key)
+        if known is not vm and (known or len(self._vms) < MAX_NEIGHBOURS):
+            self._vms[key] = vm
+
+    def get(self, address: IPAddress) -> Vm | None:
+        return self._vms.get(key_int(address))
+
+    def get_key(self, key: int) -> Vm | None:
+        """By an address already in key_int's space (the fast path's)."""
+        return self._vms.get(key)
+
+    def forget(self, vm: Vm) -> None:
+        for key in [key for key, port in self._vms.items() if port is vm]:
+            del self._vms[key]
