@@ -37,10 +37,10 @@ from slirpnet.config import (
 )
 from slirpnet.control import client
 from slirpnet.logs import HeldLogs, configure
+from slirpnet.server import qemu_arguments, run_server, suggested_mac
 from slirpnet.shell.activation import inherited_sockets, with_inherited_listeners
 from slirpnet.shell.allocator import keep_freed_memory
 from slirpnet.shell.leasestore import default_state_dir
-from slirpnet.shell.server import qemu_arguments, run_server, suggested_mac
 
 # Flags that map onto config keys, with their help.  Repeatable ones collect lists.
 _VALUE_FLAGS = (

@@ -12,7 +12,7 @@ import pytest
 
 from slirpnet.cli import build_parser, main, qemu_lines
 from slirpnet.config import Address, ServerConfig, namespace_from_values
-from slirpnet.shell.server import qemu_arguments
+from slirpnet.server import qemu_arguments
 
 
 def test_unix_arguments_escape_commas_and_quote_for_the_shell() -> None:

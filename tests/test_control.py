@@ -23,8 +23,8 @@ from slirpnet.control import client
 from slirpnet.control.api import ControlApi
 from slirpnet.control.http import HttpError, Request, serve_http
 from slirpnet.control.metrics import MetricsEndpoint
-from slirpnet.control.pcap import PcapWriter
 from slirpnet.core.settings import NetworkSettings
+from slirpnet.shell.pcap import PcapWriter
 from slirpnet.shell.runtime import NamespaceRuntime
 from tests.test_shell import GATEWAY_MAC, GUEST_MAC, FakeVm, running, udp_server
 

@@ -23,8 +23,8 @@ from slirpnet.config import Address, ConfigError
 from slirpnet.core.flows import CloseFlow, EchoFlow, Endpoint, OpenFlow, SendFlow
 from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.framing import QEMU_STREAM
+from slirpnet.server import bind_unix
 from slirpnet.shell.runtime import NamespaceRuntime
-from slirpnet.shell.server import bind_unix
 from slirpnet.shell.transports import _DatagramVms, keep_connected, serve_datagrams, serve_stream
 
 GUEST_MAC = "52:54:00:12:34:56"

@@ -11,16 +11,9 @@ a single guest port with a host range means consecutive guest ports from it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
 
 from attrs import frozen
-
-if TYPE_CHECKING:
-    from slirpnet.core.dhcp import DhcpServer
-    from slirpnet.core.neighbours import Neighbours
-    from slirpnet.core.vm import Vm
 
 _SPEC = re.compile(
     r"^(?P<proto>tcp|udp):(?P<haddr>[0-9.]*):(?P<hport>\d+(?:-\d+)?)"
@@ -81,30 +74,3 @@ def _address(text: str) -> IPv4Address | None:
         return IPv4Address(text)
     except ValueError:
         raise ValueError(f"{text!r} is not an IPv4 address") from None
-
-
-def choose_guest(
-    forward: Forward, vms: Sequence[Vm], dhcp: DhcpServer, neighbours: Neighbours
-) -> tuple[Vm, bytes, IPv4Address] | None:
-    """The VM, MAC and address a forward reaches now, or None when no VM is there.
-
-    A guest address is looked up in the DHCP leases, then among the addresses
-    guests have sent from (``neighbours``: a guest configured by hand has no
-    lease).  Without
-    one, the first VM that holds a bound lease is the target.
-    """
-    if forward.guest_address is not None:
-        mac = dhcp.mac_of(forward.guest_address)
-        for vm in vms:
-            if mac is not None and mac in vm.macs:
-                return vm, mac, forward.guest_address
-        neighbour = neighbours.get(forward.guest_address)
-        if neighbour is not None and neighbour.attached and neighbour.mac:
-            return neighbour, neighbour.mac, forward.guest_address
-        return None
-    bound = [lease for lease in dhcp.leases() if lease.bound]
-    for vm in vms:
-        for lease in bound:
-            if lease.mac in vm.macs:
-                return vm, lease.mac, lease.address
-    return None

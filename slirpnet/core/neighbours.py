@@ -1,15 +1,19 @@
 """Guest addresses, of both families, and the VM each was last heard from.
 
-Forwards find a guest by address here when no lease names it (a guest configured by
-hand, or an IPv6 address it made itself by SLAAC); the NAT's fast path checks that a
-flow's address is still its VM's.  Bounded: a guest spoofing sources cannot grow it.
+Forwards find their guest here (``choose_guest``): by lease, or by address when no lease
+names it (a guest configured by hand, or an IPv6 address it made itself by SLAAC); the
+NAT's fast path checks that a flow's address is still its VM's.  Bounded: a guest
+spoofing sources cannot grow it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from slirpnet.core.addr import IPAddress, key_int
+from slirpnet.core.dhcp import DhcpServer
+from slirpnet.core.forwards import Forward
 from slirpnet.core.vm import Vm
 
 MAX_NEIGHBOURS: Final = 4096  # guest addresses remembered, however many are spoofed
@@ -36,3 +40,30 @@ class Neighbours:
     def forget(self, vm: Vm) -> None:
         for key in [key for key, port in self._vms.items() if port is vm]:
             del self._vms[key]
+
+
+def choose_guest(
+    forward: Forward, vms: Sequence[Vm], dhcp: DhcpServer, neighbours: Neighbours
+) -> tuple[Vm, bytes, IPAddress] | None:
+    """The VM, MAC and address a forward reaches now, or None when no VM is there.
+
+    A guest address is looked up in the DHCP leases, then among the addresses
+    guests have sent from (``neighbours``: a guest configured by hand has no
+    lease).  Without
+    one, the first VM that holds a bound lease is the target.
+    """
+    if forward.guest_address is not None:
+        mac = dhcp.mac_of(forward.guest_address)
+        for vm in vms:
+            if mac is not None and mac in vm.macs:
+                return vm, mac, forward.guest_address
+        neighbour = neighbours.get(forward.guest_address)
+        if neighbour is not None and neighbour.attached and neighbour.mac:
+            return neighbour, neighbour.mac, forward.guest_address
+        return None
+    bound = [lease for lease in dhcp.leases() if lease.bound]
+    for vm in vms:
+        for lease in bound:
+            if lease.mac in vm.macs:
+                return vm, lease.mac, lease.address
+    return None

@@ -57,14 +57,14 @@ from slirpnet.core.flows import (
     UdpFlow,
 )
 from slirpnet.core.flowtable import FlowTable
-from slirpnet.core.forwards import Forward, choose_guest
+from slirpnet.core.forwards import Forward
 from slirpnet.core.frames import Frames
 from slirpnet.core.gatewayports import GatewayPorts
 from slirpnet.core.ipv4layer import Ipv4Layer
 from slirpnet.core.nat_echo import EchoNat
 from slirpnet.core.nat_tcp import TcpNat
 from slirpnet.core.nat_udp import UdpNat
-from slirpnet.core.neighbours import Neighbours
+from slirpnet.core.neighbours import Neighbours, choose_guest
 from slirpnet.core.probes import LeaseProbes
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.stats import Stats
