@@ -144,7 +144,8 @@ class Dhcpv6Option:
 
     @classmethod
     def elapsed_time(cls, hundredths: int) -> Dhcpv6Option:
-        """§21.9: how long the client has been trying, in hundredths of a second."""
+        """§21.9: how long the client has been trying, in hundredths of a second; 0xFFFF
+        stands for any longer time."""
         return cls(OptionCode.ELAPSED_TIME, min(hundredths, 0xFFFF).to_bytes(2, "big"))
 
     @classmethod

@@ -341,10 +341,11 @@ def check_ip(packet: ipv6.IPv6Packet, message: NdpMessage) -> None:
         if unspecified and message.source_mac is not None:
             # §6.1.1, §7.1.1: an address being tested must not be bound to a MAC yet.
             raise SanityError("ndp_unspecified_source_lladdr")
+        # A solicited-node group is its own solicited-node group: ff02::1:ff00:0/104.
         if (
             isinstance(message, NeighborSolicitation)
             and unspecified
-            and packet.dst != ipv6.solicited_node(message.target)
+            and packet.dst != ipv6.solicited_node(packet.dst)
         ):
             raise SanityError("ndp_dad_not_solicited_node", f"to {packet.dst}")
     elif isinstance(message, RouterAdvertisement):
