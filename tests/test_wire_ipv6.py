@@ -74,7 +74,7 @@ def test_extension_headers_are_walked_to_the_upper_layer() -> None:
     )
     packet = IPv6Packet.parse(raw)
     assert packet.next_header == PROTO_UDP
-    # The UDP header as sent, its checksum over the final destination.
+    # The UDP datagram as scapy sent it (its checksum filled in: not bytes(upper)'s).
     assert bytes(packet.payload) == raw[-len(upper) :]
 
 
