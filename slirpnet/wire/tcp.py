@@ -9,8 +9,9 @@ known option of the wrong length is well formed but illegal, a sanity error.  A
 window scale above 14 is used as 14 (RFC 7323 §2.3), not refused.
 
 The reserved bits beside the data offset are ignored on receipt and sent as
-zero (RFC 9293 §3.1).  The checksum covers the IPv4 pseudo-header, the header
-and the payload, whose length is what the IPv4 codec handed us.
+zero (RFC 9293 §3.1).  The checksum covers the IPv4 or IPv6 (RFC 8200 §8.1)
+pseudo-header, the header and the payload, whose length is what the IP codec
+handed us.
 """
 
 from __future__ import annotations
