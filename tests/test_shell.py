@@ -8,7 +8,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -139,6 +139,23 @@ async def test_dns_goes_to_the_next_upstream_then_servfail() -> None:
             await vm.send(vm.udp("10.0.2.3", 53, bytes(query), sport=5354))
             servfail = await vm.receive()
             assert (servfail[DNS].id, servfail[DNS].rcode) == (0x4242, 2)
+
+
+async def test_an_ipv6_upstream_is_asked_from_an_ipv6_socket() -> None:
+    with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as upstream:
+        await upstream.bind(("::1", 0))
+        settings = NetworkSettings(
+            dns_upstreams=(Upstream(IPv6Address("::1"), upstream.getsockname()[1]),)
+        )
+        query = DNS(id=0x6666, rd=1, qd=DNSQR(qname="example.test", qtype="AAAA"))
+        async with running(settings) as (_, vm):
+            await vm.send(vm.udp("10.0.2.3", 53, bytes(query), sport=5353))
+            with trio.fail_after(5):
+                asked, peer = await upstream.recvfrom(512)
+            assert asked == bytes(query) and peer[0] == "::1"
+            await upstream.sendto(bytes(DNS(id=0x6666, qr=1, rcode=3, qd=query.qd)), peer)
+            reply = await vm.receive()
+            assert (reply[IP].src, reply[DNS].id, reply[DNS].rcode) == ("10.0.2.3", 0x6666, 3)
 
 
 async def test_disconnect_closes_every_host_socket() -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from slirpnet.core.addr import IPAddress
 from slirpnet.core.flows import (
     FLOW_EXHAUSTED,
     FLOW_FAILED,
@@ -58,6 +59,10 @@ CLOSE_LINGER = 60.0
 _UNREACHABLE = frozenset((errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN))
 _RESET = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED))
 _LINGER_ABORT = struct.pack("ii", 1, 0)  # close with a RST
+
+
+def family(address: IPAddress) -> socket.AddressFamily:
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
 
 def error_kind(error: OSError) -> str:
@@ -144,7 +149,7 @@ class HostSockets:
                 return
             if isinstance(flow, TcpFlow):
                 adopted = self._adopted.pop(flow, None)
-                sock = adopted or socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock = adopted or socket.socket(family(flow.host_address), socket.SOCK_STREAM)
                 sock.setblocking(False)
                 tcp_handle = _TcpHandle(sock)
                 tcp_handle.connected = adopted is not None
@@ -152,7 +157,7 @@ class HostSockets:
                 self.runtime.port_of(flow.vm).nursery.start_soon(self._tcp, flow, tcp_handle)
                 return
             if isinstance(flow, UdpFlow | DnsFlow):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock = socket.socket(family(flow.host_address), socket.SOCK_DGRAM)
                 sock.setblocking(False)
                 try:
                     sock.connect((str(flow.host_address), flow.host_port))
