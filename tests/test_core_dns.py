@@ -685,11 +685,26 @@ def opened_tcp(segment: Segment, vm: Vm, frame: bytes) -> TcpFlow:
     return action.flow
 
 
-def test_tcp_to_port_53_is_relayed_to_the_first_upstream(segment: Segment, vm: Vm) -> None:
+def test_tcp_to_port_53_is_relayed_to_the_upstreams_in_turn(segment: Segment, vm: Vm) -> None:
     flow = opened_tcp(segment, vm, tcp_syn(53))
     assert (flow.host_address, flow.host_port) == (UPSTREAM_1.address, UPSTREAM_1.port)
+    # The shell tries these in order when the first will not connect (shell/hostsockets.py).
+    assert flow.fallbacks == (UPSTREAM_2,)
     assert (flow.dst_address, flow.dst_port) == (IPv4Address(DNS_IP), 53)
     assert vm.stats.drops == Counter()
+
+
+def test_tcp_to_others_has_no_fallbacks() -> None:
+    segment = new_segment(dns_upstreams=(UPSTREAM_1,))
+    vm = segment.attach("guest")
+    assert opened_tcp(segment, vm, tcp_syn(53)).fallbacks == ()
+    other = bytes(
+        Ether(src="52:54:00:12:34:56", dst="52:55:0a:00:02:02")
+        / IP(src=GUEST_IP, dst="192.0.2.99")
+        / TCP(sport=SPORT, dport=53, flags="S", seq=1000)
+    )
+    flow = opened_tcp(segment, vm, other)
+    assert (flow.host_address, flow.fallbacks) == (IPv4Address("192.0.2.99"), ())
 
 
 def test_ipv6_upstreams_are_asked_over_udp_and_tcp() -> None:
@@ -700,7 +715,11 @@ def test_ipv6_upstreams_are_asked_over_udp_and_tcp() -> None:
     ask(segment, vm, sent)
     forwarded(shell, sent, upstreams[0])
     flow = opened_tcp(segment, vm, tcp_syn(53))
-    assert (flow.host_address, flow.host_port) == (IPv6Address("::1"), 5353)
+    assert (flow.host_address, flow.host_port, flow.fallbacks) == (
+        IPv6Address("::1"),
+        5353,
+        (UPSTREAM_1,),
+    )
 
 
 @pytest.mark.parametrize(("upstreams", "port"), [((UPSTREAM_1,), 80), ((), 53)])

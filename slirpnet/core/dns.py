@@ -18,10 +18,11 @@ be, RFC 5625 §4).  The room given with each call is the largest DNS message the
 guest's link carries in one datagram: it bounds what we relay and is the UDP
 size our OPT records advertise.
 
-DNS over TCP to the DNS address is not handled here: the segment relays such a
-connection, like any TCP flow, to the first upstream, which then also answers
-for local names (it does not know them; resolvers only use TCP after a
-truncated UDP answer, and local answers are never truncated).
+DNS over TCP to the DNS address is not handled here: ``TcpNat`` relays such a
+connection, like any TCP flow, to the upstreams, the first and then, as the shell
+finds it will not connect, the others (``TcpFlow.fallbacks``).  They answer for
+local names too (they do not know them; resolvers only use TCP after a truncated
+UDP answer, and local answers are never truncated).
 """
 
 from __future__ import annotations
