@@ -92,9 +92,9 @@ class DnsService:
             # Nobody to ask: what we do not know, or cannot do (RFC 1035 §4.1.1), fails.
             rcode = dns.RCODE_NOTIMP if query.opcode != dns.OPCODE_QUERY else dns.RCODE_SERVFAIL
             return dns.reply(query, rcode, udp_size=room)
-        family = _TYPES.get(question.qtype)
         if question.qtype != dns.TYPE_ANY:
             # The name's other types, or one it has not: NODATA (RFC 2308 §2.2).
+            family = _TYPES.get(question.qtype)
             addresses = tuple(address for address in addresses if address.version == family)
         return dns.reply(
             query, dns.RCODE_NOERROR, addresses, LOCAL_TTL, udp_size=room, authoritative=True
