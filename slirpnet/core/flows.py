@@ -20,6 +20,7 @@ from typing import Final
 
 from slirpnet.core.addr import IPAddress, key_int
 from slirpnet.core.forwards import Forward
+from slirpnet.core.guestfwd import GuestForward
 from slirpnet.core.tcp import TcpEndpoint
 from slirpnet.core.vm import Vm
 
@@ -122,6 +123,9 @@ class TcpFlow(Flow):
     dst_port: int
     endpoint: TcpEndpoint = field(repr=False)
     forward: Forward | None = None  # a connection accepted on a forward: its socket is given
+    # A connection to a guestfwd's address and port: its host end is the guestfwd's
+    # target (host_address and host_port are the address and port the guest reached).
+    guestfwd: GuestForward | None = None
     host_closed: bool = field(init=False)
     # What every frame to the guest starts with: the Ethernet header, then our address
     # and the guest's as integers and as bytes (made with the first frame; see
