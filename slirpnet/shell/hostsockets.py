@@ -43,6 +43,7 @@ from slirpnet.core.flows import (
     UdpFlow,
 )
 from slirpnet.shell.fdreserve import out_of_fds
+from slirpnet.shell.guestfwds import HostEnd, host_end
 from slirpnet.shell.rawicmp import RawIcmp
 
 if TYPE_CHECKING:
@@ -90,8 +91,10 @@ class _ForwardHandle(_Handle):
 
 
 class _TcpHandle(_Handle):
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, end: HostEnd | None = None) -> None:
         super().__init__(sock)
+        self.end = end  # a guestfwd's: how it opens and closes
+        self.output = sock if end is None else end.output  # the guest's data goes there
         self.outgoing: deque[bytes | memoryview] = deque()
         self.writing = False  # the writer holds bytes taken from ``outgoing``
         self.shutdown = False  # after ``outgoing``, shut the socket for writing
@@ -144,9 +147,12 @@ class HostSockets:
                 return
             if isinstance(flow, TcpFlow):
                 adopted = self._adopted.pop(flow, None)
-                sock = adopted or socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                end = None if flow.guestfwd is None else host_end(flow.guestfwd)
+                sock = adopted or (
+                    end.sock if end else socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                )
                 sock.setblocking(False)
-                tcp_handle = _TcpHandle(sock)
+                tcp_handle = _TcpHandle(sock, end)
                 tcp_handle.connected = adopted is not None
                 self._handles[flow] = tcp_handle
                 self.runtime.port_of(flow.vm).nursery.start_soon(self._tcp, flow, tcp_handle)
@@ -243,10 +249,9 @@ class HostSockets:
         for flow, handle in flows.items():
             if self._handles.get(flow) is not handle or handle.writing or not handle.outgoing:
                 continue  # closed, or aborted, since; or the writer has it
-            assert handle.sock is not None
             data = _take(handle.outgoing, TCP_WRITE_BATCH)
             try:
-                sent = handle.sock.send(data)
+                sent = handle.output.send(data)
             except OSError:  # full, or failed: the writer waits, or meets the error and says so
                 sent = 0
             if sent < len(data):
@@ -317,11 +322,17 @@ class HostSockets:
     async def _tcp(self, flow: TcpFlow, handle: _TcpHandle) -> None:
         assert handle.sock is not None
         sock = trio.socket.from_stdlib_socket(handle.sock)
+        output = (
+            sock if handle.output is handle.sock else trio.socket.from_stdlib_socket(handle.output)
+        )
         try:
             with handle.scope:
                 if not handle.connected:  # a forward's socket comes connected
                     try:
-                        await sock.connect((str(flow.host_address), flow.host_port))
+                        if handle.end is None:
+                            await sock.connect((str(flow.host_address), flow.host_port))
+                        else:
+                            await handle.end.open(sock)
                     except OSError as error:
                         self.runtime.report_error(flow, error_kind(error))
                         return
@@ -329,7 +340,7 @@ class HostSockets:
                     self.runtime.report_connected(flow)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._tcp_reader, flow, handle)
-                    await self._tcp_writer(flow, handle, sock)
+                    await self._tcp_writer(flow, handle, output)
                     nursery.cancel_scope.cancel()
         finally:
             # Only a connected socket has a peer to reset; trio closes one whose connect
@@ -337,6 +348,9 @@ class HostSockets:
             if handle.abort and handle.connected:
                 handle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
             sock.close()
+            output.close()  # the same socket, or a command's stdin
+            if handle.end is not None:
+                await handle.end.aclose()
 
     async def _tcp_reader(self, flow: TcpFlow, handle: _TcpHandle) -> None:
         raw = handle.sock
