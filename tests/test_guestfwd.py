@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP, UDPerror
+from scapy.layers.inet import ICMP, IP, TCP, UDPerror
 from scapy.layers.l2 import ARP, Ether
 
 from slirpnet.config import ConfigError, load_file, namespace_from_values
@@ -145,7 +145,7 @@ def test_the_default_address_follows_the_network() -> None:
     assert [str(f) for f in GuestForwards(ns.settings.network, ns.settings.guest_forwards)] == [
         "tcp:10.9.2.4:80-cmd:cat"
     ]
-    with pytest.raises(ConfigError, match="10.9.2.4 is the gateway's address"):
+    with pytest.raises(ConfigError, match=r"10\.9\.2\.4 is the gateway's address"):
         namespace_from_values(
             "default", {"net": "10.9.0.0/16", "gateway": "10.9.2.4", "guestfwd": "tcp::80-cmd:cat"}
         )
@@ -187,7 +187,7 @@ def test_the_table_by_address_and_port() -> None:
     assert table.add(other_port) == other_port
     default = table.add(parse_guestfwd("tcp::7-cmd:true"))
     assert default.address == IPv4Address("10.0.2.4")
-    with pytest.raises(KeyError, match="tcp:10.0.2.100:4321 has a guestfwd already"):
+    with pytest.raises(KeyError, match=r"tcp:10\.0\.2\.100:4321 has a guestfwd already"):
         table.add(parse_guestfwd(f"tcp:{SERVICE}:4321-cmd:ls"))
     assert IPv4Address(SERVICE) in table and IPv4Address("10.0.2.4") in table
     assert table.get(IPv4Address(SERVICE), 4321) == ECHO
@@ -309,4 +309,3 @@ def test_a_guestfwd_flow_outlives_its_removal() -> None:
     assert frames(vm) == [] and vm.stats.drops == Counter(no_route=1)
     assert shell.actions() == []
     assert not flow.closed
-
