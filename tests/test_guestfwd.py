@@ -28,6 +28,7 @@ from slirpnet.core.guestfwd import (
     parse_key,
 )
 from tests.test_cli import run_main
+from tests.test_config import from_flags
 from tests.test_core_dhcp import Client
 from tests.test_core_segment import (
     GATEWAY_MAC,
@@ -172,6 +173,27 @@ def test_toml_takes_a_list_per_namespace(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_file(path)
     assert info.value.key == "namespace.a.guestfwd"
+
+
+def test_qemus_user_string_and_the_flag_add_up() -> None:
+    (namespace,) = from_flags(
+        "--user",
+        "user,id=n0,net=10.0.9.0/24,guestfwd=tcp::4321-cmd:nc 127.0.0.1 22",
+        "--guestfwd",
+        "tcp:10.0.9.100:80-unix:/run/web.sock",
+    ).namespaces
+    table = GuestForwards(namespace.settings.network, namespace.settings.guest_forwards)
+    assert [str(forward) for forward in table] == [
+        "tcp:10.0.9.4:4321-cmd:nc 127.0.0.1 22",
+        "tcp:10.0.9.100:80-unix:/run/web.sock",
+    ]
+    for text, key in [
+        ("guestfwd=udp::53-cmd:cat", "user.guestfwd"),
+        ("host=10.0.2.4,guestfwd=tcp::53-cmd:cat", "user.guestfwd"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            from_flags("--user", text)
+        assert info.value.key == key, info.value
 
 
 def test_key_names_a_guestfwd_for_removal() -> None:

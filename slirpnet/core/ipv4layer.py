@@ -1,11 +1,12 @@
 """IPv4 at the gateway: ARP, the checks on a guest's packets, and dispatch.
 
 ARP (RFC 826) is answered for the gateway's two addresses and the guestfwds' (probes
-per RFC 5227 get a reply too: the address is taken).  A guest's IPv4 packet is parsed, its source checked
-(a guest address of the network: no spoofing the gateway) and handed on: DHCP to
-``DhcpServer``, DNS to ``DnsRelay``, echo to the gateway answered here, the rest to
-the NAT of its protocol, which is the same for both families.  Refusals are answered
-with ICMP (RFC 1812 §5.2.7.1) rather than left to time out.
+per RFC 5227 get a reply too: the address is taken).  A guest's IPv4 packet is parsed,
+its source checked (a guest address of the network: no spoofing the gateway) and handed
+on: DHCP to ``DhcpServer``, DNS to ``DnsRelay``, echo to the gateway (or a guestfwd's
+address) answered here, the rest to the NAT of its protocol, which is the same for both
+families.  Refusals are answered with ICMP (RFC 1812 §5.2.7.1) rather than left to
+time out.
 """
 
 from __future__ import annotations
