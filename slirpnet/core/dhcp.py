@@ -35,7 +35,7 @@ client's hostname only while it stays within the 576 bytes of §4.1.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from ipaddress import IPv4Address
 
 from attrs import define, frozen
@@ -86,6 +86,8 @@ class DhcpServer:
         # Leases bound, renewed, declined or released so far (offers are not worth
         # keeping): the shell saves the records when it moves.
         self.changes = 0
+        # Addresses of the pool taken by the gateway's services (guestfwds): never leased.
+        self.reserved: Container[IPv4Address] = ()
         self._static = {lease.mac: lease.address for lease in settings.static_leases}
         self._static_owner = {lease.address: lease.mac for lease in settings.static_leases}
         network = settings.network
@@ -283,7 +285,11 @@ class DhcpServer:
             return owner == mac
         if mac in self._static:
             return False  # a client with a static lease has that address and no other
-        if address not in self._pool or self._declined.get(address, 0.0) > now:
+        if (
+            address not in self._pool
+            or address in self.reserved
+            or self._declined.get(address, 0.0) > now
+        ):
             return False
         holder = self._holder.get(address)
         if holder is None or holder == client:

@@ -61,6 +61,7 @@ from slirpnet.core.flowtable import FlowTable
 from slirpnet.core.forwards import Forward
 from slirpnet.core.frames import Frames
 from slirpnet.core.gatewayports import GatewayPorts
+from slirpnet.core.guestfwd import GuestForwards
 from slirpnet.core.ipv4layer import Ipv4Layer
 from slirpnet.core.ipv6layer import Ipv6Layer, guarded
 from slirpnet.core.nat_echo import EchoNat
@@ -93,12 +94,17 @@ class Segment:
         self.flows = FlowTable(settings)
         self.frames = Frames(self.gateway_mac)
         self.dhcp = DhcpServer(settings)
+        # Addresses the gateway answers for besides its own (ARP, ping): never leased.
+        self.guest_forwards = GuestForwards(settings.network, settings.guest_forwards)
+        self.dhcp.reserved = self.guest_forwards
         self.dns = DnsService(
             settings.local_records(), settings.dns_upstreams, settings.dns_timeout
         )
         self.probes = LeaseProbes(settings, self.frames, self.dhcp, self.switch)
         ports = GatewayPorts()
-        self.tcp = TcpNat(settings, self.frames, self.flows, ports, self.dns.upstreams)
+        self.tcp = TcpNat(
+            settings, self.frames, self.flows, ports, self.dns.upstreams, self.guest_forwards
+        )
         self.udp = UdpNat(settings, self.frames, self.flows, ports)
         self.echo = EchoNat(settings, self.frames, self.flows)
         self.dns_relay = DnsRelay(settings, self.frames, self.flows, self.dns)
@@ -111,6 +117,7 @@ class Segment:
             self.tcp,
             self.udp,
             self.echo,
+            self.guest_forwards,
         )
         self.ra = RouterAdvertiser(settings, self.frames)
         self.ipv6 = Ipv6Layer(
