@@ -49,8 +49,9 @@ def choose_guest(
 
     A guest address is looked up in the DHCP leases, then among the addresses
     guests have sent from (``neighbours``: a guest configured by hand has no
-    lease).  Without
-    one, the first VM that holds a bound lease is the target.
+    lease).  Without one, the first VM that holds a bound lease is the target,
+    at the address bound or renewed last: where its DHCP client is now, should a
+    record of an earlier one remain.
     """
     if forward.guest_address is not None:
         mac = dhcp.mac_of(forward.guest_address)
@@ -63,7 +64,8 @@ def choose_guest(
         return None
     bound = [lease for lease in dhcp.leases() if lease.bound]
     for vm in vms:
-        for lease in bound:
-            if lease.mac in vm.macs:
-                return vm, lease.mac, lease.address
+        held = [lease for lease in bound if lease.mac in vm.macs]
+        if held:
+            lease = max(held, key=lambda lease: lease.expires)
+            return vm, lease.mac, lease.address
     return None
