@@ -150,6 +150,18 @@ def test_a_client_come_back_with_another_mac_gets_its_address() -> None:
     assert forwarded_to(segment, 3.0) == "10.0.2.15"
 
 
+def test_a_client_that_changes_its_mac_on_its_vm_keeps_its_address() -> None:
+    """RFC 2131 §4.2: the identifier names the client, whatever the MAC (a guest that
+    randomises its MAC, say): its record moves along."""
+    segment = new_segment()
+    first = Client(segment, mac(1), client_id=DUID)
+    assert first.lease(0.0) == "10.0.2.15"
+    assert Client(segment, mac(2), client_id=DUID, vm=first.vm).lease(1.0) == "10.0.2.15"
+    assert [(str(r.address), r.mac) for r in segment.dhcp.leases()] == [
+        ("10.0.2.15", parse_mac(mac(2)))
+    ]
+
+
 # -- another VM ---------------------------------------------------------------------------
 
 

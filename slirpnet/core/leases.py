@@ -14,8 +14,8 @@ this order:
 
 1. the record of its machine, the VM's own record of that MAC, whatever client
    made it: a new client takes it over;
-2. its own record, if no connected VM has it: a client come back on a VM that
-   reconnected or a server that restarted, maybe with another MAC;
+2. its own record, if it is this VM's or no connected VM's: a client come back
+   with another MAC, or on a VM that reconnected or a server that restarted;
 3. a record of that MAC no connected VM has: a machine come back with another
    client, taken over too;
 4. a new record, under its key; or when another connected VM's client has that
@@ -127,7 +127,7 @@ class LeaseTable:
         machine = self._machine(mac, vm)
         if machine is None:
             own = self._by_client.get(client)
-            if own is not None and own.owner == NOBODY:
+            if own is not None and own.owner in (vm, NOBODY):
                 return client
             machine = self._machine(mac, NOBODY)
         if machine is not None:
