@@ -32,6 +32,8 @@ from scapy.packet import Packet, Raw
 from slirpnet.core.settings import NetworkSettings
 
 REMOTE = "192.0.2.1"
+# A DUID-EN (RFC 8415 §11.3) as systemd-networkd makes one: type 2, its enterprise number.
+_DUID = b"\x00\x02\x00\x00\xab\x11" + bytes(range(8))
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MDNS_MAC = "01:00:5e:00:00:fb"
 ALL_OPTIONS = [
@@ -276,6 +278,28 @@ class _Builder:
                 self.dhcp([("message-type", "discover"), *_split_option("hostname", b"x" * 300)]),
             ),
             Sample("dhcp_long_hostname", self.long_hostname()),
+            # Client identifiers (RFC 2132 §9.14, RFC 4361): each names a client of the
+            # guest's MAC, which takes over that machine's record (core/leases.py).
+            Sample(
+                "dhcp_client_id_duid",
+                self.dhcp(
+                    [("message-type", "discover"), ("client_id", b"\xff\x00\x00\x00\x01" + _DUID)]
+                ),
+            ),
+            Sample(
+                "dhcp_client_id_255_bytes",
+                self.dhcp([("message-type", "discover"), ("client_id", b"\x00" + b"i" * 254)]),
+            ),
+            Sample(
+                "dhcp_client_id_long",  # 300 bytes in two instances (RFC 3396)
+                self.dhcp(
+                    [
+                        ("message-type", "request"),
+                        ("requested_addr", own),
+                        *_split_option("client_id", b"\x00" + b"L" * 299),
+                    ]
+                ),
+            ),
         ]
         dns = [
             Sample(
@@ -701,8 +725,13 @@ class _Builder:
             ("dhcp_type_9", self.dhcp([("message-type", 9)]), "dhcp_bad_message_type"),
             ("dhcp_type_2_bytes", self.dhcp_raw(b"\x35\x02\x01\x01\xff"), "dhcp_bad_option_length"),
             (
-                "dhcp_client_id_1_byte",
+                "dhcp_client_id_1_byte",  # the type byte only
                 self.dhcp([("message-type", "discover"), ("client_id", b"\x01")]),
+                "dhcp_bad_option_length",
+            ),
+            (
+                "dhcp_client_id_empty",
+                self.dhcp([("message-type", "request"), ("client_id", b"")], ciaddr=own),
                 "dhcp_bad_option_length",
             ),
             (
