@@ -22,6 +22,7 @@ from integration.debian.services import edns_dns_upstream, http_server
 from integration.server import RECORDS, free_tcp_port, serving
 
 LOCAL = ("db.slirpnet.test", "10.0.2.50")  # a --dns-record, answered by slirpnet itself
+LOCAL6 = "fec0::50"  # its AAAA record
 UPSTREAM = next(iter(RECORDS.items()))  # answered by the loopback upstream
 BLOB = random.Random(20261206).randbytes(4 << 20)
 SSH_SECONDS = 120.0  # from starting the guest until sshd answers through the forward
@@ -48,6 +49,15 @@ check no-degraded sh -c "! journalctl -b -u systemd-resolved | grep -i 'degraded
 check curl sh -c "curl -fsS http://10.0.2.2:{http}/files/blob | sha256sum"
 check sshd systemctl is-active ssh
 check host-ssh wait_host ssh {ssh_wait}
+check guestfwd timeout 20 bash -c "cat < /dev/tcp/10.0.2.100/4321"
+# IPv6: SLAAC from slirpnet's router advertisement (networkd does not wait for it).
+# (Linux gives fec0::/10, libslirp's prefix, site scope, not global.)
+check slaac sh -c 'for i in $(seq 40); do a=$(ip -6 -o addr show dev '"$nic"' | grep fec0::); \
+  [ -n "$a" ] && echo "$a" && exit 0; sleep 0.5; done; exit 1'
+check route6 ip -6 route show default
+check ping6 ping -6 -c 1 -W 5 fec0::2
+check dns6 dig +short AAAA {local} @fec0::3
+check curl6 sh -c "curl -fsS 'http://[fec0::2]:{http6}/files/blob' | sha256sum"
 """
 
 
@@ -82,6 +92,7 @@ async def boot_behind_slirpnet(image: DebianImage, tmp: Path) -> Booted:
     async with (
         edns_dns_upstream(dict([UPSTREAM])) as dns,
         http_server({"blob": BLOB}) as http,
+        http_server({"blob": BLOB}, host="::1") as http6,
     ):
         args = [
             *("--listen", f"unix:{tmp}/vm.sock", "--control", "none"),
@@ -89,10 +100,16 @@ async def boot_behind_slirpnet(image: DebianImage, tmp: Path) -> Booted:
             *("--state-dir", str(tmp / "state")),
             *("--dns-upstream", f"127.0.0.1:{dns.port}"),
             *("--dns-record", "=".join(LOCAL)),
+            *("--dns-record", f"{LOCAL[0]}={LOCAL6}"),
             *("--forward", f"tcp:127.0.0.1:{ssh_port}-:22"),
+            *("--guestfwd", "tcp:10.0.2.100:4321-cmd:echo guestfwd-ok"),
         ]
         script = http.wait_function() + SCRIPT.format(
-            local=LOCAL[0], upstream=UPSTREAM[0], http=http.port, ssh_wait=int(SSH_SECONDS)
+            local=LOCAL[0],
+            upstream=UPSTREAM[0],
+            http=http.port,
+            http6=http6.port,
+            ssh_wait=int(SSH_SECONDS),
         )
         async with serving(args, tmp / "slirpnet.log") as server, trio.open_nursery() as nursery:
 
@@ -158,10 +175,18 @@ def test_resolved_resolves_local_and_upstream_names(booted: Booted) -> None:
     names = ["resolved-server"]
     names += [f"{way}-{kind}" for way in ("resolvectl", "getent") for kind in ("local", "upstream")]
     detail = booted.detail(*names)
-    assert detail["resolved-server"].endswith(": 10.0.2.3"), booted.run.report()
-    for kind, (name, address) in (("local", LOCAL), ("upstream", UPSTREAM)):
-        assert detail[f"resolvectl-{kind}"].startswith(f"{name}: {address} "), booted.run.report()
-        assert detail[f"getent-{kind}"].split() == [address, name], booted.run.report()
+    # networkd takes DNS from DHCP and from the RA's RDNSS (and DHCPv6) alike.
+    servers = detail["resolved-server"].split(":", 1)[1].split()
+    assert set(servers) == {"10.0.2.3", "fec0::3"}, booted.run.report()
+    # The local name has an AAAA record too, which resolved and getent may list first.
+    for kind, (name, addresses) in (
+        ("local", (LOCAL[0], {LOCAL[1], LOCAL6})),
+        ("upstream", (UPSTREAM[0], {UPSTREAM[1]})),
+    ):
+        answer = detail[f"resolvectl-{kind}"].removeprefix(f"{name}: ").split()[0]
+        assert answer in addresses, booted.run.report()
+        got = detail[f"getent-{kind}"].split()
+        assert got[0] in addresses and got[1:] == [name], booted.run.report()
     assert ("udp", UPSTREAM[0], 1) in booted.dns_queries, booted.dns_queries
     assert LOCAL[0] not in {name for _, name, _ in booted.dns_queries}, booted.dns_queries
 
@@ -186,3 +211,17 @@ def test_sshd_answers_through_a_forward(booted: Booted) -> None:
 def test_slirpnet_stops_cleanly(booted: Booted) -> None:
     assert booted.slirpnet_status == 0, booted.slirpnet_log
     assert "Traceback" not in booted.slirpnet_log, booted.slirpnet_log
+
+
+def test_a_guestfwd_service_is_reached(booted: Booted) -> None:
+    assert booted.detail("guestfwd")["guestfwd"] == "guestfwd-ok", booted.run.report()
+
+
+def test_the_guest_takes_ipv6_from_the_router_advertisement(booted: Booted) -> None:
+    """SLAAC in fec0::/64 (RFC 4862), the default route via the gateway's link-local
+    address, ping, DNS and HTTP to the host's ::1 over IPv6."""
+    detail = booted.detail("slaac", "route6", "ping6", "dns6", "curl6")
+    assert " inet6 fec0::" in detail["slaac"] and "/64 " in detail["slaac"], booted.run.report()
+    assert detail["route6"].startswith("default via fe80::5055:aff:fe00:202"), booted.run.report()
+    assert detail["dns6"] == LOCAL6, booted.run.report()
+    assert detail["curl6"] == f"{hashlib.sha256(BLOB).hexdigest()}  -", booted.run.report()

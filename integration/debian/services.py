@@ -24,8 +24,9 @@ class HttpServer:
     """HTTP/1.0 GET of ``/files/NAME`` (200 with the bytes) and ``/mark/NAME`` (200 once the
     host has called ``mark(NAME)``, else 404), one request per connection."""
 
-    def __init__(self, files: dict[str, bytes]) -> None:
+    def __init__(self, files: dict[str, bytes], host: str = "127.0.0.1") -> None:
         self.files = files
+        self.host = host  # a loopback address: the guest reaches it through the gateway
         self.port = 0
         self.requests: list[str] = []  # the paths asked for, in order
         self._marks: set[str] = set()
@@ -48,7 +49,7 @@ class HttpServer:
         )
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        listeners = await trio.open_tcp_listeners(0, host=self.host)
         self.port = listeners[0].socket.getsockname()[1]
         task_status.started()
         await trio.serve_listeners(self._handle, listeners)
@@ -79,8 +80,10 @@ class HttpServer:
 
 
 @asynccontextmanager
-async def http_server(files: dict[str, bytes]) -> AsyncIterator[HttpServer]:
-    server = HttpServer(files)
+async def http_server(
+    files: dict[str, bytes], host: str = "127.0.0.1"
+) -> AsyncIterator[HttpServer]:
+    server = HttpServer(files, host)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         yield server
