@@ -52,10 +52,12 @@ from slirpnet.core.vm import Vm
 from slirpnet.wire.buffer import Bytes
 from slirpnet.wire.ipv4 import IPv4Packet
 
-# RFC 791 §3.2 recommends 15 s; Linux waits 30 s and RFC 1122 §3.3.2 suggests up to
-# 120 s for paths across the Internet.  Between a guest and slirpnet all fragments of
-# a datagram cross one virtual link back to back, so they come within milliseconds
-# or never; waiting longer would only hold memory for lost or hostile fragments.
+# Fixed, not taken from the TTL (RFC 1122 §3.3.2).  RFC 791 suggested 15 s, RFC 1122
+# recommends 60 to 120 s for a host reassembling across the Internet, Linux and libslirp
+# wait 30 s.  slirpnet is one hop from the sender: a guest's stack sends the fragments of
+# a datagram back to back over one virtual link, so they come within milliseconds or
+# never, and a longer wait would only keep lost or hostile fragments (and a flooding VM
+# refused) for longer.  So RFC 791's 15 s.
 REASSEMBLY_TIMEOUT: Final = 15.0
 # Per VM.  A guest's fragments arrive in order and complete at once, so a few
 # datagrams in progress is the norm; 64 of them, or 1 MiB (sixteen of the largest),
@@ -185,9 +187,9 @@ class Reassembly:
             problem = datagram.conflict(offset, end, last)
             if problem is None and queue.held + cost > MAX_BYTES:
                 problem = LIMIT
-            if problem is not None and problem != DUPLICATE:
-                _give_up(queue, datagram, problem)
             if problem is not None:
+                if problem != DUPLICATE:
+                    _give_up(queue, datagram, problem)
                 return problem
         data = bytes(packet.payload)  # a copy: a view would keep the whole frame alive
         if offset == 0:
