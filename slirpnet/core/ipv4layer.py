@@ -17,6 +17,7 @@ from ipaddress import IPv4Address
 from slirpnet.core.dhcp import DhcpServer
 from slirpnet.core.dnsrelay import DnsRelay
 from slirpnet.core.flows import Endpoint
+from slirpnet.core.fragments import Reassembly
 from slirpnet.core.frames import Frames, Unreachable
 from slirpnet.core.guestfwd import GuestForwards
 from slirpnet.core.nat_echo import EchoNat
@@ -60,6 +61,7 @@ class Ipv4Layer:
         self.udp = udp_nat
         self.echo = echo_nat
         self.guest_forwards = guest_forwards  # addresses answered for too (core/guestfwd.py)
+        self.fragments = Reassembly()  # guests' fragments (core/fragments.py)
         network = settings.network
         self.own = frozenset((settings.gateway, settings.dns))
         self._not_guests = frozenset(
@@ -100,9 +102,10 @@ class Ipv4Layer:
             vm.drop(error.reason)
             return
         if packet.is_fragment:
-            # We never reassemble (see wire/ipv4.py); a guest with our MTU never fragments.
-            vm.drop("ipv4_fragment")
-            return
+            whole = self.fragments.add(vm, packet, now)  # counted there if refused
+            if whole is None:
+                return
+            packet = whole
         if packet.protocol == ipv4.PROTO_UDP:
             self._udp(vm, eth, packet, now)
         elif packet.protocol == ipv4.PROTO_ICMP:
@@ -111,6 +114,18 @@ class Ipv4Layer:
             self._tcp(vm, eth, packet, now)
         else:
             vm.drop("ipv4_unsupported_protocol")
+
+    def expire_fragments(self, now: float) -> None:
+        """Give up datagrams not reassembled in time; RFC 1122 §3.3.2: the guest that
+        sent fragment zero hears ICMP time exceeded (reassembly)."""
+        for vm, zero in self.fragments.expire(now):
+            mac = self._mac_of(vm, zero.src)
+            if mac is None or not self.is_guest_address(zero.src):
+                continue
+            quoted = zero.encode_header() + bytes(zero.payload[:8])
+            code = icmp.CODE_REASSEMBLY_TIMEOUT
+            message = icmp.IcmpMessage.error(icmp.TYPE_TIME_EXCEEDED, code, quoted).encode()
+            self.frames.ip(vm, mac, self.settings.gateway, zero.src, ipv4.PROTO_ICMP, message)
 
     def _guest_source(self, vm: Vm, packet: ipv4.IPv4Packet) -> bool:
         """The source must be a guest address of our network: no spoofing the gateway."""

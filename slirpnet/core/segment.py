@@ -92,7 +92,7 @@ class Segment:
         self.vms = self.switch.ports
         self.neighbours = Neighbours()
         self.flows = FlowTable(settings)
-        self.frames = Frames(self.gateway_mac)
+        self.frames = Frames(self.gateway_mac, settings.mtu)
         self.dhcp = DhcpServer(settings)
         # Addresses the gateway answers for besides its own (ARP, ping): never leased.
         self.guest_forwards = GuestForwards(settings.network, settings.guest_forwards)
@@ -150,6 +150,7 @@ class Segment:
         self.switch.unplug(vm)
         self.neighbours.forget(vm)
         self.flows.close_all(vm)
+        self.ipv4.fragments.forget(vm)
         vm.outbox.clear()
         self.probes.forget(vm)
         self.dhcp.forget_owner(vm)
@@ -368,12 +369,18 @@ class Segment:
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` should next run (possibly early), or None."""
-        times = (self.flows.next_time(), self.probes.next_time(), self.ra.next_time())
+        times = (
+            self.flows.next_time(),
+            self.probes.next_time(),
+            self.ra.next_time(),
+            self.ipv4.fragments.next_time(),
+        )
         return min((t for t in times if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
         self.probes.handle_timer(now)
         self.ra.handle_timer(now, self.vms)
+        self.ipv4.expire_fragments(now)
         for flow in self.flows.due(now):
             if isinstance(flow, TcpFlow):
                 self.tcp.timer(flow, now)
