@@ -35,6 +35,18 @@ MYPYC_MODULES = [
     "slirpnet/core/sendbuffer.py",
     "slirpnet/core/reassembly.py",
     "slirpnet/core/tcp.py",
+    "slirpnet/core/addr.py",
+    "slirpnet/core/policy.py",
+    "slirpnet/core/flowtable.py",
+    "slirpnet/core/frames.py",
+    "slirpnet/core/fastpath.py",
+    "slirpnet/core/switch.py",
+    "slirpnet/core/neighbours.py",
+    "slirpnet/core/gatewayports.py",
+    "slirpnet/core/nat_tcp.py",
+    "slirpnet/core/nat_udp.py",
+    "slirpnet/core/ipv4layer.py",
+    "slirpnet/core/ipv6layer.py",
     "slirpnet/core/segment.py",
 ]
 

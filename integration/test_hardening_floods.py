@@ -42,8 +42,8 @@ from integration.linux.relay import Faults
 from integration.linux.traffic import TransferServer, loopback_server, parallel_transfers
 from integration.probe import process_stats, vms, wait_until
 from slirpnet.core.budget import VM_TCP_BUFFER
-from slirpnet.core.segment import MAX_MACS_PER_VM
 from slirpnet.core.settings import DEFAULT_MAX_CONNECTING, DEFAULT_MAX_FLOWS, DEFAULT_MAX_LEASES
+from slirpnet.core.switch import MAX_MACS_PER_VM
 from slirpnet.core.tcp import SEND_RESERVE
 
 GATEWAY = "10.0.2.2"

@@ -15,7 +15,7 @@ import trio
 from integration.guest import GuestImage, boot_async
 from integration.server import SLIRPNET, free_tcp_port, serving
 from slirpnet.config import Address
-from slirpnet.shell.server import suggested_mac
+from slirpnet.server import suggested_mac
 
 PING_GATEWAY = "ping -c 1 -W 5 10.0.2.2\n"
 # No test here resolves names: the upstream named only keeps /etc/resolv.conf out of it.

@@ -37,32 +37,47 @@ from slirpnet.config import (
 )
 from slirpnet.control import client
 from slirpnet.logs import HeldLogs, configure
+from slirpnet.server import qemu_arguments, run_server, suggested_mac
 from slirpnet.shell.activation import inherited_sockets, with_inherited_listeners
 from slirpnet.shell.allocator import keep_freed_memory
 from slirpnet.shell.leasestore import default_state_dir
-from slirpnet.shell.server import qemu_arguments, run_server, suggested_mac
 
 # Flags that map onto config keys, with their help.  Repeatable ones collect lists.
 _VALUE_FLAGS = (
+    # First: the other flags add to what it says.
+    ("--user", False, "QEMU's options: 'user,id=n0,net=10.0.9.0/24,hostfwd=tcp::2222-:22'"),
     ("--listen", True, "unix:PATH, tcp:HOST:PORT or unixgram:PATH; each connection is a VM"),
     ("--connect", True, "unix:PATH or tcp:HOST:PORT of a QEMU with server=on"),
     ("--forward", True, "tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT (libslirp hostfwd)"),
+    (
+        "--guestfwd",
+        True,
+        "[tcp]:[ADDR]:PORT-tcp:HOST:PORT|unix:PATH|cmd:COMMAND (libslirp guestfwd)",
+    ),
     ("--stdio", False, "qemu or vde: one VM on stdin/stdout (dpipe vde_plug SWITCH = ...)"),
     ("--net", False, "the guests' IPv4 network (default 10.0.2.0/24)"),
     ("--gateway", False, "the gateway's address, standing for the host (default 10.0.2.2)"),
     ("--dns", False, "the DNS server's address (default 10.0.2.3)"),
+    ("--net6", False, "the guests' IPv6 network, a /64 (default fec0::/64)"),
+    ("--gateway6", False, "the gateway's IPv6 address, for the host's ::1 (default fec0::2)"),
+    ("--dns6", False, "the DNS server's IPv6 address (default fec0::3)"),
     ("--dhcp-start", False, "the first address DHCP leases (default 10.0.2.15)"),
     ("--mtu", False, "the MTU given by DHCP (default 65520; 1500 with --stdio vde)"),
     ("--domain", False, "the domain name given by DHCP"),
     ("--search", True, "a DNS search domain given by DHCP (option 119)"),
-    ("--dns-upstream", True, "HOST[:PORT] of a resolver (default: /etc/resolv.conf)"),
-    ("--dns-record", True, "NAME=IPV4 answered locally (host.slirpnet.internal is the host)"),
+    ("--dns-upstream", True, "HOST[:PORT] of a resolver, [::1]:53 (default: /etc/resolv.conf)"),
+    ("--dns-record", True, "NAME=IPV4 or IPV6 answered locally (host.slirpnet.internal: the host)"),
     ("--static-lease", True, "MAC=IPV4, a fixed DHCP lease"),
+    ("--hostname", False, "the host name DHCP gives every guest (option 12)"),
+    ("--vm-hostname", True, "MAC=NAME, the host name DHCP gives that guest"),
+    ("--tftp", False, "a directory served read-only by TFTP on the gateway"),
+    ("--bootfile", False, "the boot file DHCP names: a path under --tftp, or an http(s) URL"),
+    ("--tftp-server-name", False, "the TFTP server's name DHCP gives (option 66)"),
     ("--udp-idle-timeout", False, "seconds before an idle UDP flow is closed (default 60)"),
     ("--max-flows", False, "flows a VM may hold at once; more TCP connections get a RST (16384)"),
     ("--max-connecting", False, "TCP connects a VM may have pending on the host at once (256)"),
     ("--max-leases", False, "DHCP leases one VM may hold at once (8)"),
-    ("--deny", True, "CIDR: guests' flows may not go there (ICMP admin-prohibited)"),
+    ("--deny", True, "IPv4 or IPv6 CIDR: guests' flows may not go there (admin-prohibited)"),
     ("--socket-mode", False, "octal mode of the unix sockets for VMs (default 0600)"),
 )
 
@@ -73,11 +88,43 @@ _GROUPS = (
     (
         "network",
         "the guests' network and what they may reach",
-        ("--net", "--gateway", "--mtu", "--isolate", "--restrict", "--no-host-loopback", "--deny"),
+        (
+            "--net",
+            "--gateway",
+            "--net6",
+            "--gateway6",
+            "--no-ipv6",
+            "--mtu",
+            "--isolate",
+            "--restrict",
+            "--no-host-loopback",
+            "--deny",
+        ),
     ),
-    ("DHCP", None, ("--dhcp-start", "--domain", "--search", "--static-lease")),
-    ("DNS", None, ("--dns", "--dns-upstream", "--dns-record")),
-    ("forwards", "host ports that reach a guest", ("--forward",)),
+    (
+        "DHCP",
+        None,
+        (
+            "--dhcp-start",
+            "--domain",
+            "--search",
+            "--static-lease",
+            "--hostname",
+            "--vm-hostname",
+        ),
+    ),
+    ("network boot", None, ("--tftp", "--bootfile", "--tftp-server-name")),
+    ("DNS", None, ("--dns", "--dns6", "--dns-upstream", "--dns-record")),
+    (
+        "forwards",
+        "host ports that reach a guest, guest addresses that reach the host",
+        ("--forward", "--guestfwd"),
+    ),
+    (
+        "from QEMU",
+        "what -netdev user,... said to QEMU; flags may add to it, not say it again",
+        ("--user",),
+    ),
     (
         "limits",
         "per VM",
@@ -105,6 +152,8 @@ examples:
   slirpnet serve --forward tcp::2222-:22 --dns-record db.test=10.0.2.2
       host port 2222 reaches the VM's ssh; the guests resolve db.test to the host
   slirpnet serve --listen unix:/run/slirpnet/vm.sock --net 10.9.0.0/24 --restrict
+  slirpnet serve --user 'net=192.168.76.0/24,hostfwd=tcp::2222-:22,dnssearch=example.test'
+      what -netdev user,... said to QEMU; the forward listens on 127.0.0.1 only
   slirpnet serve --config slirpnet.toml
       several namespaces, each a network of its own (the TOML keys are the flags')
 
@@ -194,14 +243,24 @@ _METAVARS = {
     "--stdio": "qemu|vde",
     "--socket-mode": "MODE",
     "--net": "CIDR",
+    "--net6": "CIDR6",
+    "--gateway6": "IPV6",
+    "--dns6": "IPV6",
     "--deny": "CIDR",
+    "--hostname": "NAME",
+    "--vm-hostname": "MAC=NAME",
+    "--tftp": "DIR",
+    "--bootfile": "PATH|URL",
+    "--tftp-server-name": "NAME",
+    "--user": "OPTIONS",
     "--mtu": "BYTES",
     "--domain": "NAME",
     "--search": "DOMAIN",
     "--static-lease": "MAC=IPV4",
     "--dns-upstream": "HOST[:PORT]",
-    "--dns-record": "NAME=IPV4",
+    "--dns-record": "NAME=ADDRESS",
     "--forward": "SPEC",
+    "--guestfwd": "SPEC",
     "--udp-idle-timeout": "SECONDS",
     "--max-flows": "N",
     "--max-connecting": "N",
@@ -222,6 +281,11 @@ def _add_serve_flags(serve: argparse.ArgumentParser) -> None:
         "action": "store_true",
         "default": None,
         "help": "the gateway address does not lead to the host's loopback",
+    }
+    flags["--no-ipv6"] = {
+        "action": "store_true",
+        "default": None,
+        "help": "IPv4 only: IPv6 frames go unanswered",
     }
     flags["--restrict"] = {
         "action": "store_true",
@@ -266,7 +330,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             values[flag[2:]] = value
-    for flag in ("no-host-loopback", "restrict", "isolate"):
+    for flag in ("no-host-loopback", "restrict", "isolate", "no-ipv6"):
         if getattr(args, flag.replace("-", "_")):
             values[flag] = True
     if args.config is not None:

@@ -17,15 +17,17 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any
 
 from attrs import evolve, frozen
 
+from slirpnet.core import guestfwd
 from slirpnet.core.forwards import Forward, parse_forwards
 from slirpnet.core.settings import VDE_MTU, NetworkSettings, StaticLease, Upstream
-from slirpnet.wire.ethernet import parse_mac
+from slirpnet.netdevuser import OptionError, translate
+from slirpnet.wire.ethernet import format_mac, parse_mac
 
 DEFAULT_NAMESPACE = "default"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -116,11 +118,53 @@ def _network(text: str, key: str) -> IPv4Network:
         raise ConfigError(key, f"{text!r} is not an IPv4 network like 10.0.2.0/24") from None
 
 
+def _network_any(text: str, key: str) -> IPv4Network | IPv6Network:
+    try:
+        return IPv4Network(text, strict=False)
+    except ValueError:
+        pass
+    try:
+        return IPv6Network(text, strict=False)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not a network like 10.9.0.0/24 or fd00::/64") from None
+
+
+def _address6(text: str, key: str) -> IPv6Address:
+    try:
+        address = IPv6Address(text)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not an IPv6 address") from None
+    if address.scope_id:
+        raise ConfigError(key, f"{text!r}: the guests' network has no zones (%)")
+    return address
+
+
+def _network6(text: str, key: str) -> IPv6Network:
+    """The guests' IPv6 network; that it is a /64 the settings check (SLAAC needs it)."""
+    try:
+        return IPv6Network(text, strict=False)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not an IPv6 network like fd00::/64") from None
+
+
+def _ip(text: str, key: str) -> IPv4Address | IPv6Address:
+    try:
+        return ip_address(text)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not an IPv4 or IPv6 address") from None
+
+
 def parse_upstream(text: str, key: str = "dns-upstream") -> Upstream:
-    host, colon, port = text.rpartition(":")
-    if not colon:
-        host, port = text, "53"
-    return Upstream(_address(host.strip("[]"), key), _port(port, key))
+    """``HOST[:PORT]``, an IPv6 host in brackets when a port follows (``[::1]:53``)."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or rest[:1] not in ("", ":"):
+            raise ConfigError(key, f"{text!r} is not HOST[:PORT], like [::1]:53")
+        port = rest[1:] if rest else port
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    return Upstream(_ip(host, key), _port(port, key))
 
 
 _NAME = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$")
@@ -132,11 +176,59 @@ def _domain(text: str, key: str) -> str:
     return text.rstrip(".")
 
 
-def parse_record(text: str, key: str = "dns-record") -> tuple[str, IPv4Address]:
+def parse_record(text: str, key: str = "dns-record") -> tuple[str, IPv4Address | IPv6Address]:
+    """``NAME=ADDRESS``: an A record for an IPv4 address, an AAAA record for an IPv6 one."""
     name, equals, address = text.partition("=")
     if not equals:
-        raise ConfigError(key, f"{text!r} is not NAME=IPV4")
-    return _domain(name.strip(), key), _address(address.strip(), key)
+        raise ConfigError(key, f"{text!r} is not NAME=ADDRESS")
+    return _domain(name.strip(), key), _ip(address.strip(), key)
+
+
+# RFC 1123 §2.1: letters, digits and hyphens, 63 to a label; 253 in all (RFC 1035 §2.3.4).
+_HOST_NAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+
+
+def _host_name(text: str, key: str) -> str:
+    if len(text) > 253 or not _HOST_NAME.match(text):
+        raise ConfigError(key, f"{text!r} is not a host name")
+    return text
+
+
+def _vm_host_name(text: str, key: str) -> tuple[bytes, str]:
+    """``MAC=NAME``: the host name DHCP gives that one guest (option 12)."""
+    mac, equals, name = text.partition("=")
+    try:
+        mac_bytes = parse_mac(mac.strip())
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not MAC=NAME") from None
+    if not equals:
+        raise ConfigError(key, f"{text!r} is not MAC=NAME")
+    return mac_bytes, _host_name(name.strip(), key)
+
+
+def _tftp_root(text: str, key: str) -> str:
+    """A directory the TFTP server reads, and never writes."""
+    if not os.path.isdir(text):
+        raise ConfigError(key, f"{text!r} is not a directory")
+    if not os.access(text, os.R_OK | os.X_OK):
+        raise ConfigError(key, f"{text!r} cannot be read")
+    return os.path.abspath(text)
+
+
+# DHCP carries the boot file name in option 67, at most 255 bytes (RFC 2132 §9.5).
+_MAX_BOOTFILE = 255
+
+
+def _bootfile(text: str, key: str) -> str:
+    """A path under the TFTP root, or an http:// or https:// URL (iPXE fetches those)."""
+    if not text or not text.isprintable() or len(text.encode()) > _MAX_BOOTFILE:
+        raise ConfigError(key, f"{text!r} is not a file name of 1 to {_MAX_BOOTFILE} characters")
+    scheme, colon_slashes, rest = text.partition("://")
+    if colon_slashes and scheme.lower() not in ("http", "https"):
+        raise ConfigError(key, f"{text!r}: only http:// and https:// URLs, or a path")
+    if colon_slashes and not rest.partition("/")[0]:
+        raise ConfigError(key, f"{text!r} is a URL without a host")
+    return text
 
 
 def _static_lease(text: str, key: str) -> StaticLease:
@@ -197,6 +289,13 @@ def parse_forward(text: str, key: str = "forward") -> tuple[Forward, ...]:
         raise ConfigError(key, str(error)) from None
 
 
+def parse_guestfwd(text: str, key: str = "guestfwd") -> guestfwd.GuestForward:
+    try:
+        return guestfwd.parse_guestfwd(text)
+    except ValueError as error:
+        raise ConfigError(key, str(error)) from None
+
+
 # Keys of a namespace: name -> (parser of one value, repeatable).  The file uses the
 # same names as the flags; underscores are accepted for dashes.
 _SCALAR: dict[str, Callable[[str, str], Any]] = {
@@ -214,19 +313,30 @@ _SCALAR: dict[str, Callable[[str, str], Any]] = {
     "max-leases": _int,
     "socket-mode": _socket_mode,
     "stdio": _choice(("qemu", "vde")),
+    "net6": _network6,
+    "gateway6": _address6,
+    "dns6": _address6,
+    "tftp": _tftp_root,
+    "bootfile": _bootfile,
+    "tftp-server-name": _host_name,
+    "hostname": _host_name,
 }
 _LISTS: dict[str, Callable[[str, str], Any]] = {
     "forward": parse_forward,
+    "guestfwd": parse_guestfwd,
     "listen": lambda text, key: parse_address(text, ("unix", "tcp", "unixgram"), key),
     "connect": lambda text, key: parse_address(text, ("unix", "tcp"), key),
     "dns-upstream": parse_upstream,
     "dns-record": parse_record,
     "search": _domain,
     "static-lease": _static_lease,
-    "deny": _network,
+    "deny": _network_any,
+    "vm-hostname": _vm_host_name,
 }
-_FLAGS = ("no-host-loopback", "restrict", "isolate")
-NAMESPACE_KEYS = (*_SCALAR, *_LISTS, *_FLAGS)
+_FLAGS = ("no-host-loopback", "restrict", "isolate", "no-ipv6")
+# QEMU's -netdev user option string, translated into the keys above (netdevuser.py).
+USER = "user"
+NAMESPACE_KEYS = (*_SCALAR, *_LISTS, *_FLAGS, USER)
 
 
 def parse_metrics(text: str, key: str = "metrics") -> Address:
@@ -288,6 +398,15 @@ _SETTINGS_FIELDS = {
     "search": "search",
     "static-lease": "static_leases",
     "restrict": "restrict",
+    "net6": "network6",
+    "gateway6": "gateway6",
+    "dns6": "dns6",
+    "tftp": "tftp_root",
+    "bootfile": "bootfile",
+    "tftp-server-name": "tftp_server_name",
+    "hostname": "dhcp_hostname",
+    "vm-hostname": "dhcp_hostnames",
+    "guestfwd": "guest_forwards",
 }
 
 
@@ -299,14 +418,18 @@ def namespace_from_values(
     ``also_known`` are keys valid where these came from but not here, for "did you mean".
     """
     parsed: dict[str, Any] = {}
-    for raw_key, value in values.items():
-        key = raw_key.replace("_", "-")
-        label = f"{where}{key}"
+    labels: dict[str, str] = {}  # what an error about a key names: the key, or a user option
+    forwards: list[tuple[str, tuple[Forward, ...]]] = []  # each spec, with its label
+    for key, value, label in _entries(values, where):
+        labels.setdefault(key, label)
         if key in _SCALAR:
             parsed[key] = _SCALAR[key](_text(value, label), label)
         elif key in _LISTS:
             items = value if isinstance(value, list) else [value]
-            parsed[key] = tuple(_LISTS[key](_text(item, label), label) for item in items)
+            parsed_items = tuple(_LISTS[key](_text(item, label), label) for item in items)
+            parsed[key] = parsed.get(key, ()) + parsed_items  # a flag's and user's add up
+            if key == "forward":
+                forwards += [(label, spec) for spec in parsed_items]
         elif key in _FLAGS:
             if not isinstance(value, bool):
                 raise ConfigError(label, f"{value!r} is not true or false")
@@ -315,24 +438,22 @@ def namespace_from_values(
             raise ConfigError(label, unknown(key, [*NAMESPACE_KEYS, *also_known], "key"))
     fields = {_SETTINGS_FIELDS[k]: v for k, v in parsed.items() if k in _SETTINGS_FIELDS}
     fields["host_loopback"] = not parsed.get("no-host-loopback", False)
-    network = fields.get("network")
-    if network is not None:
-        # A network without its own addresses gets libslirp's offsets within it.
-        base = int(network.network_address)
-        fields.setdefault("gateway", IPv4Address(base + 2))
-        fields.setdefault("dns", IPv4Address(base + 3))
-        fields.setdefault("dhcp_start", IPv4Address(base + 15))
+    fields["ipv6"] = not parsed.get("no-ipv6", False)
+    _addresses_within_networks(fields, labels)
+    _ipv6_said_once(parsed, labels)
+    _one_host_name_per_mac(parsed.get("vm-hostname", ()), labels)
     if parsed.get("stdio") == "vde" and "mtu" not in parsed:
         fields["mtu"] = VDE_MTU  # vde_plug carries at most 9236 bytes; vde-2 only 1521
     try:
         settings = NetworkSettings(**fields)
     except ValueError as error:
-        key, _, message = str(error).partition(": ")
-        raise ConfigError(f"{where}{_flag_for(key)}", message) from None
-    if parsed.get("isolate") and parsed.get("forward"):
+        field, _, message = str(error).partition(": ")
+        key = _flag_for(field)
+        raise ConfigError(labels.get(key, f"{where}{key}"), message) from None
+    if parsed.get("isolate") and forwards:
         # Each VM is a network of its own: no one VM for a forward fixed at start.
         raise ConfigError(
-            f"{where}forward",
+            forwards[0][0],
             "not with isolate: each VM has its own network (add one per VM at run time)",
         )
     return NamespaceConfig(
@@ -341,28 +462,108 @@ def namespace_from_values(
         listen=parsed.get("listen", ()),
         connect=parsed.get("connect", ()),
         stdio=parsed.get("stdio"),
-        forwards=_forwards_within(parsed.get("forward", ()), settings, f"{where}forward"),
+        forwards=_forwards_within(forwards, settings),
         socket_mode=parsed.get("socket-mode", 0o600),
         isolate=parsed.get("isolate", False),
     )
 
 
+def _entries(values: Mapping[str, Any], where: str) -> list[tuple[str, Any, str]]:
+    """Each key with its value and the label its errors go by.  A ``user`` string is
+    replaced by the keys it translates to, each labelled by its option (``user.host``):
+    a key given both ways is an error, save the repeatable ones, whose values add up."""
+    given = {raw_key.replace("_", "-"): value for raw_key, value in values.items()}
+    entries = []
+    for key, value in given.items():
+        label = f"{where}{key}"
+        if key != USER:
+            entries.append((key, value, label))
+            continue
+        try:
+            translated = translate(_text(value, label))
+        except OptionError as error:
+            where_in_it = f".{error.option}" if error.option else ""
+            raise ConfigError(f"{label}{where_in_it}", error.message) from None
+        for user_key, (option, user_value) in translated.items():
+            if user_key in given and user_key not in _LISTS:
+                raise ConfigError(
+                    f"{label}.{option}",
+                    f"sets {user_key}, which is given on its own too: say it once",
+                )
+            entries.append((user_key, user_value, f"{label}.{option}"))
+    return entries
+
+
+# libslirp's addresses within a network (net/slirp.c): the host part of 0.0.2.2, .3 and
+# .15, so 10.0.2.2 is the gateway of 10.0.0.0/8 too; and ::2 and ::3 of an IPv6 prefix.
+_LIBSLIRP_HOST_PARTS = (("gateway", 0x0202), ("dns", 0x0203), ("dhcp_start", 0x020F))
+_LIBSLIRP_HOST_PARTS6 = (("gateway6", 2), ("dns6", 3))
+
+
+def _addresses_within_networks(fields: dict[str, Any], labels: dict[str, str]) -> None:
+    """A network given without its own addresses gets libslirp's, and errors about them
+    name the network, which is what was given."""
+    for network_field, parts, make in (
+        ("network", _LIBSLIRP_HOST_PARTS, IPv4Address),
+        ("network6", _LIBSLIRP_HOST_PARTS6, IPv6Address),
+    ):
+        network = fields.get(network_field)
+        if network is None:
+            continue
+        base, host_mask = int(network.network_address), int(network.hostmask)
+        for field, part in parts:
+            if field not in fields:
+                fields[field] = make(base | (part & host_mask))
+                labels.setdefault(_flag_for(field), labels[_flag_for(network_field)])
+
+
+def _ipv6_said_once(parsed: Mapping[str, Any], labels: Mapping[str, str]) -> None:
+    """IPv6 off, and an IPv6 address given: one of the two is a mistake (QEMU says so too)."""
+    if parsed.get("no-ipv6"):
+        for key in ("net6", "gateway6", "dns6"):
+            if key in parsed:
+                raise ConfigError(labels[key], f"given, but IPv6 is off ({labels['no-ipv6']})")
+
+
+def _one_host_name_per_mac(names: Sequence[tuple[bytes, str]], labels: Mapping[str, str]) -> None:
+    seen = set()
+    for mac, _ in names:
+        if mac in seen:
+            raise ConfigError(labels["vm-hostname"], f"{format_mac(mac)} is given twice")
+        seen.add(mac)
+
+
 def _forwards_within(
-    specs: tuple[tuple[Forward, ...], ...], settings: NetworkSettings, key: str
+    specs: Sequence[tuple[str, tuple[Forward, ...]]], settings: NetworkSettings
 ) -> tuple[Forward, ...]:
-    forwards = tuple(forward for spec in specs for forward in spec)
-    check_forwards(forwards, settings, key)
-    return forwards
+    """Each spec checked under its own label (a flag's, or a user string's hostfwd)."""
+    forwards: list[Forward] = []
+    for label, spec in specs:
+        check_forwards(spec, settings, label)
+        forwards += spec
+        _no_host_port_twice(forwards, label)
+    return tuple(forwards)
 
 
 def check_forwards(forwards: Sequence[Forward], settings: NetworkSettings, key: str) -> None:
     """A guest address must be a guest's of the network; a host port is given once."""
-    network = settings.network
-    reserved = {settings.gateway, settings.dns, network.network_address, network.broadcast_address}
+    network, network6 = settings.network, settings.network6
+    reserved: set[IPv4Address | IPv6Address] = {
+        settings.gateway,
+        settings.dns,
+        network.network_address,
+        network.broadcast_address,
+        settings.gateway6,
+        settings.dns6,
+        network6.network_address,
+    }
     for forward in forwards:
         guest = forward.guest_address
-        if guest is not None and (guest not in network or guest in reserved):
-            raise ConfigError(key, f"{forward}: {guest} is not a guest address of {network}")
+        if guest is None:
+            continue
+        net = network if guest.version == 4 else network6
+        if guest not in net or guest in reserved:
+            raise ConfigError(key, f"{forward}: {guest} is not a guest address of {net}")
     _no_host_port_twice(forwards, key)
 
 

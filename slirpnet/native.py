@@ -17,6 +17,7 @@ installed.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
@@ -30,11 +31,10 @@ from slirpnet.wire.buffer import Bytes
 def _load() -> ModuleType | None:
     if pure.requested():
         return None
-    try:
-        from slirpnet import _native  # noqa: PLC0415 (optional: only where it was built)
+    try:  # by name: it is there only where it was built, and it imports nothing of ours
+        return importlib.import_module("slirpnet._native")
     except ImportError:
         return None
-    return _native
 
 
 _c = _load()

@@ -12,7 +12,7 @@ import pytest
 
 from slirpnet.cli import build_parser, main, qemu_lines
 from slirpnet.config import Address, ServerConfig, namespace_from_values
-from slirpnet.shell.server import qemu_arguments
+from slirpnet.server import qemu_arguments
 
 
 def test_unix_arguments_escape_commas_and_quote_for_the_shell() -> None:
@@ -105,6 +105,12 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
         (["srve"], "invalid choice: 'srve' (choose from 'serve', 'ctl') (did you mean serve?)"),
         (["serve", "--metrics", "9464"], "metrics: '9464' is not HOST:PORT, like 127.0.0.1:9464"),
         (["serve", "--mtu", "big"], "mtu: 'big' is not a whole number"),
+        (["serve", "--user", "smb=/srv"], "user.smb: slirpnet has no SMB server"),
+        (["serve", "--net6", "fd00::/48"], "net6: fd00::/48 is not a /64, which SLAAC needs"),
+        (
+            ["serve", "--vm-hostnames", "x"],
+            "unrecognized arguments: --vm-hostnames x (did you mean --vm-hostname?)",
+        ),
         (["ctl", "forward", "del", "x"], "invalid choice: 'del'"),
     ],
 )
@@ -141,8 +147,10 @@ def test_serve_help_is_grouped_with_examples_and_marks_repeatable_flags(
         "VMs",
         "network",
         "DHCP",
+        "network boot",
         "DNS",
         "forwards",
+        "from QEMU",
         "limits",
         "operation",
         "other",
@@ -159,7 +167,14 @@ def test_serve_help_is_grouped_with_examples_and_marks_repeatable_flags(
         "dns_record",
         "dns_upstream",
         "deny",
+        "vm_hostname",
     }
+    # The new settings where one looks for them.
+    dests = {title: [a.dest for a in actions] for title, actions in groups.items()}
+    assert {"net6", "gateway6", "no_ipv6"} <= set(dests["network"])
+    assert {"hostname", "vm_hostname"} <= set(dests["DHCP"])
+    assert dests["network boot"] == ["tftp", "bootfile", "tftp_server_name"]
+    assert "dns6" in dests["DNS"] and dests["from QEMU"] == ["user"]
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     text = capsys.readouterr().out

@@ -23,8 +23,8 @@ from slirpnet.control import client
 from slirpnet.control.api import ControlApi
 from slirpnet.control.http import HttpError, Request, serve_http
 from slirpnet.control.metrics import MetricsEndpoint
-from slirpnet.control.pcap import PcapWriter
 from slirpnet.core.settings import NetworkSettings
+from slirpnet.shell.pcap import PcapWriter
 from slirpnet.shell.runtime import NamespaceRuntime
 from tests.test_shell import GATEWAY_MAC, GUEST_MAC, FakeVm, running, udp_server
 
@@ -114,7 +114,7 @@ async def test_drops_are_shown_by_reason() -> None:
         )
         await vm.receive()
         (shown,) = get(api, "/v1/namespaces/test/vms")  # type: ignore[misc]
-        assert shown["drops"] == {"ipv4_unsupported_protocol": 1, "ipv6_unsupported": 1}
+        assert shown["drops"] == {"ipv4_unsupported_protocol": 1, "ipv6_truncated": 1}
 
 
 async def test_dns_records_added_and_removed_at_run_time() -> None:
@@ -122,17 +122,26 @@ async def test_dns_records_added_and_removed_at_run_time() -> None:
         assert get(api, "/v1/namespaces/test/dns") == {
             "address": "10.0.2.3",
             "upstreams": [],
-            "records": {"host.slirpnet.internal": "10.0.2.2"},
+            "records": {"host.slirpnet.internal": ["10.0.2.2", "fec0::2"]},
         }
         added = call(
             api, "PUT", "/v1/namespaces/test/dns/records/Build.Test", {"address": "10.9.8.7"}
         )
         assert added == {"name": "build.test", "address": "10.9.8.7"}
+        # An IPv6 address is the name's AAAA record, beside its A record.
+        path = "/v1/namespaces/test/dns/records/build.test."
+        assert call(api, "PUT", path, {"address": "fd00::7"})["name"] == "build.test"
+        shown = get(api, "/v1/namespaces/test/dns")["records"]  # type: ignore[index]
+        assert shown["build.test"] == ["10.9.8.7", "fd00::7"]
 
         query = DNS(id=5, rd=1, qd=DNSQR(qname="build.test"))
         await vm.send(vm.udp("10.0.2.3", 53, bytes(query), sport=5353))
         answer = (await vm.receive())[DNS]
         assert answer.rcode == 0 and answer.an[0].rdata == "10.9.8.7"
+        query = DNS(id=6, rd=1, qd=DNSQR(qname="build.test", qtype="AAAA"))
+        await vm.send(vm.udp("10.0.2.3", 53, bytes(query), sport=5353))
+        answer = (await vm.receive())[DNS]
+        assert answer.rcode == 0 and answer.an[0].rdata == "fd00::7"
 
         assert call(api, "DELETE", "/v1/namespaces/test/dns/records/build.test") == {
             "deleted": "build.test"
@@ -215,7 +224,7 @@ async def test_metrics_count_traffic_and_survive_a_vm_leaving() -> None:
         assert first["slirpnet_vms", ()] == 1
         assert first["slirpnet_frames_total", ("from_vm",)] == stats.frames_in == 3
         assert first["slirpnet_bytes_total", ("to_vm",)] == stats.bytes_out
-        assert first["slirpnet_drops_total", ("ipv6_unsupported",)] == 1
+        assert first["slirpnet_drops_total", ("ipv6_truncated",)] == 1
         assert first["slirpnet_dns_queries_total", ()] == 2
 
         await vm.stream.aclose()
@@ -275,6 +284,8 @@ def test_tables_for_people() -> None:
     ]
     assert client.render({"name": "x", "vms": 3}) == "name  x\nvms   3"
     assert client.render([]) == "(none)"
+    records = {"records": {"a.test": ["10.0.2.9", "fd00::9"], "b.test": ["10.0.2.8"]}}
+    assert client.render(records) == "records  a.test=10.0.2.9 fd00::9,b.test=10.0.2.8"
 
 
 async def test_a_capture_is_readable_while_the_vm_runs(tmp_path: Path) -> None:

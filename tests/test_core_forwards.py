@@ -7,6 +7,7 @@ through the same flow.  scapy builds the guest's frames and checks ours.
 
 from __future__ import annotations
 
+from collections import Counter
 from ipaddress import IPv4Address
 
 from scapy.layers.inet import IP, TCP, UDP
@@ -14,7 +15,8 @@ from scapy.layers.l2 import Ether
 
 from slirpnet.core.flows import CloseFlow, OpenFlow, ResumeFlow, SendFlow, ShutdownFlow, TcpFlow
 from slirpnet.core.forwards import Forward, parse_forwards
-from slirpnet.core.segment import FORWARD_PORTS, Segment
+from slirpnet.core.gatewayports import FORWARD_PORTS
+from slirpnet.core.segment import Segment
 from slirpnet.core.tcp import State
 from tests.test_core_dhcp import Client
 from tests.test_core_segment import GATEWAY_IP, GUEST_MAC, OTHER_MAC, checked, framed, new_segment
@@ -89,7 +91,7 @@ def test_a_closed_guest_port_resets_the_host_connection() -> None:
     segment.receive(client.vm, from_guest(address, reset), 0.1)
     actions = shell.actions()
     assert actions == [CloseFlow(flow, abort=True)]
-    assert not client.vm.tcp_flows
+    assert not client.vm.flows
 
 
 def test_a_guest_address_picks_the_vm_that_sent_from_it() -> None:
@@ -119,7 +121,7 @@ def test_each_connection_gets_its_own_gateway_port() -> None:
         flow = segment.forward_connection(SSH, (PEER[0], 51000 + n), 0.0)
         assert flow is not None
         ports.add(flow.dst_port)
-    assert len(ports) == 5 and len(client.vm.tcp_flows) == 5
+    assert len(ports) == 5 and len(client.vm.flows) == 5
 
 
 def test_the_flow_cap_refuses_forwards_too() -> None:
@@ -157,11 +159,13 @@ def test_datagrams_reach_the_guest_and_its_replies_go_back_to_the_peer() -> None
     assert renewed is not None and renewed is not flow
 
 
-def test_an_oversized_datagram_is_dropped_and_counted() -> None:
+def test_a_datagram_over_the_mtu_goes_in_fragments() -> None:
     segment = new_segment(mtu=1500)
     client, _ = leased(segment)
-    assert segment.forward_datagram(DNS_FWD, PEER, b"x" * 1473, 0.0) is None
-    assert client.vm.stats.drops["udp_reply_over_mtu"] == 1
+    assert segment.forward_datagram(DNS_FWD, PEER, b"x" * 1473, 0.0) is not None
+    first, last = (checked(frame) for frame in client.vm.take_frames())
+    assert (first[IP].flags, len(first[IP]), last[IP].frag, len(last[IP])) == ("MF", 1500, 185, 21)
+    assert client.vm.stats.drops == Counter()
 
 
 def test_shutdown_and_close_follow_the_guest() -> None:

@@ -21,9 +21,10 @@ from scapy.layers.inet import ICMP, IP, UDP, UDPerror
 from scapy.layers.l2 import Ether
 
 from slirpnet.core.dhcp import OFFER_HOLD
-from slirpnet.core.flows import CloseFlow, DnsFlow, UdpFlow
+from slirpnet.core.flows import FLOW_EXHAUSTED, FLOW_REFUSED, CloseFlow, DnsFlow, UdpFlow
+from slirpnet.core.flowtable import PRUNE_MIN
 from slirpnet.core.ratelimit import TokenBucket
-from slirpnet.core.segment import FLOW_EXHAUSTED, FLOW_REFUSED, PRUNE_MIN, Segment
+from slirpnet.core.segment import Segment
 from slirpnet.core.settings import (
     DEFAULT_MAX_CONNECTING,
     DEFAULT_MAX_LEASES,
@@ -365,7 +366,7 @@ def test_a_departed_vm_and_its_flows_are_not_kept() -> None:
     gc.collect()
     # (No weakref: the compiled Vm takes none.)  Nothing keeps the departed VM alive.
     assert not [o for o in gc.get_objects() if isinstance(o, Vm) and o.name == "departing"]
-    assert len(segment._deadlines) <= 2  # the flow of the VM that stays
+    assert len(segment.flows) <= 2  # the flow of the VM that stays
 
 
 def test_closed_flows_do_not_pile_up_in_the_timer_queue() -> None:
@@ -379,4 +380,4 @@ def test_closed_flows_do_not_pile_up_in_the_timer_queue() -> None:
         segment.flow_error(flow, FLOW_EXHAUSTED, float(n) / 1000)  # closed at once
         shell.actions()
         vm.take_frames()
-    assert len(segment._deadlines) <= 2 * PRUNE_MIN
+    assert len(segment.flows) <= 2 * PRUNE_MIN

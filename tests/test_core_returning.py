@@ -15,9 +15,10 @@ from ipaddress import IPv4Address
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-from slirpnet.core.dhcp import Lease
 from slirpnet.core.flows import TcpFlow
-from slirpnet.core.segment import MAX_PROBED, PROBE_RETRIES, Segment
+from slirpnet.core.leases import Lease
+from slirpnet.core.probes import MAX_PROBED, PROBE_RETRIES
+from slirpnet.core.segment import Segment
 from slirpnet.core.settings import NetworkSettings, StaticLease
 from slirpnet.core.vm import Vm
 from slirpnet.wire.ethernet import parse_mac

@@ -23,22 +23,26 @@ from hypothesis import strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, TCP, UDP, in4_chksum
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, in6_chksum
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet
 from scapy.utils import checksum
 
-from slirpnet.core import segment as segment_module
-from slirpnet.core.flows import Action, CloseFlow, EchoFlow, Flow, OpenFlow, SendFlow
-from slirpnet.core.segment import (
-    ECHO_FLOW_IDLE,
+from slirpnet.core.flows import (
     FLOW_FAILED,
     FLOW_REFUSED,
     FLOW_UNREACHABLE,
-    MAX_MACS_PER_VM,
-    Segment,
+    Action,
+    CloseFlow,
+    EchoFlow,
+    Flow,
+    OpenFlow,
+    SendFlow,
 )
+from slirpnet.core.nat_echo import ECHO_FLOW_IDLE
+from slirpnet.core.segment import Segment
 from slirpnet.core.settings import NetworkSettings, Upstream
+from slirpnet.core.switch import MAX_MACS_PER_VM
 from slirpnet.core.vm import Vm
 
 GATEWAY_MAC = "52:55:0a:00:02:02"
@@ -93,7 +97,8 @@ def echo_frame(
 
 
 def checked(frame: bytes) -> Ether:
-    """Dissect a frame the core sent, after checking its IPv4, UDP and ICMP checksums."""
+    """Dissect a frame the core sent, after checking its IP, UDP, TCP and ICMP checksums
+    (a fragment's IPv4 checksum only: the others cover the whole datagram)."""
     pkt = Ether(frame)
     assert pkt.src == GATEWAY_MAC
     if pkt.type == 0x0800:
@@ -102,11 +107,18 @@ def checked(frame: bytes) -> Ether:
         assert checksum(ip[:ihl]) == 0, "IPv4 header checksum"
         assert struct.unpack_from("!H", ip, 2)[0] == len(ip), "IPv4 total length"
         body = ip[ihl:]
-        if ip[9] == 17:
+        if pkt[IP].flags.MF or pkt[IP].frag:
+            pass
+        elif ip[9] == 17:
             assert body[6:8] != b"\x00\x00", "the core always computes UDP checksums"
             assert in4_chksum(17, pkt[IP], body) == 0, "UDP checksum"
         elif ip[9] == 1:
             assert checksum(body) == 0, "ICMP checksum"
+    elif pkt.type == 0x86DD:
+        ip6 = frame[14:]
+        assert struct.unpack_from("!H", ip6, 4)[0] == len(ip6) - 40, "IPv6 payload length"
+        if ip6[6] in (6, 17, 58):  # TCP, UDP, ICMPv6: never a zero checksum over IPv6
+            assert in6_chksum(ip6[6], pkt[IPv6], ip6[40:]) == 0, "IPv6 upper-layer checksum"
     return pkt
 
 
@@ -461,8 +473,16 @@ DROPS = {
         bytes(Ether(src=GUEST_MAC, dst=GATEWAY_MAC, type=40) / (b"x" * 40)),
         "eth_not_ethernet_ii",
     ),
-    "ipv6": (framed(IPv6(src="fe80::1", dst="fe80::2") / UDP()), "ipv6_unsupported"),
-    "ipv6_broadcast": (framed(IPv6() / UDP(), dst=BROADCAST), "ipv6_unsupported"),
+    "ipv6_link_local_source": (
+        framed(IPv6(src="fe80::1", dst="2001:db8::2") / UDP()),
+        "ipv6_bad_source",
+    ),
+    "ipv6_loopback_source": (framed(IPv6() / UDP(), dst=BROADCAST), "ipv6_bad_source"),
+    "ipv6_fragment": (
+        framed(IPv6(src="fec0::15", dst="2001:db8::2") / IPv6ExtHdrFragment() / UDP()),
+        "ipv6_fragment",
+    ),
+    "ipv6_lying_length": (framed(IPv6(src="fec0::15", plen=200) / UDP()), "ipv6_truncated"),
     "unknown_ethertype": (
         bytes(Ether(src=GUEST_MAC, dst=GATEWAY_MAC, type=0x88B5) / (b"x" * 46)),
         "eth_unknown_ethertype",
@@ -473,13 +493,13 @@ DROPS = {
         framed(IP(version=5, src=GUEST_IP, dst=REMOTE_IP) / UDP()),
         "ipv4_bad_version",
     ),
-    "more_fragments": (
-        framed(IP(src=GUEST_IP, dst=REMOTE_IP, flags="MF") / UDP(sport=1, dport=9) / b"12345678"),
-        "ipv4_fragment",
+    "fragment_not_in_8_byte_units": (
+        framed(IP(src=GUEST_IP, dst=REMOTE_IP, flags="MF") / UDP(sport=1, dport=9) / b"12345"),
+        "ipv4_frag_bad_length",
     ),
-    "last_fragment": (
-        framed(IP(src=GUEST_IP, dst=REMOTE_IP, frag=1) / b"12345678"),
-        "ipv4_fragment",
+    "fragment_past_65535": (
+        framed(IP(src=GUEST_IP, dst=REMOTE_IP, frag=8189) / bytes(40)),
+        "ipv4_frag_too_big",
     ),
     "udp_bad_checksum": (_bad_udp_checksum(), "udp_bad_checksum"),
     "udp_truncated": (framed(IP(src=GUEST_IP, dst=REMOTE_IP, proto=17) / b"1234"), "udp_truncated"),
@@ -619,7 +639,7 @@ def test_echo_flow_idle_close(segment: Segment, vm: Vm, shell: Shell) -> None:
     assert shell.actions() == []
     segment.handle_timer(ECHO_FLOW_IDLE)
     assert closes(shell.actions()) == [flow]
-    assert vm.echo_flows == {}
+    assert vm.flows == {}
     segment.flow_received(flow, bytes(ICMP(type=0, id=0x1234, seq=1)), 11.0)
     assert vm.take_frames() == []  # a late reply on a closed flow goes nowhere
     segment.receive(vm, echo_frame(REMOTE_IP), 12.0)
@@ -795,9 +815,9 @@ def test_shell_events_with_junk_never_raise(junk: bytes, kind: str) -> None:
     segment.detach(a)
     shell.actions()
     assert shell.open == set()
-    assert not a.udp_flows and not a.echo_flows and not a.dns_flows
+    assert not a.flows and not a.dns_flows
 
 
 def test_module_constants_are_what_the_tests_assume() -> None:
-    assert segment_module.MAX_MACS_PER_VM == MAX_MACS_PER_VM == 16
+    assert MAX_MACS_PER_VM == 16
     assert ECHO_FLOW_IDLE == 10.0

@@ -17,6 +17,9 @@ from scapy.layers.inet import ICMP, IP, TCP, IPOption_NOP, TCPerror, in4_chksum
 from scapy.layers.l2 import Ether
 
 from slirpnet.core.flows import (
+    FLOW_REFUSED,
+    FLOW_RESET,
+    FLOW_UNREACHABLE,
     Action,
     CloseFlow,
     Flow,
@@ -26,7 +29,7 @@ from slirpnet.core.flows import (
     ShutdownFlow,
     TcpFlow,
 )
-from slirpnet.core.segment import FLOW_REFUSED, FLOW_RESET, FLOW_UNREACHABLE, Segment
+from slirpnet.core.segment import Segment
 from slirpnet.core.settings import HOST_LOOPBACK
 from slirpnet.core.tcp import CONNECT_TIMEOUT, DELAYED_ACK, SEND_RESERVE, TIME_WAIT, State
 from slirpnet.core.vm import Vm
@@ -207,7 +210,7 @@ def test_refused_connect_is_a_rst(segment: Segment, vm: Vm, shell: TcpShell) -> 
     rst = one_tcp(vm)
     assert (rst.flags, rst.seq, rst.ack) == ("RA", 0, (ISN + 1) & 0xFFFFFFFF)
     assert shell.actions() == [CloseFlow(flow)]
-    assert vm.tcp_flows == {}
+    assert vm.flows == {}
     assert vm.stats.events == Counter({"tcp_host_refused": 1})
 
 
@@ -224,7 +227,7 @@ def test_unreachable_connect_is_icmp_host_unreachable(
     assert (quoted.sport, quoted.dport, quoted.seq) == (SPORT, 80, ISN)
     assert quoted.underlayer.src == GUEST_IP and quoted.underlayer.dst == REMOTE_IP
     assert shell.actions() == [CloseFlow(flow)]
-    assert vm.tcp_flows == {}
+    assert vm.flows == {}
 
 
 def test_connect_timeout_is_icmp_host_unreachable(
@@ -299,7 +302,7 @@ def test_data_both_ways_half_close_and_close(segment: Segment, vm: Vm, shell: Tc
     segment.flow_written(flow, 18, 1.4)
     assert shell.actions() == [CloseFlow(flow)]  # not an abort
     segment.receive(vm, tcp_frame("A", ISN + 20, una + 24), 1.5)
-    assert vm.tcp_flows == {} and vm.take_frames() == []
+    assert vm.flows == {} and vm.take_frames() == []
     assert shell.sent[flow] == b"GET / HTTP/1.0\r\n\r\n"
     assert shell.closed == {flow: False}
     assert flow.endpoint.budget is vm.tcp_buffers and vm.tcp_buffers.used == 0
@@ -347,8 +350,8 @@ def test_established_flow_frames_are_checked_like_any_other(
     bad = [
         ({}, {"chksum": 0x1234}, "tcp_bad_checksum"),
         ({"chksum": 0x1234}, {}, "ipv4_bad_checksum"),
-        ({"flags": "MF"}, {}, "ipv4_fragment"),
-        ({"frag": 8}, {}, "ipv4_fragment"),
+        ({"flags": "MF"}, {}, "ipv4_frag_bad_length"),  # 21 bytes: not a multiple of 8
+        ({"frag": 8189}, {}, "ipv4_frag_too_big"),  # past 65535 bytes
         ({"flags": "evil"}, {}, "ipv4_reserved_flag"),
     ]
     for ip, tcp, reason in bad:
@@ -379,7 +382,7 @@ def test_time_wait_gives_way_to_a_new_connection(segment: Segment, vm: Vm, shell
     # A new SYN on the same ports, beyond the old sequence numbers: a new flow at once.
     segment.receive(vm, tcp_frame("S", ISN + 100_000, options=[("MSS", 1460)]), 1.3)
     new = shell.opened()
-    assert new is not flow and vm.tcp_flows == {new.key: new}
+    assert new is not flow and vm.flows == {new.key: new}
     # The old one's timer passes quietly.
     segment.handle_timer(1.1 + TIME_WAIT)
     assert vm.take_frames() == [] and shell.actions() == []
@@ -393,7 +396,7 @@ def test_time_wait_ends_after_a_short_wait(segment: Segment, vm: Vm, shell: TcpS
     shell.actions()
     assert flow.endpoint.deadline() == pytest.approx(1.1 + TIME_WAIT)
     segment.handle_timer(1.1 + TIME_WAIT)
-    assert vm.tcp_flows == {}
+    assert vm.flows == {}
     assert shell.open == set()
 
 
@@ -413,7 +416,7 @@ def test_guest_reset_mid_transfer_aborts_the_host_socket(
     assert len(frames(vm)) == 4
     segment.receive(vm, tcp_frame("R", ISN + 1), 1.1)
     assert shell.actions() == [CloseFlow(flow, abort=True)]
-    assert vm.tcp_flows == {} and vm.take_frames() == []
+    assert vm.flows == {} and vm.take_frames() == []
     # A late segment of that connection: no flow, so a RST as a closed port gives.
     segment.receive(vm, tcp_frame("A", ISN + 1, our_seq(flow) + 1460), 1.2)
     rst = one_tcp(vm)

@@ -13,6 +13,8 @@ from ipaddress import IPv4Address
 
 import pytest
 from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
 from scapy.layers.tftp import (
     TFTP,
     TFTP_ACK,
@@ -27,11 +29,29 @@ from scapy.layers.tftp import (
 from scapy.packet import Packet, Raw
 
 from slirpnet.core import tftp as service
-from slirpnet.core.flows import Action, CloseFlow, OpenFlow, ReadFlow, SendFlow, TftpFlow, UdpFlow
-from slirpnet.core.segment import FLOW_FAILED, Segment
+from slirpnet.core.flows import (
+    FLOW_FAILED,
+    Action,
+    CloseFlow,
+    OpenFlow,
+    ReadFlow,
+    SendFlow,
+    TftpFlow,
+    UdpFlow,
+)
+from slirpnet.core.gatewayports import FORWARD_PORTS
+from slirpnet.core.segment import Segment
 from slirpnet.core.settings import HOST_LOOPBACK
 from slirpnet.core.vm import Vm
-from tests.test_core_segment import GATEWAY_IP, GUEST_IP, checked, new_segment, udp_frame
+from tests.test_core_segment import (
+    GATEWAY_IP,
+    GATEWAY_MAC,
+    GUEST_IP,
+    GUEST_MAC,
+    checked,
+    new_segment,
+    udp_frame,
+)
 
 ROOT = "/srv/tftp"  # never opened: the fake shell below stands for the disk
 GUEST_PORT = 2070
@@ -176,7 +196,7 @@ def test_a_read_without_options_in_blocks_of_512(segment: Segment, vm: Vm, size:
     assert [block for block, _ in data_blocks(packets)] == list(range(1, len(sizes) + 1))
     # From a port of the transfer's own, not 69 (RFC 1350 §4).
     ports = {packet.sport for packet in packets}
-    assert len(ports) == 1 and next(iter(ports)) in service.TRANSFER_PORTS
+    assert len(ports) == 1 and next(iter(ports)) in FORWARD_PORTS
     assert len(files.closed) == 1 and files.open == {}
     assert vm.stats.events["tftp_transfer_done"] == 1
     assert vm.stats.drops == Counter()
@@ -469,7 +489,7 @@ def test_not_found_and_denied_as_the_shell_says(segment: Segment, vm: Vm) -> Non
     files = Files(segment, {"secret": b"DENIED"})
     (missing,) = start(segment, vm, files, rrq(b"nothing"))
     assert missing[TFTP_ERROR].errorcode == 1
-    assert missing.sport in service.TRANSFER_PORTS
+    assert missing.sport in FORWARD_PORTS
     (denied,) = start(segment, vm, files, rrq(b"secret"))
     assert (denied[TFTP_ERROR].errorcode, denied[TFTP_ERROR].errormsg) == (2, b"access violation")
     assert len(files.closed) == 2
@@ -568,3 +588,33 @@ def test_served_under_restrict_and_without_host_loopback() -> None:
     vm = segment.attach("guest")
     files = Files(segment, {"f": b"boot"})
     assert data_blocks(start(segment, vm, files, rrq(b"f"))) == [(1, b"boot")]
+
+
+def test_over_ipv6_from_the_gateways_ipv6_address() -> None:
+    """As libslirp, the server answers on fec0::2 too; the block size fits IPv6's headers."""
+    segment = new_segment(tftp_root=ROOT, mtu=1500)
+    vm = segment.attach("guest")
+    files = Files(segment, {"f": blob(3000)})
+    guest6 = "fec0::5054:ff:fe12:3456"
+    request = rrq(b"f", (b"blksize", b"65464"))
+    frame = bytes(
+        Ether(src=GUEST_MAC, dst=GATEWAY_MAC)
+        / IPv6(src=guest6, dst="fec0::2")
+        / UDP(sport=GUEST_PORT, dport=69)
+        / request
+    )
+    segment.receive(vm, frame, 0.0)
+    files.run()
+    (reply,) = vm.take_frames()
+    answer = Ether(reply)
+    assert (answer[IPv6].src, answer[IPv6].dst) == ("fec0::2", guest6)
+    assert answer[UDP].dport == GUEST_PORT and answer[UDP].sport in FORWARD_PORTS
+    oack = TFTP(bytes(answer[UDP].payload))
+    # 1500 - IPv6 40 - UDP 8 - TFTP 4.
+    assert options_of(oack) == [(b"blksize", b"1448")]
+    ack0 = Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / IPv6(src=guest6, dst="fec0::2")
+    ack0 /= UDP(sport=GUEST_PORT, dport=answer[UDP].sport) / ack(0)
+    segment.receive(vm, bytes(ack0), 0.0)
+    files.run()
+    blocks = [TFTP(bytes(Ether(f)[UDP].payload)) for f in vm.take_frames()]
+    assert [(b[TFTP_DATA].block, len(b[TFTP_DATA].payload)) for b in blocks] == [(1, 1448)]

@@ -15,14 +15,17 @@ from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
 from scapy.layers.l2 import Ether
 
-from slirpnet.core.flows import DnsFlow, EchoFlow, SendFlow, UdpFlow
-from slirpnet.core.segment import (
-    DNS_FLOW_IDLE,
+from slirpnet.core.flows import (
     FLOW_FAILED,
     FLOW_REFUSED,
     FLOW_UNREACHABLE,
-    Segment,
+    DnsFlow,
+    EchoFlow,
+    SendFlow,
+    UdpFlow,
 )
+from slirpnet.core.nat_udp import DNS_FLOW_IDLE
+from slirpnet.core.segment import Segment
 from slirpnet.core.settings import DEFAULT_MAX_FLOWS, HOST_LOOPBACK, NetworkSettings
 from slirpnet.core.vm import Vm
 from tests.test_core_segment import (
@@ -35,6 +38,7 @@ from tests.test_core_segment import (
     REMOTE_IP,
     UPSTREAM_1,
     Shell,
+    checked,
     closes,
     echo_frame,
     from_gateway,
@@ -78,7 +82,7 @@ def test_udp_to_remote_opens_flow(segment: Segment, vm: Vm, shell: Shell) -> Non
     assert (flow.guest.address, flow.guest.port) == (IPv4Address(GUEST_IP), 41000)
     assert vm.take_frames() == []
     assert vm.stats.drops == Counter()
-    assert vm.udp_flows == {flow.key: flow}
+    assert vm.flows == {flow.key: flow}
 
 
 def test_udp_to_gateway_goes_to_host_loopback(segment: Segment, vm: Vm, shell: Shell) -> None:
@@ -157,7 +161,7 @@ def test_one_flow_per_four_tuple(segment: Segment, vm: Vm, shell: Shell) -> None
     for frame in others:
         flows.add(open_udp(segment, vm, shell, frame, 1.0))
     assert len(flows) == 6
-    assert set(vm.udp_flows.values()) == flows
+    assert set(vm.flows.values()) == flows
     assert vm.stats.drops == Counter()
 
 
@@ -222,14 +226,14 @@ def test_failed_socket_closes_flow(segment: Segment, vm: Vm, shell: Shell) -> No
     assert closes(shell.actions()) == [flow]
     assert vm.take_frames() == []
     assert vm.stats.drops == Counter({"host_socket_failed": 1})
-    assert vm.udp_flows == {}
+    assert vm.flows == {}
     segment.flow_received(flow, b"late", 1.5)
     segment.flow_error(flow, FLOW_REFUSED, 1.5)
     assert vm.take_frames() == []
     assert open_udp(segment, vm, shell, udp_frame(REMOTE_IP, 5000), 2.0) is not flow
 
 
-def test_reply_larger_than_mtu_dropped() -> None:
+def test_reply_larger_than_mtu_is_fragmented() -> None:
     segment = new_segment(mtu=1500)
     vm = segment.attach("guest")
     shell = Shell(segment)
@@ -237,8 +241,9 @@ def test_reply_larger_than_mtu_dropped() -> None:
     segment.flow_received(flow, bytes(1500 - 28), 1.0)
     assert len(one_frame(vm)) == 14 + 1500
     segment.flow_received(flow, bytes(1500 - 27), 1.0)
-    assert vm.take_frames() == []
-    assert vm.stats.drops == Counter({"udp_reply_over_mtu": 1})
+    first, last = (checked(frame) for frame in vm.take_frames())  # test_core_fragments.py
+    assert (first[IP].flags, first[IP].frag, last[IP].flags, last[IP].frag) == ("MF", 0, 0, 185)
+    assert vm.stats.drops == Counter()
 
 
 def test_default_mtu_carries_large_replies(segment: Segment, vm: Vm, shell: Shell) -> None:
@@ -246,7 +251,9 @@ def test_default_mtu_carries_large_replies(segment: Segment, vm: Vm, shell: Shel
     segment.flow_received(flow, bytes(65520 - 28), 1.0)
     assert len(one_frame(vm)[UDP].load) == 65492
     segment.flow_received(flow, bytes(65507), 1.0)  # the largest UDP payload there is
-    assert vm.stats.drops == Counter({"udp_reply_over_mtu": 1})
+    # In fragments: 65496 bytes, the most in 8-byte units under 65500, then the rest.
+    assert [len(frame) for frame in vm.take_frames()] == [14 + 20 + 65496, 14 + 20 + 19]
+    assert vm.stats.drops == Counter()
 
 
 # -- idle timeouts -----------------------------------------------------------------
@@ -260,7 +267,7 @@ def test_idle_flow_closed_at_sixty_seconds(segment: Segment, vm: Vm, shell: Shel
     segment.handle_timer(160.0)
     assert closes(shell.actions()) == [flow]
     assert segment.get_timer() is None
-    assert vm.udp_flows == {}
+    assert vm.flows == {}
     segment.flow_received(flow, b"too late", 161.0)
     assert vm.take_frames() == []
 

@@ -64,12 +64,16 @@ def test_every_category_is_in_the_corpus() -> None:
     assert reasons >= {
         "eth_truncated",
         "eth_vlan_tagged",
-        "ipv6_unsupported",
+        "ipv6_truncated",
+        "ipv6_fragment",
+        "ipv6_repeated_header",
+        "ra_guard",
         "arp_truncated",
         "ipv4_truncated",  # a lying total length among them
         "ipv4_bad_ihl",
         "ipv4_bad_length",
-        "ipv4_fragment",
+        "ipv4_frag_bad_length",
+        "ipv4_frag_too_big",
         "udp_bad_length",
         "tcp_bad_data_offset",
         "tcp_option_loop",

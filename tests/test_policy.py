@@ -21,7 +21,7 @@ from scapy.layers.inet import ICMP, IP
 from slirpnet.config import Address, ConfigError, NamespaceConfig, ServerConfig, load_file
 from slirpnet.core.flows import DnsFlow, EchoFlow, TcpFlow, UdpFlow
 from slirpnet.core.settings import NetworkSettings
-from slirpnet.shell.server import bind_unix, run_server
+from slirpnet.server import bind_unix, run_server
 from tests.test_config import from_flags
 from tests.test_core_forwards import PEER, SSH, leased
 from tests.test_core_segment import (

@@ -27,8 +27,8 @@ from scapy.layers.l2 import Ether
 from slirpnet.core.forwards import parse_forwards
 from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.framing import QEMU_STREAM
+from slirpnet.server import bind_unix
 from slirpnet.shell.runtime import NamespaceRuntime
-from slirpnet.shell.server import bind_unix
 from slirpnet.shell.transports import serve_listener
 from tests.test_shell import GATEWAY_MAC, GUEST_MAC, FakeVm, running, udp_server
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from slirpnet.config import ConfigError
+from slirpnet.server import bind_unix
 from slirpnet.shell.paths import ensure_directory, socket_directory_mode
-from slirpnet.shell.server import bind_unix
 
 
 def mode(path: Path) -> int:

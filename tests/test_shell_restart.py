@@ -30,10 +30,10 @@ from slirpnet.config import (
 )
 from slirpnet.core.dhcp import DhcpServer
 from slirpnet.core.settings import NetworkSettings, Upstream
+from slirpnet.server import run_server
 from slirpnet.shell import leasestore
 from slirpnet.shell.leasestore import default_state_dir, lease_file
 from slirpnet.shell.runtime import NamespaceRuntime
-from slirpnet.shell.server import run_server
 from tests.test_shell import GUEST_MAC, FakeVm
 
 SETTINGS = NetworkSettings(dns_upstreams=(Upstream(IPv4Address("127.0.0.1"), 9),))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 from hypothesis import given
@@ -63,6 +63,20 @@ def test_pseudo_header_sum_matches_the_words() -> None:
     src, dst = IPv4Address("10.0.2.15"), IPv4Address("192.0.2.200")
     header = src.packed + dst.packed + bytes([0, 6]) + (1234).to_bytes(2, "big")
     assert ones_sum(b"", pseudo_header_sum(src, dst, 6, 1234)) == reference_sum(header)
+
+
+@given(
+    st.integers(0, 2**128 - 1).map(IPv6Address),
+    st.integers(0, 2**128 - 1).map(IPv6Address),
+    st.integers(0, 255),
+    st.integers(0, 0xFFFFFFFF),
+)
+def test_ipv6_pseudo_header_sum_matches_the_words(
+    src: IPv6Address, dst: IPv6Address, next_header: int, length: int
+) -> None:
+    # RFC 8200 §8.1: the addresses, a 32-bit length, three zero bytes and the next header.
+    header = src.packed + dst.packed + length.to_bytes(4, "big") + bytes([0, 0, 0, next_header])
+    assert ones_sum(b"", pseudo_header_sum(src, dst, next_header, length)) == reference_sum(header)
 
 
 @pytest.mark.parametrize("size", [8191, 8192, 8193, 8194, 16385, 65535, 65536])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
 from slirpnet import native
@@ -444,3 +445,20 @@ def test_tcp_frame_is_the_header_and_segment_encoded_apart(
     del rebuilt[IP].chksum
     del rebuilt[TCP].chksum
     assert bytes(rebuilt) == frame[14:]
+
+
+def test_over_ipv6_checksummed_on_the_ipv6_pseudo_header() -> None:
+    src, dst = IPv6Address("fec0::15"), IPv6Address("2001:db8::1")
+    raw = bytes(
+        IPv6(src=str(src), dst=str(dst))
+        / TCP(sport=40000, dport=443, seq=7, flags="S", options=[("MSS", 1440)])
+    )[40:]
+    segment = TcpSegment.parse(raw, src, dst)
+    assert (segment.src_port, segment.options.mss, segment.is_syn) == (40000, 1440, True)
+    encoded = TcpSegment(443, 40000, 9, 8, SYN | ACK, 65535, payload=b"x" * 33).encode(dst, src)
+    packet = IPv6(bytes(IPv6(src=str(dst), dst=str(src), nh=6) / Raw(encoded)))
+    checksum = packet[TCP].chksum
+    del packet[TCP].chksum
+    assert IPv6(bytes(packet))[TCP].chksum == checksum
+    with pytest.raises(IntegrityError):
+        TcpSegment.parse(raw, src, IPv6Address("2001:db8::2"))

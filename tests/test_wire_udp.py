@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
 from slirpnet.wire import udp
@@ -184,3 +185,56 @@ def test_hypothesis_mutations(dgram: UdpDatagram, data: st.DataObject) -> None:
     for mutant in (bytes(encoded), truncated):
         parse_quietly(mutant, verify_checksum=True)
         parse_quietly(mutant, verify_checksum=False)
+
+
+# --- over IPv6 (RFC 8200 §8.1) ------------------------------------------------------------
+
+SRC6 = IPv6Address("fec0::5054:ff:fe12:3456")
+DST6 = IPv6Address("fec0::3")
+
+
+def scapy_datagram6(payload: bytes = b"", **fields: Any) -> bytes:
+    return bytes(IPv6(src=str(SRC6), dst=str(DST6)) / UDP(**fields) / Raw(payload))[40:]
+
+
+def test_parse_scapy_datagram_over_ipv6() -> None:
+    data = scapy_datagram6(b"\x12\x34query", sport=5353, dport=53)
+    dgram = UdpDatagram.parse(data, SRC6, DST6)
+    assert (dgram.src_port, dgram.dst_port, bytes(dgram.payload)) == (5353, 53, b"\x12\x34query")
+    assert dgram.encode(SRC6, DST6) == data
+
+
+@pytest.mark.parametrize("size", PAYLOAD_SIZES)
+def test_scapy_dissects_what_we_encode_over_ipv6(size: int) -> None:
+    encoded = UdpDatagram(40000, 53, payload_of(size)).encode(SRC6, DST6)
+    packet = IPv6(bytes(IPv6(src=str(SRC6), dst=str(DST6), nh=17) / Raw(encoded)))
+    dissected = packet[UDP]
+    assert (dissected.sport, dissected.dport, dissected.len) == (40000, 53, 8 + size)
+    ours = int.from_bytes(encoded[6:8], "big")
+    del dissected.chksum
+    assert IPv6(bytes(packet))[UDP].chksum == ours
+
+
+def test_checksum_covers_the_ipv6_pseudo_header() -> None:
+    data = UdpDatagram(1, 2, b"x").encode(SRC6, DST6)
+    with pytest.raises(IntegrityError) as error:
+        UdpDatagram.parse(data, SRC6, IPv6Address("fec0::2"))
+    assert reason(error) == "udp_bad_checksum"
+
+
+def test_zero_checksum_is_refused_over_ipv6() -> None:
+    data = bytearray(UdpDatagram(1, 2, b"payload").encode(SRC6, DST6))
+    data[6:8] = b"\0\0"
+    with pytest.raises(IntegrityError) as error:
+        UdpDatagram.parse(data, SRC6, DST6)
+    assert reason(error) == "udp_zero_checksum"
+    # The same bytes over IPv4 mean "no checksum" (test_zero_checksum_means_none).
+    assert bytes(UdpDatagram.parse(data, SRC, DST).payload) == b"payload"
+
+
+def test_computed_zero_checksum_is_sent_as_all_ones_over_ipv6() -> None:
+    start = pseudo_header_sum(SRC6, DST6, udp.PROTOCOL, 10) + 1 + 2 + 10
+    filler = internet_checksum(b"", start).to_bytes(2, "big")
+    encoded = UdpDatagram(1, 2, filler).encode(SRC6, DST6)
+    assert encoded[6:8] == b"\xff\xff"
+    assert bytes(UdpDatagram.parse(encoded, SRC6, DST6).payload) == filler

@@ -121,6 +121,7 @@ async def open_linux_guest(
     log_level: str | None = None,
     server: Path | None = None,
     apply_mtu: bool = True,
+    lease: bool = True,
 ) -> AsyncIterator[LinuxGuest]:
     """A namespace with a leased address behind ``backend``, through a lossy relay if ``faults``.
 
@@ -130,7 +131,9 @@ async def open_linux_guest(
     With ``server``, the ``unixgram:`` path of a slirpnet the caller runs, none is
     started: the guest is one more VM of that server.  With ``apply_mtu=False`` the
     interface keeps MTU 1500 whatever the lease offers, as systemd-networkd's
-    ``UseMTU=no``, Windows and iPXE do (``guest.mtu`` is still the lease's).
+    ``UseMTU=no``, Windows and iPXE do (``guest.mtu`` is still the lease's).  With
+    ``lease=False`` no DHCP client runs: the interface is up, and the test's own takes the
+    lease (``guest.lease`` stays empty).
     """
     reason = system.missing()
     if reason is not None:
@@ -207,7 +210,8 @@ async def open_linux_guest(
         system.ip("link", "set", tap, "netns", guest.netns)
         system.ip("link", "set", "lo", "up", netns=guest.netns)
         system.ip("link", "set", tap, "up", netns=guest.netns)
-        guest.lease = await _dhcp(guest, apply_mtu)
+        if lease:
+            guest.lease = await _dhcp(guest, apply_mtu)
         yield guest
 
 

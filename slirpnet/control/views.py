@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from slirpnet.core.flows import DnsFlow, EchoFlow, Flow, TcpFlow, UdpFlow
 from slirpnet.core.forwards import Forward
+from slirpnet.core.guestfwd import GuestForward
 from slirpnet.core.vm import Vm
 from slirpnet.wire.ethernet import format_mac
+
+FLOW_KINDS = ("tcp", "udp", "icmp", "dns")  # Flow.kind of each flow type
 
 if TYPE_CHECKING:
     from slirpnet.shell.port import Port
@@ -56,12 +59,7 @@ def vm_view(runtime: NamespaceRuntime, port: Port) -> dict[str, Any]:
         "bytes_out": stats.bytes_out,
         "drops": dict(sorted(stats.drops.items())),
         "events": dict(sorted(stats.events.items())),
-        "flows": {
-            "tcp": len(vm.tcp_flows),
-            "udp": len(vm.udp_flows),
-            "icmp": len(vm.echo_flows),
-            "dns": len(vm.dns_flows),
-        },
+        "flows": {kind: sum(flow.kind == kind for flow in flows(vm)) for kind in FLOW_KINDS},
         "tcp_connecting": len(vm.connecting),  # of the TCP flows: host connects pending
         "tcp_buffered": vm.tcp_buffers.used,  # bytes of its budget the TCP flows hold
         "pcap": str(port.pcap.path) if port.pcap is not None else None,
@@ -69,7 +67,7 @@ def vm_view(runtime: NamespaceRuntime, port: Port) -> dict[str, Any]:
 
 
 def flows(vm: Vm) -> list[Flow]:
-    return [*vm.tcp_flows.values(), *vm.udp_flows.values(), *vm.echo_flows.values(), *vm.dns_flows]
+    return [*vm.flows.values(), *vm.dns_flows]
 
 
 def flow_view(flow: Flow, now: float) -> dict[str, Any]:
@@ -109,6 +107,9 @@ def flow_view(flow: Flow, now: float) -> dict[str, Any]:
     view["host"] = f"{flow.host_address}:{flow.host_port}"
     if isinstance(flow, TcpFlow | UdpFlow) and flow.forward is not None:
         view["forward"] = str(flow.forward)  # inbound: "host" is the peer
+    if isinstance(flow, TcpFlow) and flow.guestfwd is not None:
+        view["host"] = str(flow.guestfwd.target)
+        view["guestfwd"] = str(flow.guestfwd)
     return view
 
 
@@ -132,7 +133,18 @@ def dns_view(runtime: NamespaceRuntime) -> dict[str, Any]:
     return {
         "address": str(runtime.segment.settings.dns),
         "upstreams": [str(upstream) for upstream in service.upstreams],
-        "records": {name: str(address) for name, address in sorted(service.records.items())},
+        "records": {
+            name: [str(address) for address in addresses]
+            for name, addresses in service.records.items()
+        },
+    }
+
+
+def guestfwd_view(forward: GuestForward) -> dict[str, Any]:
+    return {
+        "spec": str(forward),
+        "guest": f"{forward.address}:{forward.port}",
+        "target": str(forward.target),
     }
 
 

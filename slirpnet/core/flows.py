@@ -16,11 +16,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from typing import Final
 
+from slirpnet.core.addr import IPAddress, key_int
 from slirpnet.core.forwards import Forward
+from slirpnet.core.guestfwd import GuestForward
+from slirpnet.core.settings import Upstream
 from slirpnet.core.tcp import TcpEndpoint
 from slirpnet.core.vm import Vm
+
+# How a host socket failed, as the shell reports it (``Segment.flow_error``).
+FLOW_REFUSED: Final = "refused"  # the host said port unreachable
+FLOW_UNREACHABLE: Final = "unreachable"  # the host said host or network unreachable
+FLOW_RESET: Final = "reset"  # the host peer reset the connection
+FLOW_FAILED: Final = "failed"  # no host socket could be had
+FLOW_EXHAUSTED: Final = "exhausted"  # no host socket: the host is out of file descriptors
+
+PROTO_ICMP: Final = 1
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
+PROTO_ICMPV6: Final = 58
 
 
 @dataclass(frozen=True)
@@ -28,11 +43,24 @@ class Endpoint:
     """Where a guest sent from: the address its replies go back to."""
 
     mac: bytes
-    address: IPv4Address
+    address: IPAddress
     port: int  # or the echo identifier
 
 
-FlowKey = tuple[int, int, int, int]  # guest address, guest port, destination, destination port
+# Protocol, guest address, guest port (or echo identifier), the address the guest
+# addressed and its port (0 for echo); addresses in key_int's one space for both families.
+FlowKey = tuple[int, int, int, int, int]
+
+
+def flow_key(
+    proto: int, guest: IPAddress, guest_port: int, dst: IPAddress, dst_port: int
+) -> FlowKey:
+    return (proto, key_int(guest), guest_port, key_int(dst), dst_port)
+
+
+def echo_key(guest: IPAddress, ident: int, dst: IPAddress) -> FlowKey:
+    proto = PROTO_ICMP if dst.version == 4 else PROTO_ICMPV6
+    return (proto, key_int(guest), ident, key_int(dst), 0)
 
 
 @dataclass(eq=False)
@@ -41,7 +69,7 @@ class Flow:
 
     vm: Vm = field(repr=False)
     guest: Endpoint
-    host_address: IPv4Address  # where the host socket sends
+    host_address: IPAddress  # where the host socket sends
     host_port: int
     deadline: float  # idle expiry, moved forward by traffic
     closed: bool = field(init=False)
@@ -50,6 +78,16 @@ class Flow:
     def __post_init__(self) -> None:
         self.closed = False
         self.scheduled = math.inf
+
+    @property
+    def key(self) -> FlowKey | None:
+        """Where its VM's ``flows`` holds it; None for a flow held otherwise."""
+        return None
+
+    @property
+    def kind(self) -> str:
+        """What the control API calls it: "tcp", "udp", "icmp", "dns"."""
+        raise NotImplementedError
 
 
 @dataclass(eq=False)
@@ -60,27 +98,43 @@ class UdpFlow(Flow):
     address and port are the peer's, and the forward's own socket carries them.
     """
 
-    dst_address: IPv4Address  # as the guest addressed it, the source of its replies
+    @property
+    def kind(self) -> str:
+        return "udp"
+
+    dst_address: IPAddress  # as the guest addressed it, the source of its replies
     dst_port: int
     forward: Forward | None = None
 
     @property
     def key(self) -> FlowKey:
-        return (int(self.guest.address), self.guest.port, int(self.dst_address), self.dst_port)
+        guest = self.guest
+        return flow_key(PROTO_UDP, guest.address, guest.port, self.dst_address, self.dst_port)
 
 
 @dataclass(eq=False)
 class TcpFlow(Flow):
     """A guest's TCP connection: our endpoint facing the guest, a host socket behind it."""
 
-    dst_address: IPv4Address
+    @property
+    def kind(self) -> str:
+        return "tcp"
+
+    dst_address: IPAddress
     dst_port: int
     endpoint: TcpEndpoint = field(repr=False)
     forward: Forward | None = None  # a connection accepted on a forward: its socket is given
+    # Where else the host socket may connect, in turn, when the connect to the host address
+    # fails or takes longer than the DNS timeout: the DNS relay's other upstreams.
+    fallbacks: tuple[Upstream, ...] = ()
+    # A connection to a guestfwd's address and port: its host end is the guestfwd's
+    # target (host_address and host_port are the address and port the guest reached).
+    guestfwd: GuestForward | None = None
     host_closed: bool = field(init=False)
     # What every frame to the guest starts with: the Ethernet header, then our address
-    # and the guest's as integers (made with the first frame; see Segment._tcp_output).
-    frame_head: tuple[bytes, int, int] | None = field(init=False, repr=False)
+    # and the guest's as integers and as bytes (made with the first frame; see
+    # fastpath.send_segments).
+    frame_head: tuple[bytes, int, int, bytes, bytes] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -89,19 +143,32 @@ class TcpFlow(Flow):
 
     @property
     def key(self) -> FlowKey:
-        return (int(self.guest.address), self.guest.port, int(self.dst_address), self.dst_port)
+        guest = self.guest
+        return flow_key(PROTO_TCP, guest.address, guest.port, self.dst_address, self.dst_port)
 
 
 @dataclass(eq=False)
 class EchoFlow(Flow):
     """A guest's ICMP echo identifier towards one destination: a ping or raw socket."""
 
-    dst_address: IPv4Address
+    @property
+    def kind(self) -> str:
+        return "icmp"
+
+    dst_address: IPAddress
+
+    @property
+    def key(self) -> FlowKey:
+        return echo_key(self.guest.address, self.guest.port, self.dst_address)
 
 
 @dataclass(eq=False)
 class DnsFlow(Flow):
     """One guest query on its way to one upstream resolver over UDP."""
+
+    @property
+    def kind(self) -> str:
+        return "dns"
 
     query: bytes
     attempt: int  # which upstream, in order
@@ -110,10 +177,21 @@ class DnsFlow(Flow):
 @dataclass(eq=False)
 class TftpFlow(Flow):
     """A guest's read from the gateway's TFTP server (core/tftp.py holds its transfer):
-    the shell opens ``path`` read-only beneath ``settings.tftp_root``."""
+    the shell opens ``path`` read-only beneath ``settings.tftp_root``.  Its key is the
+    UDP conversation's between the guest's port and the transfer's on the gateway."""
+
+    @property
+    def kind(self) -> str:
+        return "tftp"
 
     path: str  # relative to the TFTP root, checked by the core: no "..", not absolute
+    dst_address: IPAddress  # the gateway's
     port: int  # the transfer's port on the gateway address (RFC 1350 §4, its TID)
+
+    @property
+    def key(self) -> FlowKey:
+        guest = self.guest
+        return flow_key(PROTO_UDP, guest.address, guest.port, self.dst_address, self.port)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 Theory of operation
 -------------------
-With ``settings.tftp_root`` set, port 69 of the gateway address takes read
-requests (RFC 1350); without it the port is NATed to the host like any other.
-Each accepted request is a transfer, a ``TftpFlow`` answered from a port of
-its own on the gateway address (RFC 1350 §4: the server's transfer ID); only
-datagrams from the requesting guest's address and port to that port reach it,
-anything else to that port goes on to the host as before.
+With ``settings.tftp_root`` set, port 69 of the gateway address (of either
+family) takes read requests (RFC 1350); without it the port is NATed to the
+host like any other.  Each accepted request is a transfer, a ``TftpFlow``
+answered from a port of its own on the gateway address (RFC 1350 §4: the
+server's transfer ID, from ``GatewayPorts``), held in its VM's flows under the
+key of that UDP conversation; only datagrams from the requesting guest's
+address and port to that port reach it, anything else to that port goes on to
+the host as before.
 
 The core reads no file.  A transfer asks the shell through the flow actions:
 
@@ -40,10 +42,12 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable
-from ipaddress import IPv4Address
 
-from slirpnet.core.flows import Action, Endpoint, Flow, ReadFlow, TftpFlow
+from slirpnet.core.addr import family_of
+from slirpnet.core.flows import PROTO_UDP, Endpoint, ReadFlow, TftpFlow, flow_key
+from slirpnet.core.flowtable import FlowTable
+from slirpnet.core.frames import Frames
+from slirpnet.core.gatewayports import GatewayPorts
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.vm import Vm
 from slirpnet.wire import tftp
@@ -63,15 +67,10 @@ DEFAULT_TIMEOUT = 1.0  # seconds, before a window is sent again (RFC 2349 lets t
 MAX_TRIES = 5  # sends of one window or OACK after the first, before the transfer ends
 MAX_WINDOW_BYTES = 256 * 1024  # a window's data, held until acknowledged, read at once
 MAX_PATH_LEN = 255  # a request holds 512 bytes at most (RFC 2347 §2)
-# The gateway ports transfers answer from (RFC 6335 §6, the dynamic range).
-TRANSFER_PORTS = range(49152, 65536)
 _BLOCK_NUMBERS = 0x10000
-_HEADERS = 20 + 8 + 4  # IPv4, UDP and the DATA header, before a block's data
+_DATA_HEADER = 4  # opcode and block number, before a block's data
 
 _OPENING, _OACK, _READING, _SENDING = "opening", "oack", "reading", "sending"
-
-Send = Callable[[Vm, Endpoint, IPv4Address, int, bytes], None]
-Schedule = Callable[[Flow, float], None]
 
 
 class _Transfer:
@@ -95,58 +94,43 @@ class _Transfer:
 
 class TftpService:
     def __init__(
-        self,
-        settings: NetworkSettings,
-        send: Send,
-        open_flow: Callable[[Flow], None],
-        close_flow: Callable[[Flow], None],
-        reschedule: Schedule,
-        act: Callable[[Action], None],
+        self, settings: NetworkSettings, frames: Frames, flows: FlowTable, ports: GatewayPorts
     ) -> None:
-        """The segment's own means: ``send`` a UDP datagram to a guest, ``open_flow`` and
-        ``close_flow`` (with their actions and bookkeeping), ``reschedule`` a flow's timer
-        and ``act``, queue an action."""
         self.settings = settings
-        self._send = send
-        self._open_flow = open_flow
-        self._close_flow = close_flow
-        self._reschedule = reschedule
-        self._act = act
+        self.frames = frames
+        self.flows = flows
+        self.ports = ports
+        # Every transfer's state by its flow; closed ones are swept as new ones start.
         self._transfers: dict[TftpFlow, _Transfer] = {}
-        # (guest address, guest port, our port) -> transfer; (address, port) -> the same
-        self._by_key: dict[tuple[int, int, int], TftpFlow] = {}
-        self._by_guest: dict[tuple[int, int], TftpFlow] = {}
-        self._next_port = TRANSFER_PORTS.start
-        mtu_block = settings.mtu - _HEADERS
-        self.max_block_size = min(tftp.MAX_BLOCK_SIZE, mtu_block)
 
-    def takes(self, guest: Endpoint, port: int) -> bool:
+    def takes(self, vm: Vm, guest: Endpoint, port: int) -> bool:
         """Is a datagram from ``guest`` to the gateway's ``port`` this server's?"""
         if self.settings.tftp_root is None:
             return False
-        return port == tftp.SERVER_PORT or (int(guest.address), guest.port, port) in self._by_key
+        return port == tftp.SERVER_PORT or isinstance(
+            vm.flows.get(self._key(guest, port)), TftpFlow
+        )
 
     def flows_of(self, vm: Vm) -> list[TftpFlow]:
-        return [flow for flow in self._transfers if flow.vm is vm]
+        return [flow for flow in self._transfers if flow.vm is vm and not flow.closed]
 
     def next_ack(self, flow: TftpFlow) -> int | None:
         """The block number whose ACK moves ``flow``'s transfer on (0 for the OACK), or
         None while nothing of it is in flight."""
         transfer = self._transfers.get(flow)
-        if transfer is None or transfer.state not in (_OACK, _SENDING):
+        if transfer is None or flow.closed or transfer.state not in (_OACK, _SENDING):
             return None
         if transfer.state == _OACK:
             return 0
         return (transfer.base + len(transfer.window) - 1) % _BLOCK_NUMBERS
 
-    def forget(self, flow: TftpFlow) -> None:
-        """``flow`` is closed: the segment's ``_close`` calls this."""
-        if self._transfers.pop(flow, None) is None:
-            return
-        guest = (int(flow.guest.address), flow.guest.port)
-        del self._by_key[(*guest, flow.port)]
-        if self._by_guest.get(guest) is flow:
-            del self._by_guest[guest]
+    def _key(self, guest: Endpoint, port: int) -> tuple[int, int, int, int, int]:
+        gateway = self.settings.gateway_for(guest.address)
+        return flow_key(PROTO_UDP, guest.address, guest.port, gateway, port)
+
+    def _live(self, flow: TftpFlow) -> _Transfer | None:
+        transfer = self._transfers.get(flow)
+        return None if transfer is None or flow.closed else transfer
 
     # -- datagrams from guests ---------------------------------------------------------
 
@@ -160,18 +144,19 @@ class TftpService:
         if port == tftp.SERVER_PORT:
             self._request(vm, guest, packet, now)
             return
-        flow = self._by_key[(int(guest.address), guest.port, port)]
+        flow = vm.flows[self._key(guest, port)]
+        assert isinstance(flow, TftpFlow)
         transfer = self._transfers[flow]
         if isinstance(packet, tftp.Ack):
             self._ack(transfer, packet.block, now)
         elif isinstance(packet, tftp.Error):
             vm.stats.count("tftp_guest_error")  # the guest gave up, or refused our options
-            self._close_flow(flow)
+            self.flows.close(flow)
         else:
             # RFC 1350 §7: a packet this side of the transfer cannot take.
             vm.stats.drop("tftp_unexpected_packet")
             self._error(flow.vm, guest, port, ErrorCode.ILLEGAL_OPERATION, "unexpected packet")
-            self._close_flow(flow)
+            self.flows.close(flow)
 
     def _request(self, vm: Vm, guest: Endpoint, packet: tftp.Packet, now: float) -> None:
         port = tftp.SERVER_PORT
@@ -193,11 +178,15 @@ class TftpService:
             vm.stats.drop("tftp_path_refused")
             self._error(vm, guest, port, ErrorCode.ACCESS_VIOLATION, "access violation")
             return
-        earlier = self._by_guest.get((int(guest.address), guest.port))
+        self._transfers = {f: t for f, t in self._transfers.items() if not f.closed}
+        earlier = next((f for f in self.flows_of(vm) if f.guest == guest), None)
         if earlier is not None:
             if self._repeated(self._transfers[earlier], path, now):
                 return
-            self._close_flow(earlier)  # the guest moved on to another request
+            self.flows.close(earlier)  # the guest moved on to another request
+        if not self.flows.room(vm, now):
+            self._error(vm, guest, port, ErrorCode.NOT_DEFINED, "too many flows")
+            return
         if len(self.flows_of(vm)) >= MAX_TRANSFERS:
             vm.refuse("tftp_transfer_limit", now, f"{MAX_TRANSFERS} TFTP transfers at once")
             self._error(vm, guest, port, ErrorCode.NOT_DEFINED, "too many transfers")
@@ -214,25 +203,24 @@ class TftpService:
         return True
 
     def _start(self, vm: Vm, guest: Endpoint, path: str, options: tftp.Options, now: float) -> None:
-        port = self._free_port()
-        settings = self.settings
+        gateway = self.settings.gateway_for(guest.address)
+        port = self.ports.free(vm.flows, PROTO_UDP, guest.address, guest.port, gateway)
         flow = TftpFlow(
             vm=vm,
             guest=guest,
-            host_address=settings.gateway,
+            host_address=gateway,
             host_port=port,
             deadline=now + DEFAULT_TIMEOUT,
             path=path,
+            dst_address=gateway,
             port=port,
         )
         transfer = self._negotiate(flow, options)
         flow.deadline = now + transfer.timeout
         self._transfers[flow] = transfer
-        self._by_key[(int(guest.address), guest.port, port)] = flow
-        self._by_guest[(int(guest.address), guest.port)] = flow
         vm.stats.count("tftp_transfer")
         log.debug("TFTP read of %s from port %d", path, port, extra=vm.log_context)
-        self._open_flow(flow)
+        self.flows.open(flow)
 
     def _negotiate(self, flow: TftpFlow, options: tftp.Options) -> _Transfer:
         """RFC 2347 §2: the options we take, with the values we take; the rest are left
@@ -242,9 +230,9 @@ class TftpService:
         timeout = _number(asked.get("timeout"), tftp.MIN_TIMEOUT, tftp.MAX_TIMEOUT)
         window = _number(asked.get("windowsize"), tftp.MIN_WINDOW_SIZE, tftp.MAX_WINDOW_SIZE)
         # RFC 2348 §2: the server may answer a smaller block size, here what the MTU carries.
-        size = (
-            tftp.DEFAULT_BLOCK_SIZE if block_size is None else min(block_size, self.max_block_size)
-        )
+        fits_mtu = family_of(flow.guest.address).udp_room(self.settings.mtu) - _DATA_HEADER
+        largest = min(tftp.MAX_BLOCK_SIZE, fits_mtu)
+        size = tftp.DEFAULT_BLOCK_SIZE if block_size is None else min(block_size, largest)
         # RFC 7440 §3: likewise a smaller window, here what MAX_WINDOW_BYTES holds.
         fits = max(1, MAX_WINDOW_BYTES // size)
         transfer = _Transfer(
@@ -265,14 +253,6 @@ class TftpService:
                 transfer.options.append((name, ""))  # RFC 2349 §3: the size, once known
         return transfer
 
-    def _free_port(self) -> int:
-        in_use = {flow.port for flow in self._transfers}
-        while True:
-            port = self._next_port
-            self._next_port = port + 1 if port + 1 < TRANSFER_PORTS.stop else TRANSFER_PORTS.start
-            if port not in in_use:
-                return port
-
     def _ack(self, transfer: _Transfer, block: int, now: float) -> None:
         if transfer.state == _OACK:
             if block == 0:  # RFC 2347 §4: the guest takes the options
@@ -288,7 +268,7 @@ class TftpService:
             flow = transfer.flow
             flow.vm.stats.count("tftp_transfer_done")
             log.info("TFTP: sent %s, %d bytes", flow.path, transfer.size, extra=flow.vm.log_context)
-            self._close_flow(flow)
+            self.flows.close(flow)
             return
         self._read(transfer, now)
 
@@ -296,7 +276,7 @@ class TftpService:
 
     def received(self, flow: TftpFlow, payload: bytes, now: float) -> None:
         """The shell answered the open (the file's size) or a read (the data)."""
-        transfer = self._transfers.get(flow)
+        transfer = self._live(flow)
         if transfer is None:
             return
         if transfer.state == _OPENING:
@@ -318,7 +298,7 @@ class TftpService:
 
     def failed(self, flow: TftpFlow, kind: str, now: float) -> None:
         """The shell could not open or read the file."""
-        transfer = self._transfers.get(flow)
+        transfer = self._live(flow)
         if transfer is None:
             return
         if transfer.state == _OPENING and kind == NOT_FOUND:
@@ -332,7 +312,7 @@ class TftpService:
 
     def timer(self, flow: TftpFlow, now: float) -> None:
         """``flow``'s deadline passed with nothing acknowledged: send again, or give up."""
-        transfer = self._transfers.get(flow)
+        transfer = self._live(flow)
         if transfer is None:
             return
         if transfer.state in (_OPENING, _READING):  # the shell never answered
@@ -341,7 +321,7 @@ class TftpService:
         transfer.tries += 1
         if transfer.tries > MAX_TRIES:
             flow.vm.stats.count("tftp_timed_out")
-            self._close_flow(flow)
+            self.flows.close(flow)
             return
         flow.vm.stats.count("tftp_retransmits")
         self._transmit(transfer, now)
@@ -353,8 +333,8 @@ class TftpService:
         transfer.window = []
         size = transfer.block_size * transfer.window_size
         flow = transfer.flow
-        self._act(ReadFlow(flow, (transfer.base - 1) * transfer.block_size, size))
-        self._reschedule(flow, now + transfer.timeout)
+        self.flows.actions.append(ReadFlow(flow, (transfer.base - 1) * transfer.block_size, size))
+        self.flows.reschedule(flow, now + transfer.timeout)
 
     def _window(self, transfer: _Transfer, data: bytes, now: float) -> None:
         """The shell's read: the blocks of the next window, the last of them maybe."""
@@ -379,17 +359,17 @@ class TftpService:
         flow = transfer.flow
         packets = [transfer.oack] if transfer.state == _OACK else transfer.window
         for packet in packets:
-            self._send(flow.vm, flow.guest, self.settings.gateway, flow.port, packet)
-        self._reschedule(flow, now + transfer.timeout)
+            self.frames.udp(flow.vm, flow.guest, flow.dst_address, flow.port, packet)
+        self.flows.reschedule(flow, now + transfer.timeout)
 
     def _fail(self, transfer: _Transfer, code: ErrorCode, message: str) -> None:
         flow = transfer.flow
         self._error(flow.vm, flow.guest, flow.port, code, message)
-        self._close_flow(flow)
+        self.flows.close(flow)
 
     def _error(self, vm: Vm, guest: Endpoint, port: int, code: ErrorCode, message: str) -> None:
         packet = tftp.Error(code, message).encode()
-        self._send(vm, guest, self.settings.gateway, port, packet)
+        self.frames.udp(vm, guest, self.settings.gateway_for(guest.address), port, packet)
 
 
 def relative_path(filename: bytes) -> str | None:

@@ -12,7 +12,7 @@ from slirpnet.core.stats import Stats
 from slirpnet.wire.ethernet import format_mac
 
 if TYPE_CHECKING:
-    from slirpnet.core.flows import DnsFlow, EchoFlow, FlowKey, TcpFlow, UdpFlow
+    from slirpnet.core.flows import DnsFlow, Flow, FlowKey, TcpFlow
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ class Vm:
     macs: set[bytes] = field(default_factory=set)  # source addresses seen on this port
     mac: bytes = b""  # the first of them: the NIC's own, for logs
     outbox: list[bytes] = field(default_factory=list)  # frames for the VM, drained by the shell
-    udp_flows: dict[FlowKey, UdpFlow] = field(default_factory=dict)
-    tcp_flows: dict[FlowKey, TcpFlow] = field(default_factory=dict)
-    echo_flows: dict[tuple[int, int], EchoFlow] = field(default_factory=dict)  # (dst, ident)
-    dns_flows: set[DnsFlow] = field(default_factory=set)
+    # Its TCP, UDP and echo flows of both families, by key (core/flows.py).  Each VM
+    # has its own: a guest using another's address never reaches that one's flows.
+    flows: dict[FlowKey, Flow] = field(default_factory=dict)
+    dns_flows: set[DnsFlow] = field(default_factory=set)  # queries to upstreams: no key
     # Guest connects the host has not finished.
     connecting: set[TcpFlow] = field(default_factory=set)
     tcp_buffers: BufferBudget = field(default_factory=lambda: BufferBudget(VM_TCP_BUFFER))
@@ -54,6 +54,11 @@ class Vm:
         self.outbox.append(frame)
         self.stats.frames_out += 1
         self.stats.bytes_out += len(frame)
+
+    def drop(self, reason: str) -> None:
+        """A frame not used: counted under ``reason``, logged at debug level."""
+        self.stats.drop(reason)
+        log.debug("drop %s", reason, extra=self.log_context)
 
     def refuse(self, reason: str, now: float, why: str) -> None:
         """A limit or a policy said no: counted under ``reason`` every time, logged (with
@@ -77,6 +82,4 @@ class Vm:
 
     @property
     def flow_count(self) -> int:
-        return (
-            len(self.udp_flows) + len(self.tcp_flows) + len(self.echo_flows) + len(self.dns_flows)
-        )
+        return len(self.flows) + len(self.dns_flows)

@@ -8,15 +8,19 @@ fail with a single warning.
 
 TCP flows get a stream socket, connected without blocking anyone: the connect
 runs in the flow's own task, and the core hears ``flow_connected`` or
-``flow_error``.  Then a reader takes from the host only what the core's
-``read_allowance`` permits (the guest's pace), and a writer sends what the
-guest sent, reporting each write so the core can open its window again.
+``flow_error``.  A flow with ``fallbacks`` (DNS over TCP, relayed to the
+upstreams) tries them in turn when a connect fails or outlasts the DNS timeout,
+and the core hears only of the last.  Then a reader takes from the host only
+what the core's ``read_allowance`` permits (the guest's pace), and a writer
+sends what the guest sent, reporting each write so the core can open its window
+again.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 import struct
 from collections import deque
@@ -24,7 +28,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from slirpnet.core.addr import IPAddress
 from slirpnet.core.flows import (
+    FLOW_EXHAUSTED,
+    FLOW_FAILED,
+    FLOW_REFUSED,
+    FLOW_RESET,
+    FLOW_UNREACHABLE,
     Action,
     CloseFlow,
     DnsFlow,
@@ -39,14 +49,8 @@ from slirpnet.core.flows import (
     TftpFlow,
     UdpFlow,
 )
-from slirpnet.core.segment import (
-    FLOW_EXHAUSTED,
-    FLOW_FAILED,
-    FLOW_REFUSED,
-    FLOW_RESET,
-    FLOW_UNREACHABLE,
-)
 from slirpnet.shell.fdreserve import out_of_fds
+from slirpnet.shell.guestfwds import HostEnd, host_end
 from slirpnet.shell.rawicmp import RawIcmp
 from slirpnet.shell.tftpfiles import TftpFiles
 
@@ -63,6 +67,10 @@ CLOSE_LINGER = 60.0
 _UNREACHABLE = frozenset((errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN))
 _RESET = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED))
 _LINGER_ABORT = struct.pack("ii", 1, 0)  # close with a RST
+
+
+def family(address: IPAddress) -> socket.AddressFamily:
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
 
 def error_kind(error: OSError) -> str:
@@ -95,8 +103,10 @@ class _ForwardHandle(_Handle):
 
 
 class _TcpHandle(_Handle):
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, end: HostEnd | None = None) -> None:
         super().__init__(sock)
+        self.end = end  # a guestfwd's: how it opens and closes
+        self.output = sock if end is None else end.output  # the guest's data goes there
         self.outgoing: deque[bytes | memoryview] = deque()
         self.writing = False  # the writer holds bytes taken from ``outgoing``
         self.shutdown = False  # after ``outgoing``, shut the socket for writing
@@ -155,15 +165,20 @@ class HostSockets:
                 return
             if isinstance(flow, TcpFlow):
                 adopted = self._adopted.pop(flow, None)
-                sock = adopted or socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                end = None if flow.guestfwd is None else host_end(flow.guestfwd)
+                sock = adopted or (
+                    end.sock
+                    if end
+                    else socket.socket(family(flow.host_address), socket.SOCK_STREAM)
+                )
                 sock.setblocking(False)
-                tcp_handle = _TcpHandle(sock)
+                tcp_handle = _TcpHandle(sock, end)
                 tcp_handle.connected = adopted is not None
                 self._handles[flow] = tcp_handle
                 self.runtime.port_of(flow.vm).nursery.start_soon(self._tcp, flow, tcp_handle)
                 return
             if isinstance(flow, UdpFlow | DnsFlow):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock = socket.socket(family(flow.host_address), socket.SOCK_DGRAM)
                 sock.setblocking(False)
                 try:
                     sock.connect((str(flow.host_address), flow.host_port))
@@ -186,6 +201,12 @@ class HostSockets:
             self.runtime.port_of(flow.vm).nursery.start_soon(self._receive, flow, handle)
 
     def _echo_socket(self, flow: EchoFlow) -> socket.socket | None:
+        if flow.host_address.version == 6:
+            # Ping sockets only: they take net.ipv4.ping_group_range for IPv6 too, and
+            # raw ICMPv6 (RawIcmp is IPv4's) is not worth CAP_NET_RAW here.
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6)
+            sock.setblocking(False)
+            return sock
         if self._ping_sockets:
             try:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
@@ -254,10 +275,9 @@ class HostSockets:
         for flow, handle in flows.items():
             if self._handles.get(flow) is not handle or handle.writing or not handle.outgoing:
                 continue  # closed, or aborted, since; or the writer has it
-            assert handle.sock is not None
             data = _take(handle.outgoing, TCP_WRITE_BATCH)
             try:
-                sent = handle.sock.send(data)
+                sent = handle.output.send(data)
             except OSError:  # full, or failed: the writer waits, or meets the error and says so
                 sent = 0
             if sent < len(data):
@@ -332,19 +352,32 @@ class HostSockets:
     async def _tcp(self, flow: TcpFlow, handle: _TcpHandle) -> None:
         assert handle.sock is not None
         sock = trio.socket.from_stdlib_socket(handle.sock)
+        # A guestfwd command's stdin, or the socket itself (whichever connected).
+        output = None if handle.end is None else trio.socket.from_stdlib_socket(handle.output)
         try:
             with handle.scope:
                 if not handle.connected:  # a forward's socket comes connected
-                    try:
-                        await sock.connect((str(flow.host_address), flow.host_port))
-                    except OSError as error:
-                        self.runtime.report_error(flow, error_kind(error))
+                    if handle.end is None:
+                        connected = await self._connect(flow, handle, sock)
+                    else:
+                        try:
+                            await handle.end.open(sock)
+                        except OSError as error:
+                            self.runtime.report_error(flow, error_kind(error))
+                            connected = None
+                        else:
+                            connected = sock
+                    if connected is None:
                         return
+                    sock = connected
                     handle.connected = True
                     self.runtime.report_connected(flow)
+                if output is None:
+                    output = sock
+                    handle.output = handle.sock
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._tcp_reader, flow, handle)
-                    await self._tcp_writer(flow, handle, sock)
+                    await self._tcp_writer(flow, handle, output)
                     nursery.cancel_scope.cancel()
         finally:
             # Only a connected socket has a peer to reset; trio closes one whose connect
@@ -352,6 +385,39 @@ class HostSockets:
             if handle.abort and handle.connected:
                 handle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
             sock.close()
+            if output is not None:
+                output.close()  # the same socket, or a command's stdin
+            if handle.end is not None:
+                await handle.end.aclose()
+
+    async def _connect(
+        self, flow: TcpFlow, handle: _TcpHandle, sock: trio.socket.SocketType
+    ) -> trio.socket.SocketType | None:
+        """``sock`` connected to the flow's destination, else a socket connected to one of
+        its fallbacks, tried in turn, all but the last given the DNS timeout; the socket
+        in ``handle`` is the one returned.  None, every socket closed and the core told
+        of the last error, when none would connect."""
+        destinations = [(flow.host_address, flow.host_port)]
+        destinations += [(upstream.address, upstream.port) for upstream in flow.fallbacks]
+        timeout = self.runtime.segment.settings.dns_timeout
+        for number, (address, port) in enumerate(destinations, 1):
+            last = number == len(destinations)
+            try:
+                if number > 1:
+                    handle.sock = socket.socket(family(address), socket.SOCK_STREAM)
+                    sock = trio.socket.from_stdlib_socket(handle.sock)
+                with trio.move_on_after(math.inf if last else timeout):
+                    await sock.connect((str(address), port))
+                    return sock
+                failure = "no answer"  # and trio closed the socket
+            except OSError as error:
+                sock.close()
+                if last or out_of_fds(error):
+                    self.runtime.report_error(flow, error_kind(error))
+                    return None
+                failure = error.strerror or str(error)
+            log.debug("TCP to %s port %d: %s; trying the next", address, port, failure)
+        raise AssertionError("the last destination returns")
 
     async def _tcp_reader(self, flow: TcpFlow, handle: _TcpHandle) -> None:
         raw = handle.sock

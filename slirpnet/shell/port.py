@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from slirpnet.control.pcap import PcapWriter
 from slirpnet.core.stats import Stats
 from slirpnet.core.vm import Vm
+from slirpnet.shell.pcap import PcapWriter
 
 if TYPE_CHECKING:
     from slirpnet.shell.runtime import NamespaceRuntime

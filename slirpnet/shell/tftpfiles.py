@@ -19,8 +19,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from slirpnet.core.flows import ReadFlow, TftpFlow
-from slirpnet.core.segment import FLOW_EXHAUSTED, FLOW_FAILED
+from slirpnet.core.flows import FLOW_EXHAUSTED, FLOW_FAILED, ReadFlow, TftpFlow
 from slirpnet.core.tftp import DENIED, FILE_SIZE, NOT_FOUND
 from slirpnet.shell.fdreserve import out_of_fds
 

@@ -1,4 +1,5 @@
-"""The Internet checksum (RFC 1071) and the TCP/UDP pseudo-header (RFC 9293 §3.1, RFC 768).
+"""The Internet checksum (RFC 1071) and the TCP/UDP pseudo-headers of IPv4 (RFC 9293 §3.1,
+RFC 768) and IPv6 (RFC 8200 §8.1).
 
 Theory: the ones'-complement sum of 16-bit big-endian words is congruent to the
 whole buffer read as one big-endian integer, modulo 0xFFFF, because
@@ -13,7 +14,7 @@ bit (RFC 1624 §3).
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from slirpnet.wire.buffer import Bytes
 
@@ -69,10 +70,14 @@ def internet_checksum(data: Bytes, start: int = 0) -> int:
     return ~ones_sum(data, start) & 0xFFFF
 
 
-def pseudo_header_sum(src: IPv4Address, dst: IPv4Address, protocol: int, length: int) -> int:
-    """The IPv4 pseudo-header (source, destination, zero, protocol, length) as a ``start`` sum.
+def pseudo_header_sum(
+    src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address, protocol: int, length: int
+) -> int:
+    """The pseudo-header as a ``start`` sum: IPv4's (source, destination, zero, protocol,
+    16-bit length) or IPv6's (source, destination, 32-bit length, zeros, next header).
 
-    A 32-bit address may be added whole: it is congruent to the sum of its two
-    16-bit halves modulo 0xFFFF.
+    An address of 32 or 128 bits may be added whole, and IPv6's 32-bit length too:
+    each is congruent to the sum of its 16-bit words modulo 0xFFFF, so one formula
+    serves both versions.
     """
     return int(src) + int(dst) + protocol + length

@@ -9,15 +9,16 @@ known option of the wrong length is well formed but illegal, a sanity error.  A
 window scale above 14 is used as 14 (RFC 7323 §2.3), not refused.
 
 The reserved bits beside the data offset are ignored on receipt and sent as
-zero (RFC 9293 §3.1).  The checksum covers the IPv4 pseudo-header, the header
-and the payload, whose length is what the IPv4 codec handed us.
+zero (RFC 9293 §3.1).  The checksum covers the IPv4 or IPv6 (RFC 8200 §8.1)
+pseudo-header, the header and the payload, whose length is what the IP codec
+handed us.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from slirpnet import native
@@ -230,8 +231,8 @@ class TcpSegment:
     def parse(
         cls,
         data: Bytes,
-        src: IPv4Address,
-        dst: IPv4Address,
+        src: IPv4Address | IPv6Address,
+        dst: IPv4Address | IPv6Address,
         *,
         verify_checksum: bool = True,
     ) -> TcpSegment:
@@ -282,7 +283,7 @@ class TcpSegment:
             view[header_len:],
         )
 
-    def encode(self, src: IPv4Address, dst: IPv4Address) -> bytes:
+    def encode(self, src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address) -> bytes:
         options = b"" if self.options is NO_OPTIONS else self.options.encode()
         header_len = HEADER_LEN + len(options)
         offset_flags = (header_len // 4) << 12 | self.flags

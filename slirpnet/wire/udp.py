@@ -1,16 +1,18 @@
-"""UDP datagrams (RFC 768), checksummed over the IPv4 pseudo-header.
+"""UDP datagrams (RFC 768), checksummed over the IPv4 or IPv6 pseudo-header.
 
 RFC 768 "Fields": the length field counts the header and the data, so anything
 the IP layer hands us beyond it is padding and is ignored; a length below the
 8-byte header or beyond the data we hold is a lie.  A transmitted checksum of
 zero means the sender computed none, which IPv4 allows, so it is accepted
-unverified; a computed checksum of zero is therefore sent as all ones.
+unverified; a computed checksum of zero is therefore sent as all ones.  Over
+IPv6 the checksum is mandatory (RFC 8200 §8.1): a zero one is refused, and the
+addresses passed say which rule applies.
 """
 
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from attrs import frozen
@@ -37,8 +39,8 @@ class UdpDatagram:
     def parse(
         cls,
         data: Bytes,
-        src: IPv4Address,
-        dst: IPv4Address,
+        src: IPv4Address | IPv6Address,
+        dst: IPv4Address | IPv6Address,
         *,
         verify_checksum: bool = True,
     ) -> UdpDatagram:
@@ -48,16 +50,16 @@ class UdpDatagram:
         if length < HEADER_LEN or length > len(view):
             raise IntegrityError("udp_bad_length", f"length field {length}, {len(view)} bytes held")
         view = view[:length]
-        # A correct checksum makes the sum over everything ones'-complement -0.
-        if (
-            verify_checksum
-            and checksum
-            and native.ones_sum(view, pseudo_header_sum(src, dst, PROTOCOL, length)) != 0xFFFF
-        ):
-            raise IntegrityError("udp_bad_checksum", f"checksum field {checksum:#06x}")
+        if verify_checksum:
+            # A correct checksum makes the sum over everything ones'-complement -0.
+            if checksum:
+                if native.ones_sum(view, pseudo_header_sum(src, dst, PROTOCOL, length)) != 0xFFFF:
+                    raise IntegrityError("udp_bad_checksum", f"checksum field {checksum:#06x}")
+            elif src.version == 6:
+                raise IntegrityError("udp_zero_checksum", "no checksum over IPv6 (RFC 8200 §8.1)")
         return cls(src_port, dst_port, view[HEADER_LEN:])
 
-    def encode(self, src: IPv4Address, dst: IPv4Address) -> bytes:
+    def encode(self, src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address) -> bytes:
         payload = memoryview(self.payload)
         length = HEADER_LEN + payload.nbytes
         if length > MAX_LEN:

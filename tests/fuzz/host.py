@@ -22,6 +22,10 @@ from __future__ import annotations
 from attrs import define
 
 from slirpnet.core.flows import (
+    FLOW_FAILED,
+    FLOW_REFUSED,
+    FLOW_RESET,
+    FLOW_UNREACHABLE,
     Action,
     CloseFlow,
     DnsFlow,
@@ -36,13 +40,7 @@ from slirpnet.core.flows import (
     TcpFlow,
     TftpFlow,
 )
-from slirpnet.core.segment import (
-    FLOW_FAILED,
-    FLOW_REFUSED,
-    FLOW_RESET,
-    FLOW_UNREACHABLE,
-    Segment,
-)
+from slirpnet.core.segment import Segment
 from slirpnet.core.tcp import SEND_BUFFER
 from slirpnet.core.tftp import DENIED, FILE_SIZE, MAX_WINDOW_BYTES, NOT_FOUND
 from slirpnet.core.vm import Vm

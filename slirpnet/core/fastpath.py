@@ -1,0 +1,189 @@
+"""The common case in one step each way: an established flow's TCP segments.
+
+In: ``established_segment`` reads a frame from the guest with one struct and says
+whether it is a valid TCP segment (Ethernet + IPv4 without options or fragments, both
+checksums right) to the gateway's MAC; the caller then looks the flow up and hands the
+segment to its endpoint, without the Ethernet and IPv4 objects of the general path.
+Anything else, malformed frames included, is left to the general path, which counts
+and answers it.  ``superseded`` lets a batch skip a plain cumulative ACK that the next
+frame makes stale.
+
+Out: ``send_segments`` builds an endpoint's segments into frames with the native
+builders (``slirpnet.native``), from a head (Ethernet header and both addresses)
+cached on the flow.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from slirpnet import native
+from slirpnet.core.addr import V4_MAPPED
+from slirpnet.core.flows import PROTO_TCP, FlowKey, TcpFlow
+from slirpnet.core.frames import Frames
+from slirpnet.core.sequence import seq_lt
+from slirpnet.core.vm import Vm
+from slirpnet.wire import ethernet, ipv4, tcp
+from slirpnet.wire.errors import WireError
+
+# An established flow's frame, read in one go: Ethernet, an IPv4 header without
+# options, the fixed TCP header (RFC 791 §3.1, RFC 9293 §3.1).
+_ETH_IPV4_TCP = struct.Struct("!6s6sHBBHHHBBHIIHHIIHHHH")
+_TCP_AT: Final = ethernet.HEADER_LEN + ipv4.MIN_HEADER_LEN
+_FAST_MIN: Final = _TCP_AT + tcp.HEADER_LEN
+# The reserved flag, MF and the fragment offset: DF alone may be set.
+_IPV4_NOT_WHOLE: Final = 0xBFFF
+# A plain ACK: IPv4's total length, and where its acknowledgment number lies.
+_PLAIN_ACK_TOTAL_LEN: Final = ipv4.MIN_HEADER_LEN + tcp.HEADER_LEN
+_ETHERNET_MIN_FRAME: Final = 60  # a short frame may come padded to Ethernet's minimum
+_ACK_AT: Final = _TCP_AT + 8
+_ACK_FIELD = struct.Struct("!I")
+
+
+class Established:
+    """A segment ``established_segment`` found: from ``src_mac``, for the flow ``key``."""
+
+    __slots__ = ("key", "segment", "src", "src_mac")
+
+    def __init__(self, src_mac: bytes, src: int, key: FlowKey, segment: tcp.TcpSegment) -> None:
+        self.src_mac = src_mac
+        self.src = src  # the source address in key_int's space
+        self.key = key
+        self.segment = segment
+
+
+def established_segment(frame: bytes, gateway_mac: bytes) -> Established | None:
+    """A valid, option-free-IPv4 TCP segment to ``gateway_mac``, or None for the general path."""
+    if len(frame) < _FAST_MIN:
+        return None
+    (
+        dst_mac,
+        src_mac,
+        ethertype,
+        ver_ihl,
+        tos,
+        total_len,
+        ident,
+        flags_frag,
+        ttl,
+        protocol,
+        ip_checksum,
+        src,
+        dst,
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        offset_flags,
+        window,
+        _,
+        urgent,
+    ) = _ETH_IPV4_TCP.unpack_from(frame)
+    if (
+        dst_mac != gateway_mac
+        or ethertype != ethernet.ETHERTYPE_IPV4
+        or ver_ihl != 0x45
+        or protocol != ipv4.PROTO_TCP
+        or flags_frag & _IPV4_NOT_WHOLE
+        or not _TCP_AT + tcp.HEADER_LEN <= ethernet.HEADER_LEN + total_len <= len(frame)
+    ):
+        return None
+    # RFC 1071: the header's words, checksum included, sum to negative zero, i.e.
+    # to a non-zero multiple of 0xFFFF (the version word makes the sum non-zero).
+    words = (ver_ihl << 8 | tos) + total_len + ident + flags_frag + (ttl << 8 | protocol)
+    if (words + ip_checksum + src + dst) % 0xFFFF:
+        return None
+    view = memoryview(frame)[_TCP_AT : ethernet.HEADER_LEN + total_len]
+    if native.ones_sum(view, src + dst + tcp.PROTOCOL + len(view)) != 0xFFFF:
+        return None
+    try:
+        segment = tcp.TcpSegment.from_fields(
+            view, src_port, dst_port, seq, ack, offset_flags, window, urgent
+        )
+    except WireError:
+        return None
+    src |= V4_MAPPED
+    return Established(src_mac, src, (PROTO_TCP, src, src_port, dst | V4_MAPPED, dst_port), segment)
+
+
+def _is_plain_ack(frame: bytes) -> bool:
+    """Ethernet + IPv4 without options or fragments + TCP with no options, no data and
+    no flag but ACK: what a guest sends to acknowledge our data (the checksums are
+    checked when the frame is handled, not here)."""
+    return (
+        _FAST_MIN <= len(frame) <= _ETHERNET_MIN_FRAME
+        and frame[12] == 0x08
+        and frame[13] == 0x00
+        and frame[14] == 0x45
+        and frame[16] == 0
+        and frame[17] == _PLAIN_ACK_TOTAL_LEN
+        and frame[23] == ipv4.PROTO_TCP
+        and frame[20] & 0x3F == 0
+        and frame[21] == 0
+        and frame[46] == 0x50
+        and frame[47] == tcp.ACK
+    )
+
+
+def superseded(frame: bytes, following: bytes) -> bool:
+    """``frame`` is a plain ACK and ``following`` one of the same connection from the
+    same MAC, with the same sequence number and an acknowledgment number beyond."""
+    if not (_is_plain_ack(frame) and _is_plain_ack(following)):
+        return False
+    if frame[:12] != following[:12] or frame[26:42] != following[26:42]:
+        return False  # other MACs, addresses, ports or sequence number
+    ack = _ACK_FIELD.unpack_from(frame, _ACK_AT)[0]
+    return seq_lt(ack, _ACK_FIELD.unpack_from(following, _ACK_AT)[0])
+
+
+def send_segments(flow: TcpFlow, frames: Frames) -> None:
+    """Frame the segments ``flow.endpoint`` produced and send them to its VM."""
+    endpoint = flow.endpoint
+    vm: Vm = flow.vm
+    head = flow.frame_head
+    if head is None:
+        src, dst = flow.dst_address, flow.guest.address
+        ethertype = ethernet.ETHERTYPE_IPV4 if src.version == 4 else ethernet.ETHERTYPE_IPV6
+        mac = frames.ethernet(flow.guest.mac, ethertype)
+        head = flow.frame_head = (mac, int(src), int(dst), src.packed, dst.packed)
+    mac, src_int, dst_int, src_packed, dst_packed = head
+    if len(src_packed) == 16:
+        for segment in endpoint.segments:
+            options = segment.options
+            vm.send(
+                native.tcp6_frame(
+                    mac,
+                    src_packed,
+                    dst_packed,
+                    segment.src_port,
+                    segment.dst_port,
+                    segment.seq,
+                    segment.ack,
+                    segment.flags,
+                    segment.window,
+                    segment.urgent,
+                    b"" if options is tcp.NO_OPTIONS else options.encode(),
+                    segment.payload,
+                )
+            )
+        return
+    for segment in endpoint.segments:
+        options = segment.options
+        vm.send(
+            native.tcp_frame(
+                mac,
+                src_int,
+                dst_int,
+                frames.next_ident(),
+                segment.src_port,
+                segment.dst_port,
+                segment.seq,
+                segment.ack,
+                segment.flags,
+                segment.window,
+                segment.urgent,
+                b"" if options is tcp.NO_OPTIONS else options.encode(),
+                segment.payload,
+            )
+        )
