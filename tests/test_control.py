@@ -85,7 +85,7 @@ async def test_vms_leases_and_flows_are_shown() -> None:
             assert shown["macs"] == [GUEST_MAC]
             assert shown["addresses"] == ["10.0.2.15"]
             assert shown["frames_in"] == 3 and shown["frames_out"] == 2
-            assert shown["flows"] == {"tcp": 0, "udp": 1, "icmp": 0, "dns": 0}
+            assert shown["flows"] == {"tcp": 0, "udp": 1, "icmp": 0, "dns": 0, "tftp": 0}
             assert (shown["tcp_connecting"], shown["tcp_buffered"]) == (0, 0)
             assert get(api, f"/v1/namespaces/test/vms/{shown['id']}") == shown
 
@@ -344,7 +344,7 @@ def test_the_vms_table_fits_100_columns() -> None:
         "bytes_out": 98765432100,
         "drops": {"flow_limit": 5, "eth_multicast": 7},
         "events": {"dhcp_ack": 1},
-        "flows": {"tcp": 3, "udp": 1, "icmp": 0, "dns": 0},
+        "flows": {"tcp": 3, "udp": 1, "icmp": 0, "dns": 0, "tftp": 0},
         "tcp_connecting": 0,
         "tcp_buffered": 0,
         "pcap": "/var/lib/slirpnet/captures/default-vm1.pcap",

@@ -16,6 +16,8 @@ from scapy.layers.l2 import Ether
 from scapy.layers.tftp import TFTP, TFTP_ACK, TFTP_RRQ, TFTP_Option, TFTP_Options
 
 import slirpnet
+from slirpnet.control import views
+from slirpnet.control.metrics import SlirpnetCollector
 from slirpnet.shell.tftpfiles import MAX_LINKS, OutsideRootError, open_beneath, read_at
 
 VM_MAC = "52:54:00:00:00:42"
@@ -193,3 +195,25 @@ async def test_a_missing_root_is_an_error_to_the_guest(tmp_path: Path) -> None:
     async with slirpnet.open_namespace(settings) as namespace, namespace.attach("vm") as port:
         _, seen = await fetch(port, b"f")
         assert seen == [struct.pack("!HH", 5, 0) + b"cannot read the file\0"]
+
+
+async def test_a_transfer_under_way_in_the_views_and_metrics(root: Path) -> None:
+    """``slirpnet ctl flows`` and the metrics show a read as a TFTP flow, its file as host."""
+    settings = slirpnet.NetworkSettings(tftp_root=str(root))
+    async with slirpnet.open_namespace(settings) as namespace, namespace.attach("vm") as port:
+        port.feed(rrq_frame(b"boot/kernel", tsize="0"))
+        (packet,) = await tftp_packets(port)  # the OACK: the transfer waits for ACK 0
+        (flow,) = views.flows(port.vm)
+        view = views.flow_view(flow, 0.0)
+        assert view["protocol"] == "tftp" and view["host"] == "boot/kernel"
+        assert view["destination"] == f"10.0.2.2:{packet[0]}"
+        assert views.vm_view(namespace, port)["flows"]["tftp"] == 1
+        samples = [
+            sample
+            for metric in SlirpnetCollector({"default": namespace}).collect()
+            if metric.name == "slirpnet_flows"
+            for sample in metric.samples
+        ]
+        assert [(s.labels["protocol"], s.labels["state"], s.value) for s in samples] == [
+            ("tftp", "reading", 1.0)
+        ]

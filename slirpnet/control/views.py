@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from slirpnet.core.flows import DnsFlow, EchoFlow, Flow, TcpFlow, UdpFlow
+from slirpnet.core.flows import DnsFlow, EchoFlow, Flow, TcpFlow, TftpFlow, UdpFlow
 from slirpnet.core.forwards import Forward
 from slirpnet.core.guestfwd import GuestForward
 from slirpnet.core.vm import Vm
 from slirpnet.wire.ethernet import format_mac
 
-FLOW_KINDS = ("tcp", "udp", "icmp", "dns")  # Flow.kind of each flow type
+FLOW_KINDS = ("tcp", "udp", "icmp", "dns", "tftp")  # Flow.kind of each flow type
 
 if TYPE_CHECKING:
     from slirpnet.shell.port import Port
@@ -104,6 +104,10 @@ def flow_view(flow: Flow, now: float) -> dict[str, Any]:
             "destination": f"{flow.host_address}:{flow.host_port}",
             "state": f"asking upstream {flow.attempt + 1}",
         }
+    elif isinstance(flow, TftpFlow):  # a read from the gateway's TFTP server: a file
+        view |= {"protocol": "tftp", "destination": f"{flow.dst_address}:{flow.port}"}
+        view |= {"state": "reading", "host": flow.path}
+        return view
     view["host"] = f"{flow.host_address}:{flow.host_port}"
     if isinstance(flow, TcpFlow | UdpFlow) and flow.forward is not None:
         view["forward"] = str(flow.forward)  # inbound: "host" is the peer
