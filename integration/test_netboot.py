@@ -257,6 +257,6 @@ async def test_uefi_http_boot_takes_the_offer(tmp_path: Path) -> None:
     ]
     assert offers
     for offer in offers:
-        options = dict(o for o in offer.options if isinstance(o, tuple))
+        options: dict[str, object] = dict(o for o in offer.options if isinstance(o, tuple))
         assert options["vendor_class_id"] == b"HTTPClient"
         assert options["boot-file-name"] == url.encode()
