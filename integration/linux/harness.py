@@ -136,8 +136,7 @@ async def open_linux_guest(
     interface keeps MTU 1500 whatever the lease offers, as systemd-networkd's
     ``UseMTU=no``, Windows and iPXE do (``guest.mtu`` is still the lease's).  With
     ``ipv6_enabled`` the namespace takes an address by SLAAC too (``guest.slaac``) and
-    libslirp runs with its IPv6; without, libslirp has none and the namespace is left as
-    it comes.
+    libslirp runs with its IPv6; without, neither the namespace's NIC nor libslirp has any.
     """
     reason = system.missing()
     if reason is not None:
@@ -217,6 +216,8 @@ async def open_linux_guest(
         system.ip("link", "set", "lo", "up", netns=guest.netns)
         if ipv6_enabled:
             ipv6.enable(guest.netns, tap)
+        else:
+            ipv6.disable(guest.netns, tap)
         system.ip("link", "set", tap, "up", netns=guest.netns)
         guest.lease = await _dhcp(guest, apply_mtu)
         if ipv6_enabled:

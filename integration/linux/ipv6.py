@@ -60,6 +60,11 @@ def enable(netns: str, interface: str) -> None:
         sysctl(netns, f"net.ipv6.conf.{interface}.{key}", str(value))
 
 
+def disable(netns: str, interface: str) -> None:
+    """No IPv6 on ``interface``: an IPv4 test's guest sends nothing else."""
+    sysctl(netns, f"net.ipv6.conf.{interface}.disable_ipv6", "1")
+
+
 def sysctl(netns: str, key: str, value: str | None = None) -> str:
     """Read (or set, then read) a sysctl of ``netns``."""
     path = "/proc/sys/" + key.replace(".", "/")
