@@ -46,6 +46,7 @@ MYPYC_MODULES = [
     "slirpnet/core/nat_tcp.py",
     "slirpnet/core/nat_udp.py",
     "slirpnet/core/ipv4layer.py",
+    "slirpnet/core/ipv6layer.py",
     "slirpnet/core/segment.py",
 ]
 

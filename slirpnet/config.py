@@ -523,12 +523,23 @@ def _forwards_within(
 
 def check_forwards(forwards: Sequence[Forward], settings: NetworkSettings, key: str) -> None:
     """A guest address must be a guest's of the network; a host port is given once."""
-    network = settings.network
-    reserved = {settings.gateway, settings.dns, network.network_address, network.broadcast_address}
+    network, network6 = settings.network, settings.network6
+    reserved: set[IPv4Address | IPv6Address] = {
+        settings.gateway,
+        settings.dns,
+        network.network_address,
+        network.broadcast_address,
+        settings.gateway6,
+        settings.dns6,
+        network6.network_address,
+    }
     for forward in forwards:
         guest = forward.guest_address
-        if guest is not None and (guest not in network or guest in reserved):
-            raise ConfigError(key, f"{forward}: {guest} is not a guest address of {network}")
+        if guest is None:
+            continue
+        net = network if guest.version == 4 else network6
+        if guest not in net or guest in reserved:
+            raise ConfigError(key, f"{forward}: {guest} is not a guest address of {net}")
     _no_host_port_twice(forwards, key)
 
 

@@ -114,7 +114,7 @@ async def test_drops_are_shown_by_reason() -> None:
         )
         await vm.receive()
         (shown,) = get(api, "/v1/namespaces/test/vms")  # type: ignore[misc]
-        assert shown["drops"] == {"ipv4_unsupported_protocol": 1, "ipv6_unsupported": 1}
+        assert shown["drops"] == {"ipv4_unsupported_protocol": 1, "ipv6_truncated": 1}
 
 
 async def test_dns_records_added_and_removed_at_run_time() -> None:
@@ -215,7 +215,7 @@ async def test_metrics_count_traffic_and_survive_a_vm_leaving() -> None:
         assert first["slirpnet_vms", ()] == 1
         assert first["slirpnet_frames_total", ("from_vm",)] == stats.frames_in == 3
         assert first["slirpnet_bytes_total", ("to_vm",)] == stats.bytes_out
-        assert first["slirpnet_drops_total", ("ipv6_unsupported",)] == 1
+        assert first["slirpnet_drops_total", ("ipv6_truncated",)] == 1
         assert first["slirpnet_dns_queries_total", ()] == 2
 
         await vm.stream.aclose()

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, TCP, UDP, in4_chksum
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, in6_chksum
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet
 from scapy.utils import checksum
@@ -97,7 +97,7 @@ def echo_frame(
 
 
 def checked(frame: bytes) -> Ether:
-    """Dissect a frame the core sent, after checking its IPv4, UDP and ICMP checksums."""
+    """Dissect a frame the core sent, after checking its IP, UDP, TCP and ICMP checksums."""
     pkt = Ether(frame)
     assert pkt.src == GATEWAY_MAC
     if pkt.type == 0x0800:
@@ -111,6 +111,11 @@ def checked(frame: bytes) -> Ether:
             assert in4_chksum(17, pkt[IP], body) == 0, "UDP checksum"
         elif ip[9] == 1:
             assert checksum(body) == 0, "ICMP checksum"
+    elif pkt.type == 0x86DD:
+        ip6 = frame[14:]
+        assert struct.unpack_from("!H", ip6, 4)[0] == len(ip6) - 40, "IPv6 payload length"
+        if ip6[6] in (6, 17, 58):  # TCP, UDP, ICMPv6: never a zero checksum over IPv6
+            assert in6_chksum(ip6[6], pkt[IPv6], ip6[40:]) == 0, "IPv6 upper-layer checksum"
     return pkt
 
 
@@ -465,8 +470,16 @@ DROPS = {
         bytes(Ether(src=GUEST_MAC, dst=GATEWAY_MAC, type=40) / (b"x" * 40)),
         "eth_not_ethernet_ii",
     ),
-    "ipv6": (framed(IPv6(src="fe80::1", dst="fe80::2") / UDP()), "ipv6_unsupported"),
-    "ipv6_broadcast": (framed(IPv6() / UDP(), dst=BROADCAST), "ipv6_unsupported"),
+    "ipv6_link_local_source": (
+        framed(IPv6(src="fe80::1", dst="2001:db8::2") / UDP()),
+        "ipv6_bad_source",
+    ),
+    "ipv6_loopback_source": (framed(IPv6() / UDP(), dst=BROADCAST), "ipv6_bad_source"),
+    "ipv6_fragment": (
+        framed(IPv6(src="fec0::15", dst="2001:db8::2") / IPv6ExtHdrFragment() / UDP()),
+        "ipv6_fragment",
+    ),
+    "ipv6_lying_length": (framed(IPv6(src="fec0::15", plen=200) / UDP()), "ipv6_truncated"),
     "unknown_ethertype": (
         bytes(Ether(src=GUEST_MAC, dst=GATEWAY_MAC, type=0x88B5) / (b"x" * 46)),
         "eth_unknown_ethertype",

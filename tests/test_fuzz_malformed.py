@@ -59,7 +59,10 @@ def test_every_category_is_in_the_corpus() -> None:
     assert reasons >= {
         "eth_truncated",
         "eth_vlan_tagged",
-        "ipv6_unsupported",
+        "ipv6_truncated",
+        "ipv6_fragment",
+        "ipv6_repeated_header",
+        "ra_guard",
         "arp_truncated",
         "ipv4_truncated",  # a lying total length among them
         "ipv4_bad_ihl",

@@ -2,8 +2,10 @@
 
 ``tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT`` (or ``udp:``): connections or
 datagrams arriving on the host at HOSTADDR:HOSTPORT (default 127.0.0.1) reach
-the guest at GUESTADDR:GUESTPORT.  Without a guest address the forward goes to
-the first VM of the namespace that holds a DHCP lease, which may not exist yet.
+the guest at GUESTADDR:GUESTPORT; an IPv6 address goes in brackets, ``[::1]``, and
+the two sides may be of different families.  Without a guest address the forward goes
+to the first VM of the namespace that holds a DHCP lease, which may not exist yet, or
+else to one heard from at an IPv6 address.
 Ports may be ranges, ``8000-8009``: host and guest ranges match one to one, and
 a single guest port with a host range means consecutive guest ports from it.
 """
@@ -11,13 +13,15 @@ a single guest port with a host range means consecutive guest ports from it.
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from attrs import frozen
 
+# An address is IPv4, IPv6 in brackets, or empty (libslirp's syntax, RFC 3986's brackets).
+_ADDRESS = r"(?:[0-9.]*|\[[0-9A-Fa-f:.]+\])"
 _SPEC = re.compile(
-    r"^(?P<proto>tcp|udp):(?P<haddr>[0-9.]*):(?P<hport>\d+(?:-\d+)?)"
-    r"-(?P<gaddr>[0-9.]*):(?P<gport>\d+(?:-\d+)?)$"
+    rf"^(?P<proto>tcp|udp):(?P<haddr>{_ADDRESS}):(?P<hport>\d+(?:-\d+)?)"
+    rf"-(?P<gaddr>{_ADDRESS}):(?P<gport>\d+(?:-\d+)?)$"
 )
 DEFAULT_HOST_ADDRESS = IPv4Address("127.0.0.1")
 MAX_RANGE = 1024  # ports in one spec: each is a listening socket
@@ -28,21 +32,29 @@ class Forward:
     """One host port to one guest port."""
 
     protocol: str  # "tcp" or "udp"
-    host_address: IPv4Address
+    host_address: IPv4Address | IPv6Address
     host_port: int
-    guest_address: IPv4Address | None  # None: the namespace's first leased VM
+    guest_address: IPv4Address | IPv6Address | None  # None: the first leased VM
     guest_port: int
 
     def __str__(self) -> str:
-        guest = self.guest_address or ""
-        return f"{self.protocol}:{self.host_address}:{self.host_port}-{guest}:{self.guest_port}"
+        host, guest = _text(self.host_address), _text(self.guest_address)
+        return f"{self.protocol}:{host}:{self.host_port}-{guest}:{self.guest_port}"
+
+
+def _text(address: IPv4Address | IPv6Address | None) -> str:
+    if address is None:
+        return ""
+    return f"[{address}]" if address.version == 6 else str(address)
 
 
 def parse_forwards(text: str) -> tuple[Forward, ...]:
     """Every forward a spec names, one per port of a range; ``ValueError`` says what is wrong."""
     match = _SPEC.match(text)
     if match is None:
-        raise ValueError(f"{text!r} is not tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT")
+        raise ValueError(
+            f"{text!r} is not tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT (IPv6 in brackets)"
+        )
     host_ports = _ports(match["hport"])
     guest_ports = _ports(match["gport"])
     if len(guest_ports) == 1:
@@ -67,10 +79,12 @@ def _ports(text: str) -> range:
     return range(start, end + 1)
 
 
-def _address(text: str) -> IPv4Address | None:
+def _address(text: str) -> IPv4Address | IPv6Address | None:
     if not text:
         return None
     try:
+        if text.startswith("["):
+            return IPv6Address(text[1:-1])
         return IPv4Address(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IPv4 address") from None
+        raise ValueError(f"{text!r} is not an IPv4 address or [IPv6 address]") from None

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import enum
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from slirpnet.core.addr import IPAddress
 from slirpnet.core.flows import Endpoint
 from slirpnet.core.vm import Vm
-from slirpnet.wire import ethernet, icmp, ipv4, udp
+from slirpnet.wire import ethernet, icmp, icmpv6, ipv4, ipv6, udp
 
 _ETHERNET = struct.Struct("!6s6sH")
 
@@ -27,6 +27,11 @@ class Unreachable(enum.Enum):
     ADMIN = "admin"  # policy or a limit said no
 
 
+_ICMP6_CODES = {
+    Unreachable.PORT: icmpv6.CODE_PORT_UNREACHABLE,  # RFC 4443 §3.1
+    Unreachable.HOST: icmpv6.CODE_ADDRESS_UNREACHABLE,
+    Unreachable.ADMIN: icmpv6.CODE_ADMIN_PROHIBITED,
+}
 _ICMP4_CODES = {
     Unreachable.PORT: icmp.CODE_PORT_UNREACHABLE,  # RFC 792
     Unreachable.HOST: icmp.CODE_HOST_UNREACHABLE,
@@ -48,13 +53,40 @@ class Frames:
         return ident
 
     def ip(
-        self, vm: Vm, dst_mac: bytes, src: IPAddress, dst: IPAddress, protocol: int, payload: bytes
+        self,
+        vm: Vm,
+        dst_mac: bytes,
+        src: IPAddress,
+        dst: IPAddress,
+        protocol: int,
+        payload: bytes,
+        *,
+        hop_limit: int = ipv6.DEFAULT_HOP_LIMIT,
     ) -> None:
         """Send ``payload`` of ``protocol`` from ``src`` to ``dst`` (one family) to ``vm``."""
-        assert isinstance(src, IPv4Address) and isinstance(dst, IPv4Address)
-        packet = ipv4.IPv4Packet(src, dst, protocol, payload, ident=self.next_ident())
-        header = packet.encode_header()
-        vm.send(b"".join((self.ethernet(dst_mac, ethernet.ETHERTYPE_IPV4), header, payload)))
+        if isinstance(src, IPv6Address) and isinstance(dst, IPv6Address):
+            header = ipv6.IPv6Packet(src, dst, protocol, payload, hop_limit).encode_header()
+            ethertype = ethernet.ETHERTYPE_IPV6
+        elif isinstance(src, IPv4Address) and isinstance(dst, IPv4Address):
+            packet = ipv4.IPv4Packet(src, dst, protocol, payload, ident=self.next_ident())
+            header = packet.encode_header()
+            ethertype = ethernet.ETHERTYPE_IPV4
+        else:
+            raise ValueError(f"{src} to {dst}: one family, please")
+        vm.send(b"".join((self.ethernet(dst_mac, ethertype), header, payload)))
+
+    def icmpv6(
+        self,
+        vm: Vm,
+        dst_mac: bytes,
+        src: IPv6Address,
+        dst: IPv6Address,
+        message: icmpv6.Icmpv6Message,
+        *,
+        hop_limit: int = ipv6.DEFAULT_HOP_LIMIT,
+    ) -> None:
+        payload = message.encode(src, dst)
+        self.ip(vm, dst_mac, src, dst, icmpv6.PROTOCOL, payload, hop_limit=hop_limit)
 
     def udp(self, vm: Vm, dst: Endpoint, src: IPAddress, src_port: int, payload: bytes) -> None:
         datagram = udp.UdpDatagram(src_port, dst.port, payload).encode(src, dst.address)
@@ -62,6 +94,8 @@ class Frames:
 
     def original(self, src: IPAddress, dst: IPAddress, protocol: int, transport: bytes) -> bytes:
         """A packet as the guest sent it (its transport header at least), for quoting."""
+        if isinstance(src, IPv6Address) and isinstance(dst, IPv6Address):
+            return ipv6.IPv6Packet(src, dst, protocol, transport).encode()
         assert isinstance(src, IPv4Address) and isinstance(dst, IPv4Address)
         return ipv4.IPv4Packet(src, dst, protocol, transport).encode()
 
@@ -76,5 +110,9 @@ class Frames:
     ) -> None:
         """ICMP destination unreachable from ``src`` to the guest at ``dst``, about
         ``original`` (an IP packet it sent, as much as the message quotes)."""
+        if isinstance(src, IPv6Address) and isinstance(dst, IPv6Address):
+            message6 = icmpv6.Icmpv6Message.destination_unreachable(_ICMP6_CODES[kind], original)
+            self.icmpv6(vm, dst_mac, src, dst, message6)
+            return
         message = icmp.IcmpMessage.error(icmp.TYPE_DEST_UNREACHABLE, _ICMP4_CODES[kind], original)
         self.ip(vm, dst_mac, src, dst, ipv4.PROTO_ICMP, message.encode())

@@ -3,6 +3,7 @@ is a ping (or raw) socket on the host, and the replies get the guest's identifie
 
 from __future__ import annotations
 
+from ipaddress import IPv6Address
 from typing import Final
 
 from slirpnet.core.addr import IPAddress
@@ -12,7 +13,7 @@ from slirpnet.core.frames import Frames
 from slirpnet.core.policy import Refusal, route
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.vm import Vm
-from slirpnet.wire import icmp, ipv4
+from slirpnet.wire import icmp, icmpv6, ipv4
 from slirpnet.wire.errors import WireError
 
 ECHO_FLOW_IDLE: Final = 10.0
@@ -53,6 +54,10 @@ class EchoNat:
 
     def received(self, flow: EchoFlow, payload: bytes, now: float) -> None:
         """A reply from the host's socket: to the guest, with its identifier restored."""
+        src, dst = flow.dst_address, flow.guest.address
+        if isinstance(src, IPv6Address) and isinstance(dst, IPv6Address):
+            self._received6(flow, src, dst, payload, now)
+            return
         try:
             message = icmp.IcmpMessage.parse(payload, verify_checksum=False)
         except WireError as error:
@@ -69,6 +74,22 @@ class EchoNat:
         self.frames.ip(
             flow.vm, guest.mac, flow.dst_address, guest.address, ipv4.PROTO_ICMP, reply.encode()
         )
+
+    def _received6(
+        self, flow: EchoFlow, src: IPv6Address, dst: IPv6Address, payload: bytes, now: float
+    ) -> None:
+        try:  # the kernel checked it, against addresses we do not see
+            message = icmpv6.Icmpv6Message.parse(payload, src, dst, verify_checksum=False)
+        except WireError as error:
+            flow.vm.drop(error.reason)
+            return
+        if message.type != icmpv6.TYPE_ECHO_REPLY:
+            return
+        flow.deadline = now + ECHO_FLOW_IDLE
+        reply = icmpv6.Icmpv6Message.echo(
+            icmpv6.TYPE_ECHO_REPLY, flow.guest.port, message.seq, message.payload
+        )
+        self.frames.icmpv6(flow.vm, flow.guest.mac, src, dst, reply)
 
     def failed(self, flow: EchoFlow, kind: str) -> None:
         if kind == FLOW_FAILED:

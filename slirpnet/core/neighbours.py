@@ -9,6 +9,7 @@ spoofing sources cannot grow it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from slirpnet.core.addr import IPAddress, key_int
@@ -37,6 +38,13 @@ class Neighbours:
         """By an address already in key_int's space (the fast path's)."""
         return self._vms.get(key)
 
+    def address_of(self, vm: Vm, version: int) -> IPAddress | None:
+        """An address of ``version`` that ``vm`` was heard from, or None."""
+        for key, port in self._vms.items():
+            if port is vm and (key >> 32 == 0xFFFF) == (version == 4):
+                return IPv4Address(key & 0xFFFFFFFF) if version == 4 else IPv6Address(key)
+        return None
+
     def forget(self, vm: Vm) -> None:
         for key in [key for key, port in self._vms.items() if port is vm]:
             del self._vms[key]
@@ -47,23 +55,29 @@ def choose_guest(
 ) -> tuple[Vm, bytes, IPAddress] | None:
     """The VM, MAC and address a forward reaches now, or None when no VM is there.
 
-    A guest address is looked up in the DHCP leases, then among the addresses
-    guests have sent from (``neighbours``: a guest configured by hand has no
-    lease).  Without
-    one, the first VM that holds a bound lease is the target.
+    A guest address is looked up in the DHCP leases (IPv4), then among the addresses
+    guests have sent from (a guest configured by hand has no lease, nor has an IPv6
+    one).  Without one, the first VM that holds a bound lease is the target, or else
+    the first heard from at an IPv6 address: the forward reaches a guest over whichever
+    family it has.
     """
-    if forward.guest_address is not None:
-        mac = dhcp.mac_of(forward.guest_address)
+    address = forward.guest_address
+    if address is not None:
+        mac = dhcp.mac_of(address) if isinstance(address, IPv4Address) else None
         for vm in vms:
             if mac is not None and mac in vm.macs:
-                return vm, mac, forward.guest_address
-        neighbour = neighbours.get(forward.guest_address)
+                return vm, mac, address
+        neighbour = neighbours.get(address)
         if neighbour is not None and neighbour.attached and neighbour.mac:
-            return neighbour, neighbour.mac, forward.guest_address
+            return neighbour, neighbour.mac, address
         return None
     bound = [lease for lease in dhcp.leases() if lease.bound]
     for vm in vms:
         for lease in bound:
             if lease.mac in vm.macs:
                 return vm, lease.mac, lease.address
+    for vm in vms:
+        found = neighbours.address_of(vm, 6)
+        if found is not None and vm.mac:
+            return vm, vm.mac, found
     return None

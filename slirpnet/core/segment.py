@@ -44,6 +44,7 @@ from collections.abc import Sequence
 
 from slirpnet.core.addr import IPAddress
 from slirpnet.core.dhcp import DhcpServer
+from slirpnet.core.dhcp6 import Dhcp6Server
 from slirpnet.core.dns import DnsService
 from slirpnet.core.dnsrelay import DnsRelay
 from slirpnet.core.fastpath import established_segment, superseded
@@ -61,11 +62,13 @@ from slirpnet.core.forwards import Forward
 from slirpnet.core.frames import Frames
 from slirpnet.core.gatewayports import GatewayPorts
 from slirpnet.core.ipv4layer import Ipv4Layer
+from slirpnet.core.ipv6layer import Ipv6Layer, guarded
 from slirpnet.core.nat_echo import EchoNat
 from slirpnet.core.nat_tcp import TcpNat
 from slirpnet.core.nat_udp import UdpNat
 from slirpnet.core.neighbours import Neighbours, choose_guest
 from slirpnet.core.probes import LeaseProbes
+from slirpnet.core.ra import RouterAdvertiser
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.stats import Stats
 from slirpnet.core.switch import Switch
@@ -109,6 +112,18 @@ class Segment:
             self.udp,
             self.echo,
         )
+        self.ra = RouterAdvertiser(settings, self.frames)
+        self.ipv6 = Ipv6Layer(
+            settings,
+            self.frames,
+            self.neighbours,
+            self.dns_relay,
+            self.tcp,
+            self.udp,
+            self.echo,
+            self.ra,
+            Dhcp6Server(settings, self.frames),
+        )
         self._vm_ids = 0
         self._departed = Stats()  # the counts of VMs that have left, so totals never go back
 
@@ -141,9 +156,16 @@ class Segment:
             total.add(vm.stats)
         return total
 
+    def attached(self, vm: Vm, now: float) -> None:
+        """``vm``'s port is up (the shell says so once it can carry frames): the gateway
+        asks for leased addresses no port has, and advertises itself as IPv6 router from
+        now on (core/ra.py)."""
+        self.probe_leases(vm, now)
+        if self.settings.ipv6:
+            self.ra.attached(now)
+
     def probe_leases(self, vm: Vm, now: float) -> None:
-        """Ask on ``vm``'s port for leased addresses no port has (core/probes.py); the
-        shell calls it as a port attaches."""
+        """Ask on ``vm``'s port for leased addresses no port has (core/probes.py)."""
         self.probes.probe(vm, now)
 
     def send_delayed_acks(self, now: float) -> None:
@@ -200,11 +222,21 @@ class Segment:
             return
         if eth.dst == self.gateway_mac:
             self._to_gateway(vm, eth, now)
-        elif eth.dst == ethernet.BROADCAST:
+            return
+        ipv6 = eth.ethertype == ethernet.ETHERTYPE_IPV6
+        if ipv6:  # RA guard: what only routers and DHCP servers send stays here
+            refused = guarded(frame)
+            if refused is not None:
+                vm.drop(refused)
+                return
+        if eth.dst == ethernet.BROADCAST:
             switch.flood(vm, frame, now)
             self._to_gateway(vm, eth, now)
         elif ethernet.is_multicast(eth.dst):
-            if not switch.flood(vm, frame, now):
+            flooded = switch.flood(vm, frame, now)
+            if ipv6:  # Neighbour Discovery, DHCPv6 and MLD to groups the gateway is in
+                self._to_gateway(vm, eth, now)
+            elif not flooded:
                 vm.drop("eth_multicast")
         else:
             port = switch.port_of(eth.dst)
@@ -236,7 +268,7 @@ class Segment:
         elif eth.ethertype == ethernet.ETHERTYPE_IPV4:
             self.ipv4.packet(vm, eth, now)
         elif eth.ethertype == ethernet.ETHERTYPE_IPV6:
-            vm.drop("ipv6_unsupported")
+            self.ipv6.packet(vm, eth, now)
         else:
             vm.drop("eth_unknown_ethertype")
 
@@ -329,11 +361,12 @@ class Segment:
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` should next run (possibly early), or None."""
-        times = [t for t in (self.flows.next_time(), self.probes.next_time()) if t is not None]
-        return min(times, default=None)
+        times = (self.flows.next_time(), self.probes.next_time(), self.ra.next_time())
+        return min((t for t in times if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
         self.probes.handle_timer(now)
+        self.ra.handle_timer(now, self.vms)
         for flow in self.flows.due(now):
             if isinstance(flow, TcpFlow):
                 self.tcp.timer(flow, now)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from ipaddress import IPv4Address
+from ipaddress import ip_address
 from typing import TYPE_CHECKING
 
 import trio
@@ -50,7 +50,8 @@ class Forwards:
         if forward in self._scopes:
             raise ForwardError("forward", f"{forward} exists already")
         kind = socket.SOCK_STREAM if forward.protocol == "tcp" else socket.SOCK_DGRAM
-        sock = socket.socket(socket.AF_INET, kind)
+        family = socket.AF_INET6 if forward.host_address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, kind)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((str(forward.host_address), forward.host_port))
@@ -131,7 +132,7 @@ class Forwards:
         self, forward: Forward, connection: trio.socket.SocketType, peer: tuple[str, int]
     ) -> None:
         runtime = self.runtime
-        address = (IPv4Address(peer[0]), peer[1])
+        address = (ip_address(peer[0]), peer[1])
         flow = runtime.segment.forward_connection(forward, address, trio.current_time())
         raw = socket.socket(fileno=connection.detach())
         if flow is None:
@@ -158,6 +159,6 @@ class Forwards:
                     except OSError as error:  # an ICMP error a peer sent back: not ours
                         log.debug("forward %s: %s", forward, error)
                         continue
-                    address = (IPv4Address(peer[0]), peer[1])
+                    address = (ip_address(peer[0]), peer[1])
                     runtime.segment.forward_datagram(forward, address, payload, trio.current_time())
                     runtime.flush()

@@ -144,7 +144,7 @@ class HostSockets:
                 return
             if isinstance(flow, TcpFlow):
                 adopted = self._adopted.pop(flow, None)
-                sock = adopted or socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock = adopted or socket.socket(_family(flow), socket.SOCK_STREAM)
                 sock.setblocking(False)
                 tcp_handle = _TcpHandle(sock)
                 tcp_handle.connected = adopted is not None
@@ -152,7 +152,7 @@ class HostSockets:
                 self.runtime.port_of(flow.vm).nursery.start_soon(self._tcp, flow, tcp_handle)
                 return
             if isinstance(flow, UdpFlow | DnsFlow):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock = socket.socket(_family(flow), socket.SOCK_DGRAM)
                 sock.setblocking(False)
                 try:
                     sock.connect((str(flow.host_address), flow.host_port))
@@ -175,6 +175,12 @@ class HostSockets:
             self.runtime.port_of(flow.vm).nursery.start_soon(self._receive, flow, handle)
 
     def _echo_socket(self, flow: EchoFlow) -> socket.socket | None:
+        if flow.host_address.version == 6:
+            # Ping sockets only: they take net.ipv4.ping_group_range for IPv6 too, and
+            # raw ICMPv6 (RawIcmp is IPv4's) is not worth CAP_NET_RAW here.
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6)
+            sock.setblocking(False)
+            return sock
         if self._ping_sockets:
             try:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
@@ -417,3 +423,8 @@ def _take(queue: deque[bytes | memoryview], limit: int) -> bytes | memoryview:
         size += len(queue[0])
         parts.append(queue.popleft())
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _family(flow: Flow) -> socket.AddressFamily:
+    """The host socket's family: the host address's, whichever the guest's."""
+    return socket.AF_INET6 if flow.host_address.version == 6 else socket.AF_INET

@@ -82,8 +82,9 @@ class NamespaceRuntime:
             if self.pcap_dir is not None:
                 port.start_capture(self.pcap_dir / f"{self.name}-vm{vm.id}.pcap")
             log.info("VM connected on %s", name, extra=vm.log_context)
-            # A VM come back may hold a lease and say nothing for hours: ask it now.
-            self.segment.probe_leases(vm, trio.current_time())
+            # A VM come back may hold a lease and say nothing for hours: ask it now;
+            # and tell it of the IPv6 router.
+            self.segment.attached(vm, trio.current_time())
             self.flush()
             try:
                 yield port

@@ -25,7 +25,7 @@ from attrs import frozen
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import ICMPv6ND_RA, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.packet import Packet, Raw
 
@@ -404,9 +404,43 @@ class _Builder:
                 "eth_unknown_ethertype",
             ),
             (
-                "ipv6",
-                self.eth(IPv6(src="fe80::1", dst="ff02::1") / UDP(), dst=BROADCAST),
-                "ipv6_unsupported",
+                "ipv6_lying_length",
+                self.eth(IPv6(src="fec0::15", dst="fec0::2", plen=300) / UDP()),
+                "ipv6_truncated",
+            ),
+            (
+                "ipv6_fragment",
+                self.eth(IPv6(src="fec0::15", dst="fec0::2") / IPv6ExtHdrFragment() / UDP()),
+                "ipv6_fragment",
+            ),
+            (
+                "ipv6_header_loop",
+                self.eth(
+                    IPv6(src="fec0::15", dst="fec0::2")
+                    / IPv6ExtHdrDestOpt()
+                    / IPv6ExtHdrDestOpt()
+                    / IPv6ExtHdrDestOpt()
+                    / UDP()
+                ),
+                "ipv6_repeated_header",
+            ),
+            (
+                "ra_from_guest",
+                self.eth(
+                    IPv6(src="fe80::1", dst="ff02::1", hlim=255) / ICMPv6ND_RA(),
+                    dst="33:33:00:00:00:01",
+                ),
+                "ra_guard",
+            ),
+            (
+                "ra_behind_a_header",
+                self.eth(
+                    IPv6(src="fe80::1", dst="ff02::1", hlim=255)
+                    / IPv6ExtHdrDestOpt()
+                    / ICMPv6ND_RA(),
+                    dst="33:33:00:00:00:01",
+                ),
+                "ra_guard",
             ),
             ("eth_group_source", self.eth(self.ip(REMOTE) / UDP(), src=MDNS_MAC), "eth_bad_source"),
             (

@@ -1,0 +1,302 @@
+"""IPv6 at the gateway: Neighbour Discovery, the checks on a guest's packets, dispatch.
+
+The gateway owns three IPv6 addresses behind its one MAC: its link-local address (what
+router advertisements come from, RFC 4861 §6.1.2), ``gateway6`` (the host, as the
+gateway address is in IPv4) and ``dns6``.  Neighbour solicitations for them are
+answered (§7.2.4; one from the unspecified address, a guest about to use one of ours,
+is answered to all nodes to defend it, RFC 4862 §5.4.3); router solicitations go to
+``RouterAdvertiser`` (ra.py); DHCPv6 to ``Dhcp6Server`` (dhcp6.py).  A guest's packet
+to elsewhere must come from an address of the prefix (its SLAAC address, or one set by
+hand) and is handed to the same NAT and DNS relay as IPv4's.  Refusals are answered with
+ICMPv6 destination unreachable (RFC 4443 §3.1).
+
+RA guard (RFC 6105): router advertisements, redirects and DHCPv6 server messages from
+guests are dropped and counted, here and before the switch passes a frame to another
+VM (``guarded``), their extension headers walked so none hides behind one (RFC 7113).
+"""
+
+from __future__ import annotations
+
+import logging
+from ipaddress import IPv6Address
+from typing import Final
+
+from slirpnet.core.dhcp6 import ALL_SERVERS, CLIENT_PORT, SERVER_PORT, Dhcp6Server
+from slirpnet.core.dnsrelay import DnsRelay
+from slirpnet.core.flows import Endpoint
+from slirpnet.core.frames import Frames, Unreachable
+from slirpnet.core.nat_echo import EchoNat
+from slirpnet.core.nat_tcp import TcpNat
+from slirpnet.core.nat_udp import UdpNat
+from slirpnet.core.neighbours import Neighbours
+from slirpnet.core.policy import Refusal
+from slirpnet.core.ra import RouterAdvertiser
+from slirpnet.core.settings import NetworkSettings
+from slirpnet.core.vm import Vm
+from slirpnet.wire import ethernet, icmpv6, ipv6, ndp, tcp, udp
+from slirpnet.wire.errors import WireError
+
+log = logging.getLogger(__name__)
+
+_REFUSALS = {
+    Refusal.RESTRICTED: "guests reach only built-in services",
+    Refusal.LOOPBACK_OFF: "the host's loopback is off",
+    Refusal.DENIED: "on the deny list",
+}
+# Multicast Listener Discovery (RFC 2710, RFC 3810): reports the gateway need not hear.
+_MLD_TYPES = frozenset((130, 131, 132, 143))
+_ROUTER_ONLY = frozenset((icmpv6.TYPE_ROUTER_ADVERTISEMENT, icmpv6.TYPE_REDIRECT))
+DNS_PORT: Final = 53
+
+
+def guarded(frame: bytes) -> str | None:
+    """Why ``frame``, from a guest to other VMs, must not reach them (RA guard), or None.
+
+    Only IPv6 frames are looked at; one whose headers do not parse is not passed either
+    (RFC 7113 §5: an upper layer that cannot be found is not let through), except a
+    fragment, which never carries ND (RFC 6980) and which guests exchange legitimately.
+    """
+    if len(frame) < ethernet.HEADER_LEN or frame[12:14] != b"\x86\xdd":
+        return None
+    try:
+        packet = ipv6.IPv6Packet.parse(memoryview(frame)[ethernet.HEADER_LEN :])
+    except WireError as error:
+        return None if error.reason == "ipv6_fragment" else "ra_guard_unparsable"
+    payload = packet.payload
+    if packet.next_header == icmpv6.PROTOCOL:
+        if len(payload) and payload[0] in _ROUTER_ONLY:
+            return "ra_guard"
+    elif (
+        packet.next_header == udp.PROTOCOL
+        and len(payload) >= 2
+        and payload[0] << 8 | payload[1] == SERVER_PORT
+    ):
+        return "ra_guard"  # a DHCPv6 server's message (RFC 7610)
+    return None
+
+
+class Ipv6Layer:
+    def __init__(
+        self,
+        settings: NetworkSettings,
+        frames: Frames,
+        neighbours: Neighbours,
+        dns: DnsRelay,
+        tcp_nat: TcpNat,
+        udp_nat: UdpNat,
+        echo_nat: EchoNat,
+        ra: RouterAdvertiser,
+        dhcp6: Dhcp6Server,
+    ) -> None:
+        self.settings = settings
+        self.frames = frames
+        self.neighbours = neighbours
+        self.dns = dns
+        self.tcp = tcp_nat
+        self.udp = udp_nat
+        self.echo = echo_nat
+        self.ra = ra
+        self.dhcp6 = dhcp6
+        self.link_local = ra.address
+        self.own = frozenset((settings.gateway6, settings.dns6, self.link_local))
+        # Multicast groups the gateway listens to: all nodes, all routers, DHCPv6 servers,
+        # and the solicited-node group of each of its addresses (RFC 4291 §2.7.1).
+        self.groups = frozenset(
+            (
+                ipv6.ALL_NODES,
+                ipv6.ALL_ROUTERS,
+                ALL_SERVERS,
+                *(ipv6.solicited_node(address) for address in self.own),
+            )
+        )
+        self._not_guests = frozenset(
+            (settings.gateway6, settings.dns6, settings.network6.network_address)
+        )
+
+    def is_guest_address(self, address: IPv6Address) -> bool:
+        return address in self.settings.network6 and address not in self._not_guests
+
+    def packet(self, vm: Vm, eth: ethernet.EthernetFrame, now: float) -> None:
+        if not self.settings.ipv6:
+            vm.drop("ipv6_disabled")
+            return
+        try:
+            packet = ipv6.IPv6Packet.parse(eth.payload)
+        except WireError as error:
+            vm.drop(error.reason)
+            return
+        dst = packet.dst
+        if dst.is_multicast and dst not in self.groups:
+            if not ethernet.is_multicast(eth.dst):
+                vm.drop("no_route")  # to our MAC, yet to a group we are not in
+            return  # else other VMs' business: the switch has flooded it
+        if packet.next_header == icmpv6.PROTOCOL:
+            self._icmpv6(vm, eth, packet, now)
+        elif packet.next_header == udp.PROTOCOL:
+            self._udp(vm, eth, packet, now)
+        elif packet.next_header == tcp.PROTOCOL:
+            self._tcp(vm, eth, packet, now)
+        else:
+            vm.drop("ipv6_unsupported_protocol")
+
+    def _guest_source(self, vm: Vm, packet: ipv6.IPv6Packet) -> bool:
+        """A NAT source must be a guest address of the prefix: not link-local, not ours."""
+        if self.is_guest_address(packet.src):
+            self.neighbours.heard(vm, packet.src)
+            return True
+        vm.drop("ipv6_bad_source")
+        return False
+
+    def _refused(
+        self,
+        vm: Vm,
+        mac: bytes,
+        packet: ipv6.IPv6Packet,
+        refusal: Refusal | str | None,
+        now: float,
+    ) -> None:
+        """Answer what the NAT refused, as ``Ipv4Layer._refused`` does, in ICMPv6."""
+        if refusal is None:
+            return
+        if refusal is Refusal.NO_ROUTE:
+            vm.drop(refusal.value)
+            return
+        if isinstance(refusal, Refusal):
+            vm.refuse(refusal.value, now, f"{packet.dst}: {_REFUSALS[refusal]}")
+        self._unreachable(vm, mac, packet, Unreachable.ADMIN)
+
+    def _unreachable(self, vm: Vm, mac: bytes, packet: ipv6.IPv6Packet, kind: Unreachable) -> None:
+        original = packet.encode()
+        self.frames.unreachable(vm, mac, self.settings.gateway6, packet.src, kind, original)
+
+    # -- ICMPv6: Neighbour Discovery and echo ---------------------------------------------
+
+    def _icmpv6(
+        self, vm: Vm, eth: ethernet.EthernetFrame, packet: ipv6.IPv6Packet, now: float
+    ) -> None:
+        try:
+            message = icmpv6.Icmpv6Message.parse(packet.payload, packet.src, packet.dst)
+        except WireError as error:
+            vm.drop(error.reason)
+            return
+        kind = message.type
+        if kind == icmpv6.TYPE_ECHO_REQUEST:
+            self._echo(vm, eth, packet, message, now)
+        elif kind in _MLD_TYPES:
+            vm.stats.count("icmpv6_mld")
+        elif kind in _ROUTER_ONLY:
+            vm.drop("ra_guard")
+        elif icmpv6.TYPE_ROUTER_SOLICITATION <= kind <= icmpv6.TYPE_NEIGHBOR_ADVERTISEMENT:
+            self._ndp(vm, eth, packet, message)
+        else:
+            vm.drop("icmpv6_unsupported_type")
+
+    def _ndp(
+        self,
+        vm: Vm,
+        eth: ethernet.EthernetFrame,
+        packet: ipv6.IPv6Packet,
+        message: icmpv6.Icmpv6Message,
+    ) -> None:
+        try:
+            parsed = ndp.parse(message)
+            ndp.check_ip(packet, parsed)
+        except WireError as error:
+            vm.drop(error.reason)
+            return
+        if isinstance(parsed, ndp.RouterSolicitation):
+            self.ra.solicited(vm, packet.src, parsed.source_mac or eth.src)
+        elif isinstance(parsed, ndp.NeighborSolicitation):
+            if parsed.target in self.own:
+                self._advertise(vm, eth, packet, parsed)
+        elif isinstance(parsed, ndp.NeighborAdvertisement) and self.is_guest_address(parsed.target):
+            self.neighbours.heard(vm, parsed.target)  # a guest announcing its address
+
+    def _advertise(
+        self,
+        vm: Vm,
+        eth: ethernet.EthernetFrame,
+        packet: ipv6.IPv6Packet,
+        solicitation: ndp.NeighborSolicitation,
+    ) -> None:
+        """§7.2.4: the target, one of ours, is at the gateway's MAC."""
+        dad = packet.src.is_unspecified
+        answer = solicitation.advertise(self.frames.gateway_mac, router=True, solicited=not dad)
+        if dad:  # a guest testing one of our addresses: defend it (RFC 4862 §5.4.3)
+            vm.stats.count("ipv6_dad_for_gateway")
+            dst, mac = ipv6.ALL_NODES, ipv6.multicast_mac(ipv6.ALL_NODES)
+        else:
+            dst, mac = packet.src, solicitation.source_mac or eth.src
+        self.frames.icmpv6(
+            vm, mac, solicitation.target, dst, answer.to_icmpv6(), hop_limit=ndp.HOP_LIMIT
+        )
+
+    def _echo(
+        self,
+        vm: Vm,
+        eth: ethernet.EthernetFrame,
+        packet: ipv6.IPv6Packet,
+        message: icmpv6.Icmpv6Message,
+        now: float,
+    ) -> None:
+        src, dst = packet.src, packet.dst
+        if dst in self.own or dst in self.groups:
+            # Ours, from any guest unicast address (link-local included): answered here.
+            if src.is_multicast or src.is_unspecified or dst.is_multicast:
+                vm.drop("icmpv6_echo_not_unicast")
+                return
+            self.frames.icmpv6(vm, eth.src, dst, src, message.echo_reply())
+            return
+        if not self._guest_source(vm, packet):
+            return
+        guest = Endpoint(eth.src, src, message.ident)
+        refusal = self.echo.guest_echo(vm, guest, dst, bytes(packet.payload), now)
+        self._refused(vm, eth.src, packet, refusal, now)
+
+    # -- UDP: DHCPv6, DNS, NAT -------------------------------------------------------------
+
+    def _udp(
+        self, vm: Vm, eth: ethernet.EthernetFrame, packet: ipv6.IPv6Packet, now: float
+    ) -> None:
+        try:
+            datagram = udp.UdpDatagram.parse(packet.payload, packet.src, packet.dst)
+        except WireError as error:
+            vm.drop(error.reason)
+            return
+        dst = packet.dst
+        if datagram.dst_port == SERVER_PORT and dst in (ALL_SERVERS, self.link_local):
+            reply = self.dhcp6.handle(vm, bytes(datagram.payload))
+            if reply is not None:
+                client = Endpoint(eth.src, packet.src, CLIENT_PORT)
+                self.frames.udp(vm, client, self.link_local, SERVER_PORT, reply)
+            return
+        if dst.is_multicast:
+            vm.drop("udp_multicast")
+            return
+        if not self._guest_source(vm, packet):
+            return
+        guest = Endpoint(eth.src, packet.src, datagram.src_port)
+        if dst == self.settings.dns6:
+            if datagram.dst_port == DNS_PORT:
+                self.dns.query(vm, guest, bytes(datagram.payload), now)
+            else:
+                vm.drop("no_service")
+                self._unreachable(vm, eth.src, packet, Unreachable.PORT)
+            return
+        refusal = self.udp.guest_datagram(
+            vm, guest, dst, datagram.dst_port, bytes(datagram.payload), now
+        )
+        self._refused(vm, eth.src, packet, refusal, now)
+
+    def _tcp(
+        self, vm: Vm, eth: ethernet.EthernetFrame, packet: ipv6.IPv6Packet, now: float
+    ) -> None:
+        try:
+            segment = tcp.TcpSegment.parse(packet.payload, packet.src, packet.dst)
+        except WireError as error:
+            vm.drop(error.reason)
+            return
+        if not self._guest_source(vm, packet):
+            return
+        refusal = self.tcp.guest_segment(vm, eth.src, packet.src, packet.dst, segment, now)
+        self._refused(vm, eth.src, packet, refusal, now)
