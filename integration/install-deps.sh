@@ -26,7 +26,8 @@ fi
 # images' base, as no registry is reachable).  podman-compose comes from PyPI (the test extra):
 # Debian's 1.0.3 goes on after a failed build.
 # libgcc-12-dev: libasan for the C module's AddressSanitizer test (tests/test_native_asan.py).
+# bind9-dnsutils: dig, a real resolver's DNS over TCP and EDNS (integration/test_server_dns.py).
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends qemu-system-x86 zstd vde2 iproute2 gcc libc6-dev \
     busybox-static nftables iperf3 python3-venv python3-dev sudo git tcpdump \
-    podman runc netavark aardvark-dns iptables debootstrap libgcc-12-dev
+    podman runc netavark aardvark-dns iptables debootstrap libgcc-12-dev bind9-dnsutils

@@ -4,17 +4,25 @@ One server, three namespaces from a config file, a guest in each, booted togethe
 ``failover``'s first upstream refuses (a closed loopback port) so the second answers;
 ``dead`` has one that refuses and one that never answers, so the guest gets SERVFAIL;
 ``tcp`` asks over TCP, as a resolver does after a truncated answer.
+
+Then dig, from the Linux stack in a namespace: over TCP past an upstream that refuses,
+and EDNS as dig speaks it to the answers slirpnet builds itself.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
 import socket
 from pathlib import Path
 
+import pytest
 import trio
 from scapy.layers.dns import DNS, DNSQR
 
+from integration.conftest import skip_unless_linux_guest
 from integration.guest import GuestImage, GuestRun, boot_async
+from integration.linux.harness import LinuxGuest, open_linux_guest
 from integration.server import RECORDS, free_udp_port, serving
 from integration.services import dns_upstream
 
@@ -115,4 +123,72 @@ async def test_failover_servfail_local_records_and_tcp(
     # the local name never left slirpnet.
     asked = {(transport, name) for transport, name, qtype in good.queries if qtype == 1}
     assert asked == {("udp", "www.slirpnet.test"), ("tcp", "www.slirpnet.test")}
+    server.assert_clean_exit()
+
+
+async def dig(guest: LinuxGuest, *args: str) -> str:
+    """dig's answer from the guest's namespace, one try, to the DNS address."""
+    result = await trio.run_process(
+        guest.command("dig", "@10.0.2.3", "+tries=1", "+time=5", *args),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, output
+    return output
+
+
+def status(output: str) -> str:
+    match = re.search(r"status: (\w+)", output)
+    assert match, output
+    return match.group(1)
+
+
+def answers(output: str) -> list[str]:
+    """The answer section's records as "TYPE DATA"."""
+    section = output.partition(";; ANSWER SECTION:\n")[2].partition("\n\n")[0]
+    return [" ".join(line.split()[3:]) for line in section.splitlines()]
+
+
+async def test_dig_over_tcp_fails_over_and_edns_is_echoed(tmp_path: Path) -> None:
+    skip_unless_linux_guest()
+    if shutil.which("dig") is None:
+        pytest.skip("dig is not installed (Debian package bind9-dnsutils)")
+    with socket.socket() as refusing:  # bound, never listening: connects are refused
+        refusing.bind(("127.0.0.1", 0))
+        async with dns_upstream(RECORDS) as good:
+            nic = tmp_path / "nic.sock"
+            args = [
+                *("--listen", f"unixgram:{nic}"),
+                *("--dns-upstream", f"127.0.0.1:{refusing.getsockname()[1]}"),
+                *("--dns-upstream", f"127.0.0.1:{good.port}"),
+                *("--dns-record", "db.slirpnet.test=10.0.2.50"),
+                *("--dns-record", "db.slirpnet.test=fd00::50"),
+            ]
+            async with (
+                serving(args, tmp_path / "slirpnet.log") as server,
+                open_linux_guest(tmp_path / "guest", server=nic) as guest,
+            ):
+                over_tcp = await dig(guest, "+tcp", "www.slirpnet.test", "A")
+                with_edns = await dig(guest, "+edns=0", "+dnssec", "db.slirpnet.test", "AAAA")
+                without_edns = await dig(guest, "+noedns", "db.slirpnet.test", "A")
+                nodata = await dig(guest, "+edns=0", "db.slirpnet.test", "MX")
+                later = await dig(guest, "+edns=1", "+noednsnegotiation", "db.slirpnet.test")
+
+    # The first upstream refused the connection; the second answered over TCP.
+    assert (status(over_tcp), answers(over_tcp)) == ("NOERROR", ["A 192.0.2.10"]), over_tcp
+    assert ("tcp", "www.slirpnet.test", 1) in good.queries
+
+    # Local answers: our OPT record when the query had one, DO echoed (RFC 3225 §3), the
+    # UDP size the link carries (the lease's MTU less IPv4 and UDP headers).
+    assert (status(with_edns), answers(with_edns)) == ("NOERROR", ["AAAA fd00::50"])
+    udp = guest.mtu - 28
+    assert f"; EDNS: version: 0, flags: do; udp: {udp}\n" in with_edns, with_edns
+    assert (status(without_edns), answers(without_edns)) == ("NOERROR", ["A 10.0.2.50"])
+    assert "OPT PSEUDOSECTION" not in without_edns, without_edns
+    assert (status(nodata), answers(nodata)) == ("NOERROR", [])  # NODATA, RFC 2308 §2.2
+    assert f"; EDNS: version: 0, flags:; udp: {udp}\n" in nodata, nodata
+    assert status(later) == "BADVERS" and "EDNS: version: 0" in later, later
+    assert all(name != "db.slirpnet.test" for _, name, _ in good.queries)  # never left us
     server.assert_clean_exit()

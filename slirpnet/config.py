@@ -17,7 +17,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +146,24 @@ def _network6(text: str, key: str) -> IPv6Network:
         raise ConfigError(key, f"{text!r} is not an IPv6 network like fd00::/64") from None
 
 
+def _ip(text: str, key: str) -> IPv4Address | IPv6Address:
+    try:
+        return ip_address(text)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not an IPv4 or IPv6 address") from None
+
+
 def parse_upstream(text: str, key: str = "dns-upstream") -> Upstream:
-    host, colon, port = text.rpartition(":")
-    if not colon:
-        host, port = text, "53"
-    return Upstream(_address(host.strip("[]"), key), _port(port, key))
+    """``HOST[:PORT]``, an IPv6 host in brackets when a port follows (``[::1]:53``)."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or rest[:1] not in ("", ":"):
+            raise ConfigError(key, f"{text!r} is not HOST[:PORT], like [::1]:53")
+        port = rest[1:] if rest else port
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    return Upstream(_ip(host, key), _port(port, key))
 
 
 _NAME = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$")
@@ -162,11 +175,12 @@ def _domain(text: str, key: str) -> str:
     return text.rstrip(".")
 
 
-def parse_record(text: str, key: str = "dns-record") -> tuple[str, IPv4Address]:
+def parse_record(text: str, key: str = "dns-record") -> tuple[str, IPv4Address | IPv6Address]:
+    """``NAME=ADDRESS``: an A record for an IPv4 address, an AAAA record for an IPv6 one."""
     name, equals, address = text.partition("=")
     if not equals:
-        raise ConfigError(key, f"{text!r} is not NAME=IPV4")
-    return _domain(name.strip(), key), _address(address.strip(), key)
+        raise ConfigError(key, f"{text!r} is not NAME=ADDRESS")
+    return _domain(name.strip(), key), _ip(address.strip(), key)
 
 
 # RFC 1123 §2.1: letters, digits and hyphens, 63 to a label; 253 in all (RFC 1035 §2.3.4).

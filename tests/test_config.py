@@ -33,7 +33,9 @@ def test_defaults_are_libslirps() -> None:
     )
     assert settings.mtu == 65520
     assert settings.host_loopback and not settings.restrict
-    assert settings.local_records() == {"host.slirpnet.internal": IPv4Address("10.0.2.2")}
+    assert settings.local_records().items() == [
+        ("host.slirpnet.internal", (IPv4Address("10.0.2.2"), IPv6Address("fec0::2")))
+    ]
 
 
 def test_flags() -> None:
@@ -50,8 +52,14 @@ def test_flags() -> None:
         "127.0.0.1:5353",
         "--dns-upstream",
         "127.0.0.2",
+        "--dns-upstream",
+        "[::1]:5300",
+        "--dns-upstream",
+        "fd00::53",
         "--dns-record",
         "db.test=192.168.76.9",
+        "--dns-record",
+        "DB.test=fd00::9",
         "--search",
         "corp.test",
         "--static-lease",
@@ -76,8 +84,17 @@ def test_flags() -> None:
     assert settings.dns_upstreams == (
         Upstream(IPv4Address("127.0.0.1"), 5353),
         Upstream(IPv4Address("127.0.0.2"), 53),
+        Upstream(IPv6Address("::1"), 5300),
+        Upstream(IPv6Address("fd00::53"), 53),
     )
-    assert settings.local_records()["db.test"] == IPv4Address("192.168.76.9")
+    assert [str(upstream) for upstream in settings.dns_upstreams[2:]] == [
+        "[::1]:5300",
+        "[fd00::53]:53",
+    ]
+    assert settings.local_records().get("db.test") == (
+        IPv4Address("192.168.76.9"),
+        IPv6Address("fd00::9"),
+    )
     assert settings.search == ("corp.test",)
     assert settings.static_leases == (
         StaticLease(bytes.fromhex("525400000001"), IPv4Address("192.168.76.50")),
@@ -198,6 +215,11 @@ def test_no_listener_means_the_default_socket(monkeypatch: pytest.MonkeyPatch) -
         (["--mtu", "100"], "mtu"),
         (["--mtu", "big"], "mtu"),
         (["--dns-upstream", "resolver.test"], "dns-upstream"),
+        (["--dns-upstream", "[::1]53"], "dns-upstream"),
+        (["--dns-upstream", "[::1"], "dns-upstream"),
+        (["--dns-upstream", "[::1]:"], "dns-upstream"),
+        (["--dns-upstream", "127.0.0.1:53:53"], "dns-upstream"),
+        (["--dns-record", "a.test=fd00::1::2"], "dns-record"),
         (["--dns-record", "noequals"], "dns-record"),
         (["--static-lease", "zz=10.0.2.9"], "static-lease"),
         (["--udp-idle-timeout", "-1"], "udp-idle-timeout"),

@@ -122,17 +122,26 @@ async def test_dns_records_added_and_removed_at_run_time() -> None:
         assert get(api, "/v1/namespaces/test/dns") == {
             "address": "10.0.2.3",
             "upstreams": [],
-            "records": {"host.slirpnet.internal": "10.0.2.2"},
+            "records": {"host.slirpnet.internal": ["10.0.2.2", "fec0::2"]},
         }
         added = call(
             api, "PUT", "/v1/namespaces/test/dns/records/Build.Test", {"address": "10.9.8.7"}
         )
         assert added == {"name": "build.test", "address": "10.9.8.7"}
+        # An IPv6 address is the name's AAAA record, beside its A record.
+        path = "/v1/namespaces/test/dns/records/build.test."
+        assert call(api, "PUT", path, {"address": "fd00::7"})["name"] == "build.test"
+        shown = get(api, "/v1/namespaces/test/dns")["records"]  # type: ignore[index]
+        assert shown["build.test"] == ["10.9.8.7", "fd00::7"]
 
         query = DNS(id=5, rd=1, qd=DNSQR(qname="build.test"))
         await vm.send(vm.udp("10.0.2.3", 53, bytes(query), sport=5353))
         answer = (await vm.receive())[DNS]
         assert answer.rcode == 0 and answer.an[0].rdata == "10.9.8.7"
+        query = DNS(id=6, rd=1, qd=DNSQR(qname="build.test", qtype="AAAA"))
+        await vm.send(vm.udp("10.0.2.3", 53, bytes(query), sport=5353))
+        answer = (await vm.receive())[DNS]
+        assert answer.rcode == 0 and answer.an[0].rdata == "fd00::7"
 
         assert call(api, "DELETE", "/v1/namespaces/test/dns/records/build.test") == {
             "deleted": "build.test"
@@ -275,6 +284,8 @@ def test_tables_for_people() -> None:
     ]
     assert client.render({"name": "x", "vms": 3}) == "name  x\nvms   3"
     assert client.render([]) == "(none)"
+    records = {"records": {"a.test": ["10.0.2.9", "fd00::9"], "b.test": ["10.0.2.8"]}}
+    assert client.render(records) == "records  a.test=10.0.2.9 fd00::9,b.test=10.0.2.8"
 
 
 async def test_a_capture_is_readable_while_the_vm_runs(tmp_path: Path) -> None:

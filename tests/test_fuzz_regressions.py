@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
-from scapy.layers.dns import DNS, DNSQR
+from scapy.layers.dns import DNS, DNSQR, DNSRROPT
 from scapy.layers.inet import IP, UDP
 
 from slirpnet.core.tcp import IDLE_TIMEOUT, State
@@ -76,7 +76,8 @@ def test_upstream_answer_that_fits_is_relayed_unchanged() -> None:
     segment = new_segment(mtu=1500, dns_upstreams=(UPSTREAM_1,))
     vm = segment.attach("guest")
     shell = Shell(segment)
-    sent = query(ident=9)
+    # EDNS lets the answer be larger than 512 octets (RFC 6891 §6.2.5); the MTU is the limit.
+    sent = bytes(DNS(id=9, rd=1, qd=DNSQR(qname="example.com"), ar=DNSRROPT(rclass=4096)))
     ask(segment, vm, sent)
     flow = forwarded(shell, sent, UPSTREAM_1)
     answer = (bytes(DNS(id=9, qr=1, qd=DNSQR(qname="example.com"))) + bytes(1500))[:1472]

@@ -10,6 +10,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from slirpnet.core.dns import DnsService
+from slirpnet.core.dnsrecords import LocalRecords
 from slirpnet.core.settings import Upstream
 from slirpnet.core.vm import Vm
 from slirpnet.logs import configure, namespace_var
@@ -36,7 +37,7 @@ def dns_log() -> Iterator[Lines]:
 
 def test_an_upstream_going_down_and_coming_back_is_said_once_each(dns_log: Lines) -> None:
     first, second = Upstream(IPv4Address("127.0.0.1"), 5301), Upstream(IPv4Address("127.0.0.1"))
-    service = DnsService({}, (first, second), 1.0)
+    service = DnsService(LocalRecords(), (first, second), 1.0)
     for _ in range(3):
         service.upstream_failed(0)
     service.upstream_answered(1)  # was never down

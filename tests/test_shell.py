@@ -8,7 +8,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ import trio
 import trio.testing
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
-from scapy.layers.inet import ICMP, IP, UDP, UDPerror
+from scapy.layers.inet import ICMP, IP, TCP, UDP, UDPerror
 from scapy.layers.l2 import Ether
 
 from slirpnet.config import Address, ConfigError
@@ -139,6 +139,64 @@ async def test_dns_goes_to_the_next_upstream_then_servfail() -> None:
             await vm.send(vm.udp("10.0.2.3", 53, bytes(query), sport=5354))
             servfail = await vm.receive()
             assert (servfail[DNS].id, servfail[DNS].rcode) == (0x4242, 2)
+
+
+async def test_an_ipv6_upstream_is_asked_from_an_ipv6_socket() -> None:
+    with trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as upstream:
+        await upstream.bind(("::1", 0))
+        settings = NetworkSettings(
+            dns_upstreams=(Upstream(IPv6Address("::1"), upstream.getsockname()[1]),)
+        )
+        query = DNS(id=0x6666, rd=1, qd=DNSQR(qname="example.test", qtype="AAAA"))
+        async with running(settings) as (_, vm):
+            await vm.send(vm.udp("10.0.2.3", 53, bytes(query), sport=5353))
+            with trio.fail_after(5):
+                asked, peer = await upstream.recvfrom(512)
+            assert asked == bytes(query) and peer[0] == "::1"
+            await upstream.sendto(bytes(DNS(id=0x6666, qr=1, rcode=3, qd=query.qd)), peer)
+            reply = await vm.receive()
+            assert (reply[IP].src, reply[DNS].id, reply[DNS].rcode) == ("10.0.2.3", 0x6666, 3)
+
+
+async def test_dns_over_tcp_goes_to_the_next_upstream_that_connects() -> None:
+    """Refused, then silent (a listener whose queue is full), then IPv6 loopback answers."""
+    with (
+        socket.socket() as closed,
+        socket.socket() as silent,
+        socket.socket() as filler,
+        socket.socket(socket.AF_INET6) as answering,
+    ):
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        filler.connect(silent.getsockname())  # the one connection its queue holds
+        answering.bind(("::1", 0))
+        answering.listen()
+        answering.setblocking(False)
+        upstreams = (
+            Upstream(IPv4Address("127.0.0.1"), closed.getsockname()[1]),
+            Upstream(IPv4Address("127.0.0.1"), silent.getsockname()[1]),
+            Upstream(IPv6Address("::1"), answering.getsockname()[1]),
+        )
+        settings = NetworkSettings(dns_upstreams=upstreams, dns_timeout=0.3)
+        guest = Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / IP(src="10.0.2.15", dst="10.0.2.3")
+        async with running(settings) as (_, vm):
+            started = trio.current_time()
+            await vm.send(guest / TCP(sport=40053, dport=53, flags="S", seq=1000))
+            syn_ack = await vm.receive()
+            assert syn_ack[TCP].flags == "SA" and syn_ack[TCP].ack == 1001
+            assert trio.current_time() - started >= 0.3  # the silent one had its time
+            query = bytes(DNS(id=0x7C7C, rd=1, qd=DNSQR(qname="example.test")))
+            message = len(query).to_bytes(2, "big") + query
+            ack = syn_ack[TCP].seq + 1
+            await vm.send(
+                guest / TCP(sport=40053, dport=53, flags="PA", seq=1001, ack=ack) / message
+            )
+            upstream = trio.socket.from_stdlib_socket(answering)
+            with trio.fail_after(5):
+                conn, _ = await upstream.accept()
+                with conn:
+                    assert await conn.recv(1024) == message
 
 
 async def test_disconnect_closes_every_host_socket() -> None:

@@ -35,6 +35,7 @@ import trio
 from slirpnet.config import ConfigError, check_forwards, parse_forward, parse_record
 from slirpnet.control import views
 from slirpnet.control.http import HttpError, Request, Response
+from slirpnet.core import dnsrecords
 from slirpnet.shell.forwards import ForwardError
 
 if TYPE_CHECKING:
@@ -160,15 +161,15 @@ def _put_record(api: ControlApi, request: Request, args: list[str]) -> Response:
         name, parsed = parse_record(f"{args[1]}={address}", "address")
     except ConfigError as error:
         raise HttpError(400, str(error)) from None
-    runtime.segment.dns.records[name.lower()] = parsed
-    return Response.json({"name": name.lower(), "address": str(parsed)})
+    name = runtime.segment.dns.records.set(name, parsed)
+    return Response.json({"name": name, "address": str(parsed)})
 
 
 @_route("/namespaces/{}/dns/records/{}", "DELETE")
 def _delete_record(api: ControlApi, request: Request, args: list[str]) -> Response:
     records = api.runtime(args[0]).segment.dns.records
-    name = args[1].lower().rstrip(".")
-    if records.pop(name, None) is None:
+    name = dnsrecords.key(args[1])
+    if not records.remove(name):
         raise HttpError(404, f"no local record {name!r}")
     return Response.json({"deleted": name})
 

@@ -247,11 +247,12 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "~"
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, separator: str = ",") -> str:
     if value is None:
         return "-"
     if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+        # A list in it (a name's addresses) is spaced: commas part the entries.
+        return ",".join(f"{k}={_cell(v, ' ')}" for k, v in value.items()) or "-"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
+        return separator.join(str(v) for v in value) or "-"
     return str(value)

@@ -129,7 +129,10 @@ def dns_view(runtime: NamespaceRuntime) -> dict[str, Any]:
     return {
         "address": str(runtime.segment.settings.dns),
         "upstreams": [str(upstream) for upstream in service.upstreams],
-        "records": {name: str(address) for name, address in sorted(service.records.items())},
+        "records": {
+            name: [str(address) for address in addresses]
+            for name, addresses in service.records.items()
+        },
     }
 
 

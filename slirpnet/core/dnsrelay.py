@@ -3,8 +3,9 @@ decides, carried out with flows and frames.
 
 A query is answered locally or sent to the upstreams one at a time as a ``DnsFlow``:
 no answer within the timeout, or an error, and the next is asked; when all have
-failed the guest gets SERVFAIL, never silence.  An answer too long for the MTU becomes
-an empty one with TC set, so the guest asks again over TCP (RFC 7766 §5).
+failed the guest gets SERVFAIL, never silence.  An answer too long for the query or the
+MTU becomes an empty one with TC set, so the guest asks again over TCP (RFC 7766 §5).
+The room handed to ``DnsService`` is what one datagram of the guest's family carries.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class DnsRelay:
     def query(self, vm: Vm, guest: Endpoint, query: bytes, now: float) -> None:
         """A query from ``guest`` to the DNS address of its family."""
         vm.stats.count("dns_query")
-        answer = self.dns.local_answer(vm, query)
+        answer = self.dns.local_answer(vm, query, self._room(guest))
         if answer is not None:
             if answer:  # not DROPPED
                 self._answer(vm, guest, answer)
@@ -49,6 +50,9 @@ class DnsRelay:
         self.flows.open(flow)
         self.flows.actions.append(SendFlow(flow, query))
 
+    def _room(self, guest: Endpoint) -> int:
+        return family_of(guest.address).udp_room(self.settings.mtu)
+
     def _answer(self, vm: Vm, guest: Endpoint, answer: bytes) -> None:
         self.frames.udp(vm, guest, self.settings.dns_for(guest.address), DNS_PORT, answer)
 
@@ -59,9 +63,7 @@ class DnsRelay:
             vm.drop("dns_reply_mismatch")
             return
         self.dns.upstream_answered(flow.attempt)
-        answer: bytes | None = payload
-        if len(payload) > family_of(flow.guest.address).udp_room(self.settings.mtu):
-            answer = DnsService.truncated(flow.query)  # the guest asks again over TCP
+        answer = DnsService.fit(flow.query, payload, self._room(flow.guest))  # or TC: ask over TCP
         if answer is None:
             vm.drop("udp_reply_over_mtu")
         else:
@@ -90,6 +92,6 @@ class DnsRelay:
             self._servfail(vm, flow.guest, flow.query)
 
     def _servfail(self, vm: Vm, guest: Endpoint, query: bytes) -> None:
-        answer = DnsService.servfail(query)
+        answer = DnsService.servfail(query, self._room(guest))
         if answer is not None:
             self._answer(vm, guest, answer)

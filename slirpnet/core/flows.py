@@ -20,6 +20,7 @@ from typing import Final
 
 from slirpnet.core.addr import IPAddress, key_int
 from slirpnet.core.forwards import Forward
+from slirpnet.core.settings import Upstream
 from slirpnet.core.tcp import TcpEndpoint
 from slirpnet.core.vm import Vm
 
@@ -122,6 +123,9 @@ class TcpFlow(Flow):
     dst_port: int
     endpoint: TcpEndpoint = field(repr=False)
     forward: Forward | None = None  # a connection accepted on a forward: its socket is given
+    # Where else the host socket may connect, in turn, when the connect to the host address
+    # fails or takes longer than the DNS timeout: the DNS relay's other upstreams.
+    fallbacks: tuple[Upstream, ...] = ()
     host_closed: bool = field(init=False)
     # What every frame to the guest starts with: the Ethernet header, then our address
     # and the guest's as integers and as bytes (made with the first frame; see

@@ -104,6 +104,7 @@ class TcpNat:
             dst_address=dst,
             dst_port=segment.dst_port,
             endpoint=endpoint,
+            fallbacks=self.upstreams[1:] if dst == self.settings.dns_for(dst) else (),
         )
         self.flows.open(flow)
         return None
@@ -115,7 +116,8 @@ class TcpNat:
         guest has been answered already."""
         if dst == self.settings.dns_for(dst):
             # RFC 7766 §5: resolvers fall back to TCP (after a truncated answer, say), so
-            # the DNS address takes TCP on port 53 too and relays it to the first upstream.
+            # the DNS address takes TCP on port 53 too and relays it to the upstreams: the
+            # first, then the others as the shell finds it will not connect (fallbacks).
             if segment.dst_port == DNS_PORT and self.upstreams:
                 upstream = self.upstreams[0]
                 return upstream.address, upstream.port

@@ -11,6 +11,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from attrs import frozen
 
+from slirpnet.core.dnsrecords import LocalRecords
+
 # passt's choice: the largest MTU a 65535-byte stream frame carries with room to spare.
 # Fewer, larger frames are what make a Python data path fast.
 DEFAULT_MTU = 65520
@@ -38,11 +40,12 @@ SLAAC_PREFIX_LEN = 64
 
 @frozen
 class Upstream:
-    address: IPv4Address
+    address: IPv4Address | IPv6Address
     port: int = 53
 
     def __str__(self) -> str:
-        return f"{self.address}:{self.port}"
+        host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+        return f"{host}:{self.port}"
 
 
 @frozen
@@ -62,8 +65,9 @@ class NetworkSettings:
     domain: str | None = None
     search: tuple[str, ...] = ()
     dns_upstreams: tuple[Upstream, ...] = ()
-    dns_records: tuple[tuple[str, IPv4Address], ...] = ()
-    host_name: str | None = DEFAULT_HOST_NAME  # a local record for the gateway, i.e. the host
+    dns_records: tuple[tuple[str, IPv4Address | IPv6Address], ...] = ()  # A and AAAA
+    # Local records for the gateway, i.e. the host: A, and AAAA with IPv6.
+    host_name: str | None = DEFAULT_HOST_NAME
     static_leases: tuple[StaticLease, ...] = ()
     host_loopback: bool = True
     restrict: bool = False
@@ -142,9 +146,12 @@ class NetworkSettings:
         """Is ``address``, a host socket's destination, on the deny list?"""
         return any(address in network for network in self.deny)
 
-    def local_records(self) -> dict[str, IPv4Address]:
-        """Names answered without asking upstream, lower-cased (RFC 4343: case-insensitive)."""
-        records = {name.lower().rstrip("."): address for name, address in self.dns_records}
-        if self.host_name:
-            records.setdefault(self.host_name.lower(), self.gateway)
+    def local_records(self) -> LocalRecords:
+        """Names answered without asking upstream: a record given for the host name
+        replaces the host's addresses."""
+        records = LocalRecords(self.dns_records)
+        if self.host_name and self.host_name not in records:
+            records.set(self.host_name, self.gateway)
+            if self.ipv6:
+                records.set(self.host_name, self.gateway6)
         return records

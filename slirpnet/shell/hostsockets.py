@@ -8,15 +8,19 @@ fail with a single warning.
 
 TCP flows get a stream socket, connected without blocking anyone: the connect
 runs in the flow's own task, and the core hears ``flow_connected`` or
-``flow_error``.  Then a reader takes from the host only what the core's
-``read_allowance`` permits (the guest's pace), and a writer sends what the
-guest sent, reporting each write so the core can open its window again.
+``flow_error``.  A flow with ``fallbacks`` (DNS over TCP, relayed to the
+upstreams) tries them in turn when a connect fails or outlasts the DNS timeout,
+and the core hears only of the last.  Then a reader takes from the host only
+what the core's ``read_allowance`` permits (the guest's pace), and a writer
+sends what the guest sent, reporting each write so the core can open its window
+again.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import socket
 import struct
 from collections import deque
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from slirpnet.core.addr import IPAddress
 from slirpnet.core.flows import (
     FLOW_EXHAUSTED,
     FLOW_FAILED,
@@ -58,6 +63,10 @@ CLOSE_LINGER = 60.0
 _UNREACHABLE = frozenset((errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN))
 _RESET = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED))
 _LINGER_ABORT = struct.pack("ii", 1, 0)  # close with a RST
+
+
+def family(address: IPAddress) -> socket.AddressFamily:
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
 
 def error_kind(error: OSError) -> str:
@@ -144,7 +153,7 @@ class HostSockets:
                 return
             if isinstance(flow, TcpFlow):
                 adopted = self._adopted.pop(flow, None)
-                sock = adopted or socket.socket(_family(flow), socket.SOCK_STREAM)
+                sock = adopted or socket.socket(family(flow.host_address), socket.SOCK_STREAM)
                 sock.setblocking(False)
                 tcp_handle = _TcpHandle(sock)
                 tcp_handle.connected = adopted is not None
@@ -152,7 +161,7 @@ class HostSockets:
                 self.runtime.port_of(flow.vm).nursery.start_soon(self._tcp, flow, tcp_handle)
                 return
             if isinstance(flow, UdpFlow | DnsFlow):
-                sock = socket.socket(_family(flow), socket.SOCK_DGRAM)
+                sock = socket.socket(family(flow.host_address), socket.SOCK_DGRAM)
                 sock.setblocking(False)
                 try:
                     sock.connect((str(flow.host_address), flow.host_port))
@@ -326,11 +335,10 @@ class HostSockets:
         try:
             with handle.scope:
                 if not handle.connected:  # a forward's socket comes connected
-                    try:
-                        await sock.connect((str(flow.host_address), flow.host_port))
-                    except OSError as error:
-                        self.runtime.report_error(flow, error_kind(error))
+                    connected = await self._connect(flow, handle, sock)
+                    if connected is None:
                         return
+                    sock = connected
                     handle.connected = True
                     self.runtime.report_connected(flow)
                 async with trio.open_nursery() as nursery:
@@ -343,6 +351,35 @@ class HostSockets:
             if handle.abort and handle.connected:
                 handle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
             sock.close()
+
+    async def _connect(
+        self, flow: TcpFlow, handle: _TcpHandle, sock: trio.socket.SocketType
+    ) -> trio.socket.SocketType | None:
+        """``sock`` connected to the flow's destination, else a socket connected to one of
+        its fallbacks, tried in turn, all but the last given the DNS timeout; the socket
+        in ``handle`` is the one returned.  None, every socket closed and the core told
+        of the last error, when none would connect."""
+        destinations = [(flow.host_address, flow.host_port)]
+        destinations += [(upstream.address, upstream.port) for upstream in flow.fallbacks]
+        timeout = self.runtime.segment.settings.dns_timeout
+        for number, (address, port) in enumerate(destinations, 1):
+            last = number == len(destinations)
+            try:
+                if number > 1:
+                    handle.sock = socket.socket(family(address), socket.SOCK_STREAM)
+                    sock = trio.socket.from_stdlib_socket(handle.sock)
+                with trio.move_on_after(math.inf if last else timeout):
+                    await sock.connect((str(address), port))
+                    return sock
+                failure = "no answer"  # and trio closed the socket
+            except OSError as error:
+                sock.close()
+                if last or out_of_fds(error):
+                    self.runtime.report_error(flow, error_kind(error))
+                    return None
+                failure = error.strerror or str(error)
+            log.debug("TCP to %s port %d: %s; trying the next", address, port, failure)
+        raise AssertionError("the last destination returns")
 
     async def _tcp_reader(self, flow: TcpFlow, handle: _TcpHandle) -> None:
         raw = handle.sock
@@ -423,8 +460,3 @@ def _take(queue: deque[bytes | memoryview], limit: int) -> bytes | memoryview:
         size += len(queue[0])
         parts.append(queue.popleft())
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _family(flow: Flow) -> socket.AddressFamily:
-    """The host socket's family: the host address's, whichever the guest's."""
-    return socket.AF_INET6 if flow.host_address.version == 6 else socket.AF_INET

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import ip_address
 from pathlib import Path
 
 from slirpnet.core.settings import Upstream
@@ -11,7 +11,8 @@ RESOLV_CONF = Path("/etc/resolv.conf")
 
 
 def system_upstreams(path: Path = RESOLV_CONF) -> tuple[Upstream, ...]:
-    """The IPv4 ``nameserver`` lines of resolv.conf(5), in order; none if unreadable."""
+    """The ``nameserver`` lines of resolv.conf(5), IPv4 and IPv6, in order; none if
+    unreadable."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
@@ -21,7 +22,7 @@ def system_upstreams(path: Path = RESOLV_CONF) -> tuple[Upstream, ...]:
         fields = line.split()
         if len(fields) >= 2 and fields[0] == "nameserver":
             try:
-                upstreams.append(Upstream(IPv4Address(fields[1])))
+                upstreams.append(Upstream(ip_address(fields[1])))
             except ValueError:
-                continue  # IPv6 resolvers: our upstream sockets are IPv4
+                continue  # not an address: resolv.conf(5) allows nothing else there
     return tuple(upstreams)

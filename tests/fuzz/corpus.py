@@ -23,7 +23,7 @@ from ipaddress import IPv4Address
 
 from attrs import frozen
 from scapy.layers.dhcp import BOOTP, DHCP
-from scapy.layers.dns import DNS, DNSQR
+from scapy.layers.dns import DNS, DNSQR, DNSRROPT
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import ICMPv6ND_RA, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Dot3, Ether
@@ -295,6 +295,18 @@ class _Builder:
             Sample(
                 "dns_any",
                 self.dns_query(DNS(id=4, qd=DNSQR(qname="example.test", qtype=255)), sport=40003),
+            ),
+            Sample(  # an OPT record, as most resolvers send: our answers echo it
+                "dns_local_edns",
+                self.dns_query(
+                    DNS(
+                        id=8,
+                        rd=1,
+                        qd=DNSQR(qname=s.host_name or "host.test"),
+                        ar=DNSRROPT(rclass=1232, z=0x8000),
+                    ),
+                    sport=40006,
+                ),
             ),
             Sample(
                 "dns_zero_checksum",
