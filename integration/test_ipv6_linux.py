@@ -13,7 +13,7 @@ import errno
 import socket
 import subprocess
 from collections.abc import AsyncIterator
-from ipaddress import IPv6Address, ip_address
+from ipaddress import IPv6Address
 from pathlib import Path
 
 import pytest
@@ -58,9 +58,11 @@ from integration.services import DnsUpstream, dns_upstream
 from integration.test_tcp_lossy import assert_the_link_was_lossy
 
 MB = 1 << 20
+STATIC6 = "fec0::15"  # the guest's address by hand, beside SLAAC's
 SEARCH = "v6.slirpnet.test"
 RECORDS = {"www.slirpnet.test": "192.0.2.10"}  # an answer only: nobody ever sends there
 TYPE_A, TYPE_AAAA = 1, 28
+LOCAL6, LOCAL6_ADDRESS = "v6only.slirpnet.test", "fec0::99"  # a local name with AAAA alone
 
 
 @pytest.fixture
@@ -75,6 +77,7 @@ async def guest(tmp_path: Path, dns: DnsUpstream) -> AsyncIterator[LinuxGuest]:
     skip_unless_linux_guest()
     print(f"slirpnet and QEMU logs: {tmp_path}")
     args = ["--dns-upstream", f"127.0.0.1:{dns.port}", "--search", SEARCH]
+    args += ["--dns-record", f"{LOCAL6}={LOCAL6_ADDRESS}"]
     async with open_linux_guest(tmp_path, ipv6_enabled=True, slirpnet_args=args) as guest:
         yield guest
 
@@ -129,7 +132,7 @@ async def test_the_advertised_mtu_becomes_the_ipv6_mtu(tmp_path: Path) -> None:
 
 async def test_ping_the_gateway_and_the_dns_address(guest: LinuxGuest) -> None:
     for target in (ipv6.GATEWAY6, ipv6.DNS6, str(slaac_of(guest).router)):
-        result = run_in(guest, "busybox", "ping", "-6", "-c", "3", "-W", "5", target)
+        result = run_in(guest, "busybox", "ping", "-6", "-A", "-c", "3", "-W", "5", target)
         assert "3 packets transmitted, 3 packets received" in result.stdout, result
 
 
@@ -165,13 +168,24 @@ async def test_dhcpv6_information_request_names_the_dns_server_and_search_list(
 
 
 async def test_dns_over_ipv6_forwarded_and_local(guest: LinuxGuest, dns: DnsUpstream) -> None:
+    """Asked at fec0::3: forwarded names answered by the test's loopback upstream, local
+    ones (the host's name, a ``--dns-record`` with an IPv6 address) by slirpnet."""
     forwarded = await query(guest, ipv6.DNS6, "www.slirpnet.test", TYPE_A)
     assert (forwarded.rcode, answers(forwarded)) == (0, ["192.0.2.10"])
-    assert ("udp", "www.slirpnet.test", TYPE_A) in dns.queries  # the loopback upstream's
+    nodata = await query(guest, ipv6.DNS6, "www.slirpnet.test", TYPE_AAAA)
+    assert (nodata.rcode, answers(nodata)) == (0, [])
+    asked = [(name, qtype) for _, name, qtype in dns.queries]  # by the loopback upstream
+    assert ("www.slirpnet.test", TYPE_A) in asked and ("www.slirpnet.test", TYPE_AAAA) in asked
 
-    local = await query(guest, ipv6.DNS6, "host.slirpnet.internal", TYPE_A)
-    assert (local.rcode, answers(local)) == (0, ["10.0.2.2"])
-    assert all(name != "host.slirpnet.internal" for _, name, _ in dns.queries)
+    for name, qtype, expected in (
+        ("host.slirpnet.internal", TYPE_A, ["10.0.2.2"]),
+        ("host.slirpnet.internal", TYPE_AAAA, [ipv6.GATEWAY6]),
+        (LOCAL6, TYPE_AAAA, [LOCAL6_ADDRESS]),
+        (LOCAL6, TYPE_A, []),  # NODATA: the name has no IPv4 address (RFC 2308 §2.2)
+    ):
+        local = await query(guest, ipv6.DNS6, name, qtype)
+        assert (local.rcode, local.aa, answers(local)) == (0, 1, expected), (name, qtype)
+    assert all(name in ("www.slirpnet.test",) for name, _ in asked)
 
 
 async def test_tcp_both_ways_at_once_to_the_hosts_ipv6_loopback(guest: LinuxGuest) -> None:
@@ -236,7 +250,7 @@ async def test_ping_and_tcp_to_a_namespace_host_over_ipv6(guest: LinuxGuest) -> 
     ping socket and come back, and TCP reaches it from the host's own address."""
     with ipv6_namespace_host(routed=True) as routed:
         target = str(routed.address6)
-        result = run_in(guest, "busybox", "ping", "-6", "-c", "3", "-W", "5", target)
+        result = run_in(guest, "busybox", "ping", "-6", "-A", "-c", "3", "-W", "5", target)
         assert "3 packets transmitted, 3 packets received" in result.stdout, result
 
         listener = trio.socket.from_stdlib_socket(
@@ -276,24 +290,29 @@ async def test_tcp_over_ipv6_through_a_lossy_link(tmp_path: Path, dns: DnsUpstre
 
 
 async def test_forwards_from_the_hosts_ipv6_loopback_reach_the_guest(tmp_path: Path) -> None:
-    """``[::1]:PORT`` on the host to the guest's port over IPv6, to a guest address named
-    (one the guest configured by hand, found by neighbour solicitation) and unnamed."""
+    """``[::1]:PORT`` on the host to ``[fec0::15]:8022``, an address the guest configured
+    by hand, over IPv6; and ``[::1]:PORT`` with no guest address, which goes to the guest
+    by its DHCP lease, over IPv4."""
     skip_unless_linux_guest()
     named, unnamed = free_port6(), free_port6()
     args = [
-        *("--forward", f"tcp:[::1]:{named}-[fec0::15]:8022"),
+        *("--forward", f"tcp:[::1]:{named}-[{STATIC6}]:8022"),
         *("--forward", f"tcp:[::1]:{unnamed}-:8023"),
     ]
     async with open_linux_guest(tmp_path, ipv6_enabled=True, slirpnet_args=args) as guest:
-        system.ip("-6", "addr", "add", "fec0::15/64", "dev", guest.interface, netns=guest.netns)
-        seen: list[str] = []
+        dev = guest.interface
+        system.ip("-6", "addr", "add", f"{STATIC6}/64", "dev", dev, "nodad", netns=guest.netns)
+        # slirpnet learns a hand-configured address from the guest's NAT traffic (it does
+        # not solicit it, nor learn it from the guest's solicitations): a datagram from it.
+        await send_from(guest, STATIC6)
+        seen: dict[int, list[str]] = {8022: [], 8023: []}
         async with trio.open_nursery() as nursery:
-            for guest_port in (8022, 8023):
+            for guest_port, address, v6only in ((8022, STATIC6, 1), (8023, "::", 0)):
                 listener = guest.socket(socket.AF_INET6)
-                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                await listener.bind(("::", guest_port))
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+                await listener.bind((address, guest_port))
                 listener.listen()
-                nursery.start_soon(serve_echo, listener, seen)
+                nursery.start_soon(serve_echo, listener, seen[guest_port])
             with trio.fail_after(30):
                 for seed, host_port in enumerate((named, unnamed)):
                     stream = await trio.open_tcp_stream("::1", host_port)
@@ -301,9 +320,8 @@ async def test_forwards_from_the_hosts_ipv6_loopback_reach_the_guest(tmp_path: P
                     assert (echoed.size, echoed.digest) == (4 * MB, digest(seed, 4 * MB))
             nursery.cancel_scope.cancel()
 
-    assert len(seen) == 2
-    for peer in seen:
-        assert ip_address(peer) in ipv6.PREFIX or ip_address(peer).is_link_local, seen
+    # Forwarded connections come from the gateway, of the family they arrive over.
+    assert seen == {8022: [ipv6.GATEWAY6], 8023: ["::ffff:10.0.2.2"]}
 
 
 async def test_an_unrouted_ipv6_destination_fails_at_once_and_ipv4_reaches_it(
@@ -339,6 +357,20 @@ async def test_an_unrouted_ipv6_destination_fails_at_once_and_ipv4_reaches_it(
                     await stream.send_eof()
                     assert await receive_counted(stream) == len(b"over IPv4")
             nursery.cancel_scope.cancel()
+
+
+async def send_from(guest: LinuxGuest, source: str) -> None:
+    """One datagram from the guest's ``source`` to a UDP socket on the host's ::1."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as host_side:
+        host_side.bind(("::1", 0))
+        receiver = trio.socket.from_stdlib_socket(host_side.dup())
+        sender = trio.socket.from_stdlib_socket(
+            system.netns_socket(guest.netns, socket.SOCK_DGRAM, socket.AF_INET6)
+        )
+        with receiver, sender, trio.fail_after(5):
+            await sender.bind((source, 0))
+            await sender.sendto(b"here", (ipv6.GATEWAY6, host_side.getsockname()[1]))
+            assert await receiver.recv(16) == b"here"
 
 
 async def serve_echo(listener: trio.socket.SocketType, peers: list[str]) -> None:
