@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from integration.debian import DebianImage
+from integration.debian.skip import debian_image_or_skip
 from integration.guest import GuestImage
 from integration.guest.skip import image_or_skip
 from integration.linux import system
@@ -29,6 +31,11 @@ def own_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def guest_image() -> GuestImage:
     return image_or_skip()
+
+
+@pytest.fixture(scope="session")
+def debian_image() -> DebianImage:
+    return debian_image_or_skip()
 
 
 def skip_unless_linux_guest() -> None:

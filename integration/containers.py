@@ -178,7 +178,7 @@ def _podman(cache_dir: Path, compose: str) -> Engine:
 
 def _provide_bases(engine: Engine, cache_dir: Path) -> None:
     """Import the debootstrapped base and tag it with BASE_NAMES, unless it is there already."""
-    mirror = _debian_mirror()
+    mirror = debian_mirror()
     cas = sorted(_LOCAL_CAS.glob("*.crt"))
     inputs = [_BASE_LAYOUT, SUITE, mirror, *BASE_PACKAGES]
     inputs += [hashlib.sha256(path.read_bytes()).hexdigest() for path in cas]
@@ -235,7 +235,7 @@ def _base_tree(directory: Path, key: str, mirror: str, cas: list[Path]) -> Path:
     return tarball
 
 
-def _debian_mirror() -> str:
+def debian_mirror() -> str:
     """The host's Debian mirror (deb822 or one-line sources), else deb.debian.org."""
     for path in _SOURCES:
         if not path.is_file():

@@ -25,9 +25,14 @@ fi
 # netavark and aardvark-dns: compose services find each other by name; debootstrap: the
 # images' base, as no registry is reachable).  podman-compose comes from PyPI (the test extra):
 # Debian's 1.0.3 goes on after a failed build.
+# debootstrap, e2fsprogs (mkfs.ext4 -d): the Debian guest's image (integration/debian/build.py).
 # libgcc-12-dev: libasan for the C module's AddressSanitizer test (tests/test_native_asan.py).
 # bind9-dnsutils: dig, a real resolver's DNS over TCP and EDNS (integration/test_server_dns.py).
+# isc-dhcp-client, dhcpcd-base: real DHCP clients one after another on one MAC, dhclient then
+# dhcpcd with a DUID, in a namespace (integration/test_dhcp_clients.py); dhcpcd-base is
+# bookworm's dhcpcd binary without the service that the dhcpcd package would start.
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -q --no-install-recommends qemu-system-x86 zstd vde2 iproute2 gcc libc6-dev \
     busybox-static nftables iperf3 python3-venv python3-dev sudo git tcpdump \
-    podman runc netavark aardvark-dns iptables debootstrap libgcc-12-dev bind9-dnsutils
+    podman runc netavark aardvark-dns iptables debootstrap e2fsprogs libgcc-12-dev \
+    bind9-dnsutils isc-dhcp-client dhcpcd-base

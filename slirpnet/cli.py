@@ -49,6 +49,11 @@ _VALUE_FLAGS = (
     ("--listen", True, "unix:PATH, tcp:HOST:PORT or unixgram:PATH; each connection is a VM"),
     ("--connect", True, "unix:PATH or tcp:HOST:PORT of a QEMU with server=on"),
     ("--forward", True, "tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT (libslirp hostfwd)"),
+    (
+        "--guestfwd",
+        True,
+        "[tcp]:[ADDR]:PORT-tcp:HOST:PORT|unix:PATH|cmd:COMMAND (libslirp guestfwd)",
+    ),
     ("--stdio", False, "qemu or vde: one VM on stdin/stdout (dpipe vde_plug SWITCH = ...)"),
     ("--net", False, "the guests' IPv4 network (default 10.0.2.0/24)"),
     ("--gateway", False, "the gateway's address, standing for the host (default 10.0.2.2)"),
@@ -110,7 +115,11 @@ _GROUPS = (
     ),
     ("network boot", None, ("--tftp", "--bootfile", "--tftp-server-name")),
     ("DNS", None, ("--dns", "--dns6", "--dns-upstream", "--dns-record")),
-    ("forwards", "host ports that reach a guest", ("--forward",)),
+    (
+        "forwards",
+        "host ports that reach a guest, guest addresses that reach the host",
+        ("--forward", "--guestfwd"),
+    ),
     (
         "from QEMU",
         "what -netdev user,... said to QEMU; flags may add to it, not say it again",
@@ -251,6 +260,7 @@ _METAVARS = {
     "--dns-upstream": "HOST[:PORT]",
     "--dns-record": "NAME=ADDRESS",
     "--forward": "SPEC",
+    "--guestfwd": "SPEC",
     "--udp-idle-timeout": "SECONDS",
     "--max-flows": "N",
     "--max-connecting": "N",

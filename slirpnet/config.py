@@ -23,6 +23,7 @@ from typing import Any
 
 from attrs import evolve, frozen
 
+from slirpnet.core import guestfwd
 from slirpnet.core.forwards import Forward, parse_forwards
 from slirpnet.core.settings import VDE_MTU, NetworkSettings, StaticLease, Upstream
 from slirpnet.netdevuser import OptionError, translate
@@ -288,6 +289,13 @@ def parse_forward(text: str, key: str = "forward") -> tuple[Forward, ...]:
         raise ConfigError(key, str(error)) from None
 
 
+def parse_guestfwd(text: str, key: str = "guestfwd") -> guestfwd.GuestForward:
+    try:
+        return guestfwd.parse_guestfwd(text)
+    except ValueError as error:
+        raise ConfigError(key, str(error)) from None
+
+
 # Keys of a namespace: name -> (parser of one value, repeatable).  The file uses the
 # same names as the flags; underscores are accepted for dashes.
 _SCALAR: dict[str, Callable[[str, str], Any]] = {
@@ -315,6 +323,7 @@ _SCALAR: dict[str, Callable[[str, str], Any]] = {
 }
 _LISTS: dict[str, Callable[[str, str], Any]] = {
     "forward": parse_forward,
+    "guestfwd": parse_guestfwd,
     "listen": lambda text, key: parse_address(text, ("unix", "tcp", "unixgram"), key),
     "connect": lambda text, key: parse_address(text, ("unix", "tcp"), key),
     "dns-upstream": parse_upstream,
@@ -397,6 +406,7 @@ _SETTINGS_FIELDS = {
     "tftp-server-name": "tftp_server_name",
     "hostname": "dhcp_hostname",
     "vm-hostname": "dhcp_hostnames",
+    "guestfwd": "guest_forwards",
 }
 
 

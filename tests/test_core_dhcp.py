@@ -255,8 +255,7 @@ def test_offer_carries_the_first_address_and_every_option(segment: Segment) -> N
         "renewal_time": LEASE_TIME // 2,
         "rebinding_time": LEASE_TIME * 7 // 8,
         "domain": b"example.test",
-        "hostname": b"guest1",
-    }
+    }  # and no host name: the client's own is never echoed (option 12 below)
     assert scapy_names(search) == decode_names(search) == ("example.test.", "corp.example.test.")
     assert offer[DHCP].options[-1] == "end"
     assert client.vm.stats.drops == Counter()
@@ -311,6 +310,48 @@ def test_discover_asking_for_a_reserved_address_gets_a_pool_one(segment: Segment
     assert offer[BOOTP].yiaddr == "10.0.2.15"
 
 
+# -- option 12: the host name the operator gives ----------------------------------------
+
+
+def hostnames(replies: list[Packet | None]) -> list[bytes | None]:
+    return [None if r is None else options(r).get("hostname") for r in replies]
+
+
+def test_no_host_name_unless_configured(segment: Segment) -> None:
+    """libslirp sends option 12 only with ``hostname=``: the client's own is not echoed
+    (systemd-networkd would take it as the name to set)."""
+    client = Client(segment, mac(1), hostname="initramfs")
+    offer = client.discover()
+    ack = client.select("10.0.2.15", now=1.0)
+    assert hostnames([offer, ack, client.inform("10.0.2.15", now=2.0)]) == [None, None, None]
+
+
+def test_the_configured_host_name_goes_to_every_guest() -> None:
+    segment = Segment(NetworkSettings(dhcp_hostname="guest.example.test"))
+    a = Client(segment, mac(1), hostname="other")
+    b = Client(segment, mac(2))
+    replies = [a.discover(), a.select("10.0.2.15", now=1.0), a.inform("10.0.2.15", now=2.0)]
+    replies.append(b.discover())
+    assert hostnames(replies) == [b"guest.example.test"] * 4
+
+
+def test_a_host_name_by_mac_wins_over_the_one_for_all() -> None:
+    settings = NetworkSettings(
+        dhcp_hostname="guest",
+        dhcp_hostnames=((parse_mac(mac(1)), "web"), (parse_mac(mac(3)), "db")),
+    )
+    segment = Segment(settings)
+    web, other = Client(segment, mac(1)), Client(segment, mac(2))
+    assert hostnames([web.discover(), other.discover()]) == [b"web", b"guest"]
+    assert hostnames([web.select("10.0.2.15", now=1.0)]) == [b"web"]
+    # By MAC alone: no name for the others when none is given for all.
+    alone = Segment(NetworkSettings(dhcp_hostnames=settings.dhcp_hostnames))
+    assert hostnames([Client(alone, mac(3)).discover(), Client(alone, mac(2)).discover()]) == [
+        b"db",
+        None,
+    ]
+
+
 # -- REQUEST in every state ------------------------------------------------------------
 
 
@@ -325,7 +366,7 @@ def test_selecting_our_offer_is_acked_and_bound(segment: Segment) -> None:
     found = options(ack)
     assert found["server_id"] == GATEWAY
     assert found["lease_time"] == LEASE_TIME
-    assert found["hostname"] == b"guest1"
+    assert "hostname" not in found  # kept for the operator to see, not echoed
     assert leases(segment) == {("10.0.2.15", True, 6.0 + LEASE_TIME)}
     assert segment.dhcp.leases()[0].hostname == "guest1"
     assert client.vm.stats.drops == Counter()
@@ -527,7 +568,6 @@ def test_inform_gets_options_without_a_lease(segment: Segment) -> None:
         "name_server": DNS,
         "interface-mtu": 65520,
         "domain": b"example.test",
-        "hostname": b"guest1",
     }
     assert leases(segment) == set()
     assert client.vm.stats.drops == Counter()
@@ -546,21 +586,6 @@ def test_two_clients_get_distinct_addresses(segment: Segment) -> None:
     a, b = Client(segment, mac(1)), Client(segment, mac(2))
     assert (a.lease(), b.lease()) == ("10.0.2.15", "10.0.2.16")
     assert segment.dhcp.mac_of(IPv4Address("10.0.2.16")) == parse_mac(mac(2))
-
-
-def test_leases_are_keyed_by_client_identifier(segment: Segment) -> None:
-    """RFC 2131 §4.2: option 61 names the client when present, whatever the MAC."""
-    first = Client(segment, mac(1), client_id=b"\x00first-os")
-    second = Client(segment, mac(1), client_id=b"\x00second-os", vm=first.vm)
-    bare = Client(segment, mac(1), vm=first.vm)
-    assert (first.lease(), second.lease(), bare.lease()) == (
-        "10.0.2.15",
-        "10.0.2.16",
-        "10.0.2.17",
-    )
-    # The same identifier behind another MAC is the same client.
-    moved = Client(segment, mac(9), client_id=b"\x00first-os")
-    assert moved.discover(now=1.0)[BOOTP].yiaddr == "10.0.2.15"
 
 
 def test_reconnecting_vm_gets_its_old_address(segment: Segment) -> None:

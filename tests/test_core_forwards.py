@@ -7,6 +7,7 @@ through the same flow.  scapy builds the guest's frames and checks ours.
 
 from __future__ import annotations
 
+from collections import Counter
 from ipaddress import IPv4Address
 
 from scapy.layers.inet import IP, TCP, UDP
@@ -158,11 +159,13 @@ def test_datagrams_reach_the_guest_and_its_replies_go_back_to_the_peer() -> None
     assert renewed is not None and renewed is not flow
 
 
-def test_an_oversized_datagram_is_dropped_and_counted() -> None:
+def test_a_datagram_over_the_mtu_goes_in_fragments() -> None:
     segment = new_segment(mtu=1500)
     client, _ = leased(segment)
-    assert segment.forward_datagram(DNS_FWD, PEER, b"x" * 1473, 0.0) is None
-    assert client.vm.stats.drops["udp_reply_over_mtu"] == 1
+    assert segment.forward_datagram(DNS_FWD, PEER, b"x" * 1473, 0.0) is not None
+    first, last = (checked(frame) for frame in client.vm.take_frames())
+    assert (first[IP].flags, len(first[IP]), last[IP].frag, len(last[IP])) == ("MF", 1500, 185, 21)
+    assert client.vm.stats.drops == Counter()
 
 
 def test_shutdown_and_close_follow_the_guest() -> None:

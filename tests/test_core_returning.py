@@ -15,8 +15,8 @@ from ipaddress import IPv4Address
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-from slirpnet.core.dhcp import Lease
 from slirpnet.core.flows import TcpFlow
+from slirpnet.core.leases import Lease
 from slirpnet.core.probes import MAX_PROBED, PROBE_RETRIES
 from slirpnet.core.segment import Segment
 from slirpnet.core.settings import NetworkSettings, StaticLease

@@ -97,7 +97,8 @@ def echo_frame(
 
 
 def checked(frame: bytes) -> Ether:
-    """Dissect a frame the core sent, after checking its IP, UDP, TCP and ICMP checksums."""
+    """Dissect a frame the core sent, after checking its IP, UDP, TCP and ICMP checksums
+    (a fragment's IPv4 checksum only: the others cover the whole datagram)."""
     pkt = Ether(frame)
     assert pkt.src == GATEWAY_MAC
     if pkt.type == 0x0800:
@@ -106,7 +107,9 @@ def checked(frame: bytes) -> Ether:
         assert checksum(ip[:ihl]) == 0, "IPv4 header checksum"
         assert struct.unpack_from("!H", ip, 2)[0] == len(ip), "IPv4 total length"
         body = ip[ihl:]
-        if ip[9] == 17:
+        if pkt[IP].flags.MF or pkt[IP].frag:
+            pass
+        elif ip[9] == 17:
             assert body[6:8] != b"\x00\x00", "the core always computes UDP checksums"
             assert in4_chksum(17, pkt[IP], body) == 0, "UDP checksum"
         elif ip[9] == 1:
@@ -490,13 +493,13 @@ DROPS = {
         framed(IP(version=5, src=GUEST_IP, dst=REMOTE_IP) / UDP()),
         "ipv4_bad_version",
     ),
-    "more_fragments": (
-        framed(IP(src=GUEST_IP, dst=REMOTE_IP, flags="MF") / UDP(sport=1, dport=9) / b"12345678"),
-        "ipv4_fragment",
+    "fragment_not_in_8_byte_units": (
+        framed(IP(src=GUEST_IP, dst=REMOTE_IP, flags="MF") / UDP(sport=1, dport=9) / b"12345"),
+        "ipv4_frag_bad_length",
     ),
-    "last_fragment": (
-        framed(IP(src=GUEST_IP, dst=REMOTE_IP, frag=1) / b"12345678"),
-        "ipv4_fragment",
+    "fragment_past_65535": (
+        framed(IP(src=GUEST_IP, dst=REMOTE_IP, frag=8189) / bytes(40)),
+        "ipv4_frag_too_big",
     ),
     "udp_bad_checksum": (_bad_udp_checksum(), "udp_bad_checksum"),
     "udp_truncated": (framed(IP(src=GUEST_IP, dst=REMOTE_IP, proto=17) / b"1234"), "udp_truncated"),

@@ -350,8 +350,8 @@ def test_established_flow_frames_are_checked_like_any_other(
     bad = [
         ({}, {"chksum": 0x1234}, "tcp_bad_checksum"),
         ({"chksum": 0x1234}, {}, "ipv4_bad_checksum"),
-        ({"flags": "MF"}, {}, "ipv4_fragment"),
-        ({"frag": 8}, {}, "ipv4_fragment"),
+        ({"flags": "MF"}, {}, "ipv4_frag_bad_length"),  # 21 bytes: not a multiple of 8
+        ({"frag": 8189}, {}, "ipv4_frag_too_big"),  # past 65535 bytes
         ({"flags": "evil"}, {}, "ipv4_reserved_flag"),
     ]
     for ip, tcp, reason in bad:

@@ -38,6 +38,7 @@ from tests.test_core_segment import (
     REMOTE_IP,
     UPSTREAM_1,
     Shell,
+    checked,
     closes,
     echo_frame,
     from_gateway,
@@ -232,7 +233,7 @@ def test_failed_socket_closes_flow(segment: Segment, vm: Vm, shell: Shell) -> No
     assert open_udp(segment, vm, shell, udp_frame(REMOTE_IP, 5000), 2.0) is not flow
 
 
-def test_reply_larger_than_mtu_dropped() -> None:
+def test_reply_larger_than_mtu_is_fragmented() -> None:
     segment = new_segment(mtu=1500)
     vm = segment.attach("guest")
     shell = Shell(segment)
@@ -240,8 +241,9 @@ def test_reply_larger_than_mtu_dropped() -> None:
     segment.flow_received(flow, bytes(1500 - 28), 1.0)
     assert len(one_frame(vm)) == 14 + 1500
     segment.flow_received(flow, bytes(1500 - 27), 1.0)
-    assert vm.take_frames() == []
-    assert vm.stats.drops == Counter({"udp_reply_over_mtu": 1})
+    first, last = (checked(frame) for frame in vm.take_frames())  # test_core_fragments.py
+    assert (first[IP].flags, first[IP].frag, last[IP].flags, last[IP].frag) == ("MF", 0, 0, 185)
+    assert vm.stats.drops == Counter()
 
 
 def test_default_mtu_carries_large_replies(segment: Segment, vm: Vm, shell: Shell) -> None:
@@ -249,7 +251,9 @@ def test_default_mtu_carries_large_replies(segment: Segment, vm: Vm, shell: Shel
     segment.flow_received(flow, bytes(65520 - 28), 1.0)
     assert len(one_frame(vm)[UDP].load) == 65492
     segment.flow_received(flow, bytes(65507), 1.0)  # the largest UDP payload there is
-    assert vm.stats.drops == Counter({"udp_reply_over_mtu": 1})
+    # In fragments: 65496 bytes, the most in 8-byte units under 65500, then the rest.
+    assert [len(frame) for frame in vm.take_frames()] == [14 + 20 + 65496, 14 + 20 + 19]
+    assert vm.stats.drops == Counter()
 
 
 # -- idle timeouts -----------------------------------------------------------------

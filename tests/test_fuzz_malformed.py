@@ -67,7 +67,8 @@ def test_every_category_is_in_the_corpus() -> None:
         "ipv4_truncated",  # a lying total length among them
         "ipv4_bad_ihl",
         "ipv4_bad_length",
-        "ipv4_fragment",
+        "ipv4_frag_bad_length",
+        "ipv4_frag_too_big",
         "udp_bad_length",
         "tcp_bad_data_offset",
         "tcp_option_loop",

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slirpnet.core.flows import TcpFlow
+from slirpnet.core.fragments import MAX_DATAGRAMS
 from tests.fuzz import records
 
 
@@ -25,6 +26,22 @@ def test_handshakes_take_data_to_the_host() -> None:
         assert ns is not None
         sent.append([s.sent for s in ns.host.sockets.values() if isinstance(s.flow, TcpFlow)])
     assert sent == [[1460], [1460], []]  # the third network is restricted
+
+
+def test_fragment_seeds_show_what_they_are_named_for() -> None:
+    outcomes = {}
+    for name, seed in records.fragments().items():
+        ns = records.drive(seed)
+        assert ns is not None
+        totals = ns.segment.totals()
+        drops = {k: v for k, v in totals.drops.items() if k.startswith("ipv4_frag")}
+        outcomes[name] = (drops, totals.events["ipv4_reassembled"], ns.reassembled)
+    assert outcomes == {
+        "overlap": ({"ipv4_frag_overlap": 3}, 0, 0),
+        "hole": ({"ipv4_frag_timeout": 1}, 0, 0),
+        "flood": ({"ipv4_frag_limit": MAX_DATAGRAMS, "ipv4_frag_timeout": MAX_DATAGRAMS}, 0, 0),
+        "ping": ({}, 1, 1),  # the guest's request put together, our reply cut up
+    }
 
 
 @settings(max_examples=150)

@@ -193,6 +193,18 @@ def test_scapy_discover_parses() -> None:
     assert message.domain_search == ("eng.apple.com.", "example.org.")
 
 
+@pytest.mark.parametrize("size", [2, 255, 256, 300])
+def test_client_identifiers_of_any_length_from_scapy_are_read_whole(size: int) -> None:
+    """RFC 2132 §9.14: two bytes at least; past 255 in instances joined (RFC 3396)."""
+    identifier = b"\xff" + bytes(n % 251 for n in range(size - 1))
+    instances = [("client_id", identifier[i : i + 255]) for i in range(0, size, 255)]
+    raw = bytes(
+        BOOTP(op=1, xid=XID, chaddr=GUEST)
+        / DHCP(options=[("message-type", "discover"), *instances, "end"])
+    )
+    assert DhcpMessage.parse(raw).client_id == identifier
+
+
 def test_our_offer_is_dissected_by_scapy() -> None:
     request = discover(DhcpOption.message_type(MessageType.DISCOVER))
     offer = request.reply(
@@ -411,7 +423,8 @@ def test_option_overrun(options: bytes) -> None:
         (DhcpOption(53, b"\x01\x01"), "message_type", "dhcp_bad_option_length"),
         (DhcpOption(55, b""), "parameter_request_list", "dhcp_bad_option_length"),
         (DhcpOption(57, b"\x01\x00"), "max_message_size", "dhcp_bad_option_value"),
-        (DhcpOption(61, b"\x01"), "client_id", "dhcp_bad_option_length"),
+        (DhcpOption(61, b"\x01"), "client_id", "dhcp_bad_option_length"),  # the type alone
+        (DhcpOption(61, b""), "client_id", "dhcp_bad_option_length"),
         (DhcpOption(119, b"\xc0\x00"), "domain_search", "dhcp_bad_pointer"),
     ],
 )

@@ -73,7 +73,7 @@ def build_image(cache_dir: Path) -> GuestImage:
     Raises GuestUnavailableError when apt or the packages are missing, GuestBuildError otherwise.
     """
     _require_tools("apt-cache", "apt-get", "dpkg-deb")
-    kernel_package = _kernel_package(cache_dir)
+    kernel_package = debian_kernel_package(cache_dir)
     parts = cache_dir / kernel_package
     if not (parts / "kernel").is_file():
         _fetch_parts(kernel_package, cache_dir, parts)
@@ -109,7 +109,7 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
     return result.stdout
 
 
-def _kernel_package(cache_dir: Path) -> str:
+def debian_kernel_package(cache_dir: Path) -> str:
     """The package linux-image-amd64 depends on, remembered until apt's lists change.
 
     apt-cache takes a second or two where apt keeps no binary cache (Debian's container images),
@@ -146,7 +146,7 @@ def _fetch_parts(kernel_package: str, cache_dir: Path, parts: Path) -> None:
         (staged / "modules").mkdir(parents=True)
         bzimage = _one(root, "boot/vmlinuz-*").read_bytes()
         config = _one(root, "boot/config-*").read_text()
-        (staged / "kernel").write_bytes(_pvh_kernel(bzimage, config) or bzimage)
+        (staged / "kernel").write_bytes(pvh_kernel(bzimage, config) or bzimage)
         shutil.copyfile(root / "bin" / "busybox", staged / "busybox")
         _stage_modules(root, staged / "modules")
         try:
@@ -157,7 +157,7 @@ def _fetch_parts(kernel_package: str, cache_dir: Path, parts: Path) -> None:
                 raise
 
 
-def _pvh_kernel(bzimage: bytes, config: str) -> bytes | None:
+def pvh_kernel(bzimage: bytes, config: str) -> bytes | None:
     """The bzImage's ELF kernel, which QEMU starts at its PVH entry; None where that won't do.
 
     Under TCG the bzImage decompressing itself takes half the boot (about 3.5 of 6.5 s).
@@ -186,7 +186,7 @@ def _stage_modules(root: Path, dest: Path) -> None:
             raise GuestBuildError(f"module {name} is neither in {moddir} nor built in")
         # busybox 1.35's insmod reads no .ko.zst (and .xz/.gz only after a noisy failed
         # finit_module), so every module goes in plain.
-        (dest / f"{index:02d}-{name}.ko").write_bytes(_decompressed(found[name]))
+        (dest / f"{index:02d}-{name}.ko").write_bytes(decompressed_module(found[name]))
 
 
 def _one(root: Path, pattern: str) -> Path:
@@ -196,7 +196,7 @@ def _one(root: Path, pattern: str) -> Path:
     return matches[0]
 
 
-def _decompressed(module: Path) -> bytes:
+def decompressed_module(module: Path) -> bytes:
     if module.suffix == ".xz":
         return lzma.decompress(module.read_bytes())
     if module.suffix == ".gz":

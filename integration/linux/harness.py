@@ -124,6 +124,7 @@ async def open_linux_guest(
     log_level: str | None = None,
     server: Path | None = None,
     apply_mtu: bool = True,
+    lease: bool = True,
     ipv6_enabled: bool = False,
 ) -> AsyncIterator[LinuxGuest]:
     """A namespace with a leased address behind ``backend``, through a lossy relay if ``faults``.
@@ -135,8 +136,10 @@ async def open_linux_guest(
     started: the guest is one more VM of that server.  With ``apply_mtu=False`` the
     interface keeps MTU 1500 whatever the lease offers, as systemd-networkd's
     ``UseMTU=no``, Windows and iPXE do (``guest.mtu`` is still the lease's).  With
-    ``ipv6_enabled`` the namespace takes an address by SLAAC too (``guest.slaac``) and
-    libslirp runs with its IPv6; without, neither the namespace's NIC nor libslirp has any.
+    ``lease=False`` no DHCP client runs: the interface is up, and the test's own takes the
+    lease (``guest.lease`` stays empty).  With ``ipv6_enabled`` the namespace takes an
+    address by SLAAC too (``guest.slaac``) and libslirp runs with its IPv6; without,
+    neither the namespace's NIC nor libslirp has any.
     """
     reason = system.missing()
     if reason is not None:
@@ -219,7 +222,8 @@ async def open_linux_guest(
         else:
             ipv6.disable(guest.netns, tap)
         system.ip("link", "set", tap, "up", netns=guest.netns)
-        guest.lease = await _dhcp(guest, apply_mtu)
+        if lease:
+            guest.lease = await _dhcp(guest, apply_mtu)
         if ipv6_enabled:
             try:
                 guest.slaac = await ipv6.wait_for_slaac(guest.netns, tap)

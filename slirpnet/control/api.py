@@ -13,6 +13,9 @@ Resources, all under ``/v1``::
     GET    /namespaces/NS/forwards                its port forwards
     POST   /namespaces/NS/forwards                {"spec": "tcp::2222-:22"} (a range adds several)
     DELETE /namespaces/NS/forwards/SPEC
+    GET    /namespaces/NS/guestfwds               its guest forwards
+    POST   /namespaces/NS/guestfwds               {"spec": "tcp:10.0.2.100:4321-cmd:cat"}
+    DELETE /namespaces/NS/guestfwds/[tcp]:[ADDR]:PORT
     PUT    /namespaces/NS/dns/records/NAME        {"address": "10.0.2.9"}
     DELETE /namespaces/NS/dns/records/NAME
     PUT    /namespaces/NS/vms/ID/pcap             {"path": "..."} (optional: --pcap DIR)
@@ -31,11 +34,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
+from attrs import evolve
 
-from slirpnet.config import ConfigError, check_forwards, parse_forward, parse_record
+from slirpnet.config import (
+    ConfigError,
+    check_forwards,
+    parse_forward,
+    parse_guestfwd,
+    parse_record,
+)
 from slirpnet.control import views
 from slirpnet.control.http import HttpError, Request, Response
 from slirpnet.core import dnsrecords
+from slirpnet.core.guestfwd import parse_key
 from slirpnet.shell.forwards import ForwardError
 
 if TYPE_CHECKING:
@@ -248,3 +259,47 @@ def _delete_forward(api: ControlApi, request: Request, args: list[str]) -> Respo
     for forward in forwards:
         runtime.forwards.remove(forward)
     return Response.json({"deleted": [str(f) for f in forwards]})
+
+
+@_route("/namespaces/{}/guestfwds", "GET")
+def _guestfwds(api: ControlApi, request: Request, args: list[str]) -> Response:
+    forwards = api.runtime(args[0]).segment.guest_forwards
+    return Response.json([views.guestfwd_view(forward) for forward in forwards])
+
+
+@_route("/namespaces/{}/guestfwds", "POST")
+def _add_guestfwd(api: ControlApi, request: Request, args: list[str]) -> Response:
+    segment = api.runtime(args[0]).segment
+    spec = _field(request.json(), "spec")
+    if not isinstance(spec, str):
+        raise HttpError(400, "spec: must be a string")
+    try:
+        forward = parse_guestfwd(spec, "spec")
+        evolve(segment.settings, guest_forwards=(forward,))  # checks it against the network
+    except ConfigError as error:
+        raise HttpError(400, str(error)) from None
+    except ValueError as error:
+        raise HttpError(400, "spec: " + str(error).partition(": ")[2]) from None
+    address = forward.within(segment.settings.network).address
+    now = trio.current_time()
+    for lease in segment.dhcp.leases():
+        if lease.address == address and lease.bound and lease.expires > now:
+            raise HttpError(409, f"spec: {address} is leased to a guest")
+    try:
+        added = segment.guest_forwards.add(forward)
+    except KeyError as error:
+        raise HttpError(409, f"spec: {error.args[0]}") from None
+    return Response.json(views.guestfwd_view(added), 201)
+
+
+@_route("/namespaces/{}/guestfwds/{}", "DELETE")
+def _delete_guestfwd(api: ControlApi, request: Request, args: list[str]) -> Response:
+    forwards = api.runtime(args[0]).segment.guest_forwards
+    try:
+        address, port = parse_key(args[1].partition("-")[0])  # a whole spec will do too
+        removed = forwards.remove(address, port)
+    except ValueError as error:
+        raise HttpError(400, f"spec: {error}") from None
+    except KeyError:
+        raise HttpError(404, f"no guestfwd {args[1]}") from None
+    return Response.json({"deleted": str(removed)})

@@ -104,6 +104,11 @@ def add_arguments(parser: argparse.ArgumentParser, default_socket: str) -> None:
     forward_ops = forward.add_subparsers(dest="op", metavar="OP", required=True)
     command(forward_ops, "add", "SPEC, e.g. tcp::2222-:22").add_argument("spec")
     command(forward_ops, "rm", "SPEC").add_argument("spec")
+    command(what, "guestfwds", "list guest forwards")
+    guestfwd = command(what, "guestfwd", "add or remove a guest forward")
+    guestfwd_ops = guestfwd.add_subparsers(dest="op", metavar="OP", required=True)
+    command(guestfwd_ops, "add", "SPEC, e.g. tcp:10.0.2.100:4321-cmd:cat").add_argument("spec")
+    command(guestfwd_ops, "rm", "[tcp]:ADDR:PORT, or the SPEC").add_argument("spec")
     pcap = command(what, "pcap", "start or stop capturing a VM's frames")
     pcap_ops = pcap.add_subparsers(dest="op", metavar="OP", required=True)
     start = command(pcap_ops, "start", "VM [PATH]")
@@ -153,7 +158,13 @@ def _call(args: argparse.Namespace) -> tuple[str, str, object]:
     if args.what == "namespaces":
         return "GET", "/namespaces", None
     ns = "/namespaces/" + quote(args.namespace or _only_namespace(args.socket), safe="")
-    listings = {"vms": "/vms", "leases": "/leases", "dns": "/dns", "forwards": "/forwards"}
+    listings = {
+        "vms": "/vms",
+        "leases": "/leases",
+        "dns": "/dns",
+        "forwards": "/forwards",
+        "guestfwds": "/guestfwds",
+    }
     if args.what in listings:
         return "GET", ns + listings[args.what], None
     if args.what == "flows":
@@ -162,6 +173,12 @@ def _call(args: argparse.Namespace) -> tuple[str, str, object]:
         if args.op == "add":
             return "POST", ns + "/forwards", {"spec": args.spec}
         return "DELETE", f"{ns}/forwards/{quote(args.spec, safe='')}", None
+    if args.what == "guestfwd":
+        if args.op == "add":
+            return "POST", ns + "/guestfwds", {"spec": args.spec}
+        # Named by its address and port: the target may hold a "/", which a path cannot.
+        key = args.spec.partition("-")[0]
+        return "DELETE", f"{ns}/guestfwds/{quote(key, safe='')}", None
     if args.what == "record":
         path = f"{ns}/dns/records/{quote(args.name, safe='')}"
         return (

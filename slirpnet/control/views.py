@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from slirpnet.core.flows import DnsFlow, EchoFlow, Flow, TcpFlow, UdpFlow
 from slirpnet.core.forwards import Forward
+from slirpnet.core.guestfwd import GuestForward
 from slirpnet.core.vm import Vm
 from slirpnet.wire.ethernet import format_mac
 
@@ -106,6 +107,9 @@ def flow_view(flow: Flow, now: float) -> dict[str, Any]:
     view["host"] = f"{flow.host_address}:{flow.host_port}"
     if isinstance(flow, TcpFlow | UdpFlow) and flow.forward is not None:
         view["forward"] = str(flow.forward)  # inbound: "host" is the peer
+    if isinstance(flow, TcpFlow) and flow.guestfwd is not None:
+        view["host"] = str(flow.guestfwd.target)
+        view["guestfwd"] = str(flow.guestfwd)
     return view
 
 
@@ -133,6 +137,14 @@ def dns_view(runtime: NamespaceRuntime) -> dict[str, Any]:
             name: [str(address) for address in addresses]
             for name, addresses in service.records.items()
         },
+    }
+
+
+def guestfwd_view(forward: GuestForward) -> dict[str, Any]:
+    return {
+        "spec": str(forward),
+        "guest": f"{forward.address}:{forward.port}",
+        "target": str(forward.target),
     }
 
 

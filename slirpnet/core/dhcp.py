@@ -3,7 +3,9 @@
 Theory of operation
 -------------------
 Clients are known by their client identifier (option 61) or, without one, by
-their hardware address (RFC 2131 §4.2).  Each client has at most one record,
+their hardware address (RFC 2131 §4.2), but a machine (a MAC on one VM's port)
+keeps one address whichever DHCP client it runs: ``leases.py`` says whose each
+record is.  Each client has at most one record,
 kept for the server's lifetime even after its lease ends, so a VM that
 reconnects (or reboots, or releases) gets the same address back while nobody
 else has taken it.  Static leases tie an address to a MAC for good.
@@ -17,7 +19,8 @@ whose message made or last renewed it, and a VM may hold at most ``max_leases``
 pool addresses at once (offers included; static leases aside): past that a
 new client gets no offer and a REQUEST a NAK, so a guest spraying client
 addresses cannot take the pool from the others.  A VM that reconnects is a
-new owner, and takes over its old records as its clients come back.
+new owner, and takes over its old records as its clients come back; no VM
+takes over a connected VM's.
 
 Records outlive the server too: ``changes`` counts the changes worth keeping
 (a lease bound or renewed, declined, released), so the shell knows when to
@@ -28,18 +31,21 @@ Replies follow RFC 2131 §4.3: OFFER answers DISCOVER; REQUEST is told apart
 by its fields (§4.3.2: SELECTING carries a server identifier, INIT-REBOOT only
 a requested address, RENEWING and REBINDING only ``ciaddr``) and gets ACK or
 NAK; DECLINE, RELEASE are recorded silently; INFORM gets an ACK with the
-options and no lease.  Where a reply goes is §4.1's rule.  A reply echoes the
-client's hostname only while it stays within the 576 bytes of §4.1.
+options and no lease.  Where a reply goes is §4.1's rule.  A host name
+(option 12) goes only where the operator set one (libslirp's ``hostname=``),
+never the client's own echoed back, and only while the reply stays within the
+576 bytes of §4.1.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from ipaddress import IPv4Address
 
-from attrs import define, frozen
+from attrs import frozen
 
+from slirpnet.core.leases import Lease, LeaseTable, client_key
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.stats import Stats
 from slirpnet.core.vm import Vm
@@ -55,17 +61,12 @@ _LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 MAX_REPLY_LEN = 576  # RFC 2131 §4.1: what every client takes, IPv4 and UDP headers included
 # IPv4, UDP, the BOOTP header and cookie, options 53 and 54, End: all but ``_options``.
 _REPLY_OVERHEAD = 20 + 8 + 240 + 3 + 6 + 1
-
-
-@define
-class Lease:
-    address: IPv4Address
-    mac: bytes
-    hostname: str | None
-    expires: float  # bound until then; an offer holds the address until then
-    bound: bool  # False while only offered, or after RELEASE
-    owner: int = 0  # the id of the VM whose client it is
-    client: bytes = b""  # the client's key: b"id:" + client identifier, or b"mac:" + MAC
+_CLIENT_MESSAGES = (
+    MessageType.DISCOVER,
+    MessageType.REQUEST,
+    MessageType.DECLINE,
+    MessageType.RELEASE,
+)
 
 
 @frozen
@@ -78,16 +79,16 @@ class DhcpReply:
 class DhcpServer:
     def __init__(self, settings: NetworkSettings) -> None:
         self.settings = settings
-        self._leases: dict[bytes, Lease] = {}  # client key -> its one record
-        self._holder: dict[IPv4Address, bytes] = {}  # address -> client key of its record
+        self._leases = LeaseTable()
         self._declined: dict[IPv4Address, float] = {}  # address -> out of the pool until
-        # VM id -> client keys of the records it owns, maybe expired (pruned when counted)
-        self._owned: dict[int, set[bytes]] = {}
         # Leases bound, renewed, declined or released so far (offers are not worth
         # keeping): the shell saves the records when it moves.
         self.changes = 0
+        # Addresses of the pool taken by the gateway's services (guestfwds): never leased.
+        self.reserved: Container[IPv4Address] = ()
         self._static = {lease.mac: lease.address for lease in settings.static_leases}
         self._static_owner = {lease.address: lease.mac for lease in settings.static_leases}
+        self._hostnames = dict(settings.dhcp_hostnames)
         network = settings.network
         reserved = {settings.gateway, settings.dns, network.broadcast_address}
         self._pool = [
@@ -98,27 +99,31 @@ class DhcpServer:
 
     def forget_owner(self, vm: Vm) -> None:
         """``vm`` is gone: its records stay, owned by nobody until its clients return."""
-        self._owned.pop(vm.id, None)
+        self._leases.forget_owner(vm.id)
 
     def leases(self) -> list[Lease]:
-        return list(self._leases.values())
+        return list(self._leases)
 
     def restore(self, leases: Iterable[Lease], now: float) -> list[Lease]:
         """Take back records saved by an earlier server; the ones refused are returned.
 
         A record is refused when its address is not the client's to have here (outside
-        the pool, another's static lease, or the settings changed) or taken already.
+        the pool, another's static lease, or the settings changed) or taken already,
+        and when its MAC has a record bound or renewed later: servers before one
+        address per machine saved one per client.
         """
-        refused = []
-        for saved in leases:
+        leases = list(leases)
+        taken = set()
+        macs = {lease.mac for lease in self._leases}
+        for saved in sorted(leases, key=lambda saved: saved.expires, reverse=True):
             client = saved.client
             if (
                 not client.startswith((b"id:", b"mac:"))
-                or client in self._leases
-                or saved.address in self._holder
+                or self._leases.get(client) is not None
+                or self._leases.at(saved.address) is not None
+                or saved.mac in macs
                 or not self._free_for(saved.address, client, saved.mac, now)
             ):
-                refused.append(saved)
                 continue
             lease = Lease(
                 saved.address,
@@ -128,15 +133,16 @@ class DhcpServer:
                 bound=saved.bound and saved.expires > now,
                 client=client,
             )
-            self._leases[client] = lease
-            self._holder[lease.address] = client
+            self._leases.add(lease)
+            macs.add(lease.mac)
+            taken.add(id(saved))
         self.changes += 1
-        return refused
+        return [saved for saved in leases if id(saved) not in taken]
 
     def mac_of(self, address: IPv4Address) -> bytes | None:
         """The hardware address of the client holding ``address``, if any."""
-        client = self._holder.get(address)
-        return self._leases[client].mac if client is not None else None
+        lease = self._leases.at(address)
+        return None if lease is None else lease.mac
 
     def handle(self, message: DhcpMessage, vm: Vm, now: float) -> DhcpReply | None:
         """The reply to a client's message from ``vm``, or None (counted when dropped)."""
@@ -144,6 +150,9 @@ class DhcpServer:
         try:
             kind = message.message_type
             client_id = message.client_id
+            # Every other option read below, read now: a malformed one drops the message
+            # before anything changes, under its reason whatever the state.
+            _ = message.requested_ip, message.server_id, message.hostname
         except WireError as error:
             stats.drop(error.reason)
             return None
@@ -159,22 +168,25 @@ class DhcpServer:
         if len(message.chaddr) != 6:
             stats.drop("dhcp_not_ethernet")
             return None
-        client = b"id:" + client_id if client_id else b"mac:" + message.chaddr
-        try:
-            if kind == MessageType.DISCOVER:
-                return self._discover(message, client, vm, now)
-            if kind == MessageType.REQUEST:
-                return self._request(message, client, vm, now)
-            if kind == MessageType.DECLINE:
-                self._decline(message, client, now)
-            elif kind == MessageType.RELEASE:
-                self._release(message, client, now)
-            elif kind == MessageType.INFORM:
-                return self._inform(message, stats)
-            else:
-                stats.drop("dhcp_unexpected_type")
-        except WireError as error:  # a malformed option read on the way
-            stats.drop(error.reason)
+        if kind == MessageType.INFORM:
+            return self._inform(message, stats)
+        if kind not in _CLIENT_MESSAGES:
+            stats.drop("dhcp_unexpected_type")
+            return None
+        client = self._leases.key_for(client_key(client_id, message.chaddr), message.chaddr, vm.id)
+        if client is None:
+            # Its identifier and its MAC both name other connected VMs' clients: a guest
+            # sending another's hardware address.  Refused as a client over the limit is.
+            vm.refuse("dhcp_client_in_use", now, f"{_mac(message)} is another VM's DHCP client")
+            return self._nak(message) if kind == MessageType.REQUEST else None
+        if kind == MessageType.DISCOVER:
+            return self._discover(message, client, vm, now)
+        if kind == MessageType.REQUEST:
+            return self._request(message, client, vm, now)
+        if kind == MessageType.DECLINE:
+            self._decline(message, client, now)
+        else:
+            self._release(message, client, now)
         return None
 
     # -- message types -----------------------------------------------------------------
@@ -218,6 +230,7 @@ class DhcpServer:
         lease = self._record(client, address, message, vm, now)
         lease.bound = True
         lease.expires = now + self.settings.lease_time
+        self._leases.drop_others(lease)
         self.changes += 1
         return self._reply(message, MessageType.ACK, address)
 
@@ -229,8 +242,7 @@ class DhcpServer:
         # RFC 2131 §4.3.3: someone else answers for this address; keep it out of the pool.
         log.warning("DHCP address %s declined by %s: in use", address, _mac(message))
         self._declined[address] = now + DECLINE_HOLD
-        del self._leases[client]
-        del self._holder[address]
+        self._leases.remove(lease)
         self.changes += 1
 
     def _release(self, message: DhcpMessage, client: bytes, now: float) -> None:
@@ -274,8 +286,8 @@ class DhcpServer:
         return None
 
     def _pool_order(self, now: float) -> Iterator[IPv4Address]:
-        yield from (address for address in self._pool if address not in self._holder)
-        yield from (address for address in self._pool if address in self._holder)
+        yield from (address for address in self._pool if self._leases.at(address) is None)
+        yield from (address for address in self._pool if self._leases.at(address) is not None)
 
     def _free_for(self, address: IPv4Address, client: bytes, mac: bytes, now: float) -> bool:
         owner = self._static_owner.get(address)
@@ -283,33 +295,34 @@ class DhcpServer:
             return owner == mac
         if mac in self._static:
             return False  # a client with a static lease has that address and no other
-        if address not in self._pool or self._declined.get(address, 0.0) > now:
+        if (
+            address not in self._pool
+            or address in self.reserved
+            or self._declined.get(address, 0.0) > now
+        ):
             return False
-        holder = self._holder.get(address)
-        if holder is None or holder == client:
-            return True
-        return self._leases[holder].expires <= now
+        holder = self._leases.at(address)
+        return holder is None or holder.client == client or holder.expires <= now
 
     def _record(
         self, client: bytes, address: IPv4Address, message: DhcpMessage, vm: Vm, now: float
     ) -> Lease:
-        """The client's record, now for ``address`` and owned by ``vm``; an expired holder
-        of the address is evicted."""
-        hostname = message.hostname  # may raise: before any change, so a drop leaves no trace
-        holder = self._holder.get(address)
-        if holder is not None and holder != client:
-            del self._leases[holder]
+        """The record under ``client``, now for ``address``, this client's and owned by
+        ``vm``; an expired holder of the address is evicted."""
+        holder = self._leases.at(address)
+        if holder is not None and holder.client != client:
+            self._leases.remove(holder)
         lease = self._leases.get(client)
-        if lease is None or lease.address != address:
-            if lease is not None:
-                del self._holder[lease.address]
+        if lease is None:
             lease = Lease(address, message.chaddr, None, now, bound=False, client=client)
-            self._leases[client] = lease
-            self._holder[address] = client
-        lease.mac = message.chaddr
-        lease.hostname = hostname or lease.hostname
-        lease.owner = vm.id
-        self._owned.setdefault(vm.id, set()).add(client)
+            self._leases.add(lease)
+        elif lease.address != address:  # a lease of its own begins
+            self._leases.update(lease, address=address)
+            lease.hostname, lease.expires, lease.bound = None, now, False
+        if lease.mac != message.chaddr:  # the client came back with another MAC
+            self._leases.update(lease, mac=message.chaddr)
+        self._leases.take_over(lease, client_key(message.client_id, message.chaddr), vm.id)
+        lease.hostname = message.hostname or lease.hostname
         return lease
 
     def _room_for(self, vm: Vm, client: bytes, mac: bytes, now: float) -> bool:
@@ -318,16 +331,11 @@ class DhcpServer:
         lease = self._leases.get(client)
         if (lease is not None and lease.expires > now) or mac in self._static:
             return True
-        owned = self._owned.get(vm.id, set())
-        held = {
-            key
-            for key in owned
-            if (record := self._leases.get(key)) is not None
-            and record.owner == vm.id
-            and record.expires > now
-            and record.mac not in self._static
-        }
-        self._owned[vm.id] = held  # what is gone or taken over needs no looking at again
+        held = [
+            record
+            for record in self._leases.owned_by(vm.id)
+            if record.expires > now and record.mac not in self._static
+        ]
         limit = self.settings.max_leases
         if len(held) < limit:
             return True
@@ -360,14 +368,16 @@ class DhcpServer:
             options.append(DhcpOption.domain_name(settings.domain))
         if settings.search:
             options.append(DhcpOption.domain_search(settings.search))
-        hostname = message.hostname
+        # Option 12 only where the operator named the guest, by MAC or for all (libslirp's
+        # hostname=): clients take it as the name to set (systemd-networkd does).
+        hostname = self._hostnames.get(message.chaddr, settings.dhcp_hostname)
         if hostname:
-            echo = DhcpOption.hostname(hostname)
-            # Only the echoed hostname is the client's to make long: left out when the
-            # reply would pass the 576 bytes every client takes (and no MTU is smaller).
+            name = DhcpOption.hostname(hostname)
+            # Left out when the reply would pass the 576 bytes every client takes (and no
+            # MTU is smaller).
             used = _REPLY_OVERHEAD + sum(len(option.encode()) for option in options)
-            if used + len(echo.encode()) <= MAX_REPLY_LEN:
-                options.append(echo)
+            if used + len(name.encode()) <= MAX_REPLY_LEN:
+                options.append(name)
         return options
 
     def _reply(self, message: DhcpMessage, kind: MessageType, address: IPv4Address) -> DhcpReply:

@@ -20,6 +20,7 @@ from typing import Final
 
 from slirpnet.core.addr import IPAddress, key_int
 from slirpnet.core.forwards import Forward
+from slirpnet.core.guestfwd import GuestForward
 from slirpnet.core.settings import Upstream
 from slirpnet.core.tcp import TcpEndpoint
 from slirpnet.core.vm import Vm
@@ -126,6 +127,9 @@ class TcpFlow(Flow):
     # Where else the host socket may connect, in turn, when the connect to the host address
     # fails or takes longer than the DNS timeout: the DNS relay's other upstreams.
     fallbacks: tuple[Upstream, ...] = ()
+    # A connection to a guestfwd's address and port: its host end is the guestfwd's
+    # target (host_address and host_port are the address and port the guest reached).
+    guestfwd: GuestForward | None = None
     host_closed: bool = field(init=False)
     # What every frame to the guest starts with: the Ethernet header, then our address
     # and the guest's as integers and as bytes (made with the first frame; see

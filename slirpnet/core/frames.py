@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from slirpnet.core.addr import IPAddress
 from slirpnet.core.flows import Endpoint
+from slirpnet.core.fragments import split
 from slirpnet.core.vm import Vm
 from slirpnet.wire import ethernet, icmp, icmpv6, ipv4, ipv6, udp
 
@@ -40,8 +41,9 @@ _ICMP4_CODES = {
 
 
 class Frames:
-    def __init__(self, gateway_mac: bytes) -> None:
+    def __init__(self, gateway_mac: bytes, mtu: int) -> None:
         self.gateway_mac = gateway_mac
+        self.mtu = mtu
         self._ip_ident = 0
 
     def ethernet(self, dst_mac: bytes, ethertype: int) -> bytes:
@@ -66,14 +68,14 @@ class Frames:
         """Send ``payload`` of ``protocol`` from ``src`` to ``dst`` (one family) to ``vm``."""
         if isinstance(src, IPv6Address) and isinstance(dst, IPv6Address):
             header = ipv6.IPv6Packet(src, dst, protocol, payload, hop_limit).encode_header()
-            ethertype = ethernet.ETHERTYPE_IPV6
+            vm.send(b"".join((self.ethernet(dst_mac, ethernet.ETHERTYPE_IPV6), header, payload)))
         elif isinstance(src, IPv4Address) and isinstance(dst, IPv4Address):
             packet = ipv4.IPv4Packet(src, dst, protocol, payload, ident=self.next_ident())
-            header = packet.encode_header()
-            ethertype = ethernet.ETHERTYPE_IPV4
+            head = self.ethernet(dst_mac, ethernet.ETHERTYPE_IPV4)
+            for header, data in split(packet, self.mtu):  # past the MTU: fragments
+                vm.send(b"".join((head, header, data)))
         else:
             raise ValueError(f"{src} to {dst}: one family, please")
-        vm.send(b"".join((self.ethernet(dst_mac, ethertype), header, payload)))
 
     def icmpv6(
         self,

@@ -1,11 +1,12 @@
 """IPv4 at the gateway: ARP, the checks on a guest's packets, and dispatch.
 
-ARP (RFC 826) is answered for the gateway's two addresses (probes per RFC 5227 get a
-reply too: the address is taken).  A guest's IPv4 packet is parsed, its source checked
-(a guest address of the network: no spoofing the gateway) and handed on: DHCP to
-``DhcpServer``, DNS to ``DnsRelay``, echo to the gateway answered here, the rest to
-the NAT of its protocol, which is the same for both families.  Refusals are answered
-with ICMP (RFC 1812 §5.2.7.1) rather than left to time out.
+ARP (RFC 826) is answered for the gateway's two addresses and the guestfwds' (probes
+per RFC 5227 get a reply too: the address is taken).  A guest's IPv4 packet is parsed,
+its source checked (a guest address of the network: no spoofing the gateway) and handed
+on: DHCP to ``DhcpServer``, DNS to ``DnsRelay``, echo to the gateway (or a guestfwd's
+address) answered here, the rest to the NAT of its protocol, which is the same for both
+families.  Refusals are answered with ICMP (RFC 1812 §5.2.7.1) rather than left to
+time out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from ipaddress import IPv4Address
 from slirpnet.core.dhcp import DhcpServer
 from slirpnet.core.dnsrelay import DnsRelay
 from slirpnet.core.flows import Endpoint
+from slirpnet.core.fragments import Reassembly
 from slirpnet.core.frames import Frames, Unreachable
+from slirpnet.core.guestfwd import GuestForwards
 from slirpnet.core.nat_echo import EchoNat
 from slirpnet.core.nat_tcp import TcpNat
 from slirpnet.core.nat_udp import UdpNat
@@ -47,6 +50,7 @@ class Ipv4Layer:
         tcp_nat: TcpNat,
         udp_nat: UdpNat,
         echo_nat: EchoNat,
+        guest_forwards: GuestForwards,
     ) -> None:
         self.settings = settings
         self.frames = frames
@@ -56,6 +60,8 @@ class Ipv4Layer:
         self.tcp = tcp_nat
         self.udp = udp_nat
         self.echo = echo_nat
+        self.guest_forwards = guest_forwards  # addresses answered for too (core/guestfwd.py)
+        self.fragments = Reassembly()  # guests' fragments (core/fragments.py)
         network = settings.network
         self.own = frozenset((settings.gateway, settings.dns))
         self._not_guests = frozenset(
@@ -73,7 +79,7 @@ class Ipv4Layer:
         except WireError as error:
             vm.drop(error.reason)
             return
-        if packet.target_ip not in self.own:
+        if packet.target_ip not in self.own and packet.target_ip not in self.guest_forwards:
             return  # another VM's business
         if packet.sender_ip == packet.target_ip:
             vm.drop("arp_claims_gateway")  # an announcement of an address we own
@@ -96,9 +102,10 @@ class Ipv4Layer:
             vm.drop(error.reason)
             return
         if packet.is_fragment:
-            # We never reassemble (see wire/ipv4.py); a guest with our MTU never fragments.
-            vm.drop("ipv4_fragment")
-            return
+            whole = self.fragments.add(vm, packet, now)  # counted there if refused
+            if whole is None:
+                return
+            packet = whole
         if packet.protocol == ipv4.PROTO_UDP:
             self._udp(vm, eth, packet, now)
         elif packet.protocol == ipv4.PROTO_ICMP:
@@ -107,6 +114,18 @@ class Ipv4Layer:
             self._tcp(vm, eth, packet, now)
         else:
             vm.drop("ipv4_unsupported_protocol")
+
+    def expire_fragments(self, now: float) -> None:
+        """Give up datagrams not reassembled in time; RFC 1122 §3.3.2: the guest that
+        sent fragment zero hears ICMP time exceeded (reassembly)."""
+        for vm, zero in self.fragments.expire(now):
+            mac = self._mac_of(vm, zero.src)
+            if mac is None or not self.is_guest_address(zero.src):
+                continue
+            quoted = zero.encode_header() + bytes(zero.payload[:8])
+            code = icmp.CODE_REASSEMBLY_TIMEOUT
+            message = icmp.IcmpMessage.error(icmp.TYPE_TIME_EXCEEDED, code, quoted).encode()
+            self.frames.ip(vm, mac, self.settings.gateway, zero.src, ipv4.PROTO_ICMP, message)
 
     def _guest_source(self, vm: Vm, packet: ipv4.IPv4Packet) -> bool:
         """The source must be a guest address of our network: no spoofing the gateway."""
@@ -177,6 +196,10 @@ class Ipv4Layer:
                 vm.drop("no_service")
                 self._icmp_error(vm, packet, Unreachable.PORT)
             return
+        if dst in self.guest_forwards:  # a guestfwd is TCP only
+            vm.drop("no_service")
+            self._icmp_error(vm, packet, Unreachable.PORT)
+            return
         refusal = self.udp.guest_datagram(
             vm, guest, dst, datagram.dst_port, bytes(datagram.payload), now
         )
@@ -219,7 +242,7 @@ class Ipv4Layer:
             return
         if not self._guest_source(vm, packet):
             return
-        if packet.dst in self.own:
+        if packet.dst in self.own or packet.dst in self.guest_forwards:
             reply = icmp.IcmpMessage.echo(
                 icmp.TYPE_ECHO_REPLY, message.ident, message.seq, message.payload
             )

@@ -29,6 +29,7 @@ from slirpnet.core.flowtable import FlowTable
 from slirpnet.core.forwards import Forward
 from slirpnet.core.frames import Frames, Unreachable
 from slirpnet.core.gatewayports import GatewayPorts
+from slirpnet.core.guestfwd import GuestForwards
 from slirpnet.core.policy import Refusal, route
 from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.core.tcp import HostOp, State, TcpEndpoint
@@ -46,12 +47,14 @@ class TcpNat:
         flows: FlowTable,
         ports: GatewayPorts,
         upstreams: tuple[Upstream, ...],
+        guest_forwards: GuestForwards,
     ) -> None:
         self.settings = settings
         self.frames = frames
         self.flows = flows
         self.ports = ports
         self.upstreams = upstreams
+        self.guest_forwards = guest_forwards
         self._acks_delayed: dict[TcpFlow, None] = {}  # flows owing a delayed ACK, in order
 
     # -- from the guest ------------------------------------------------------------------
@@ -105,6 +108,7 @@ class TcpNat:
             dst_port=segment.dst_port,
             endpoint=endpoint,
             fallbacks=self.upstreams[1:] if dst == self.settings.dns_for(dst) else (),
+            guestfwd=self.guest_forwards.get(dst, segment.dst_port),
         )
         self.flows.open(flow)
         return None
@@ -121,6 +125,13 @@ class TcpNat:
             if segment.dst_port == DNS_PORT and self.upstreams:
                 upstream = self.upstreams[0]
                 return upstream.address, upstream.port
+            vm.drop("no_service")
+            self.refuse(vm, mac, src, dst, segment)
+            return None
+        if dst in self.guest_forwards:
+            # A guestfwd's port leads to its target (the shell opens it); the rest are closed.
+            if self.guest_forwards.get(dst, segment.dst_port) is not None:
+                return dst, segment.dst_port
             vm.drop("no_service")
             self.refuse(vm, mac, src, dst, segment)
             return None

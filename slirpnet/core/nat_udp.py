@@ -78,7 +78,8 @@ class UdpNat:
         return DNS_FLOW_IDLE if flow.dst_port == 53 else self.settings.udp_idle_timeout
 
     def _fits(self, vm: Vm, address: IPAddress, payload: bytes) -> bool:
-        if len(payload) <= family_of(address).udp_room(self.settings.mtu):
+        """IPv4 takes any datagram (past the MTU in fragments); IPv6 one within the MTU."""
+        if address.version == 4 or len(payload) <= family_of(address).udp_room(self.settings.mtu):
             return True
         vm.drop("udp_reply_over_mtu")
         return False

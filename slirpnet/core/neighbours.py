@@ -57,9 +57,10 @@ def choose_guest(
 
     A guest address is looked up in the DHCP leases (IPv4), then among the addresses
     guests have sent from (a guest configured by hand has no lease, nor has an IPv6
-    one).  Without one, the first VM that holds a bound lease is the target, or else
-    the first heard from at an IPv6 address: the forward reaches a guest over whichever
-    family it has.
+    one).  Without one, the first VM that holds a bound lease is the target, at the
+    address bound or renewed last (where its DHCP client is now, should a record of an
+    earlier one remain), or else the first heard from at an IPv6 address: the forward
+    reaches a guest over whichever family it has.
     """
     address = forward.guest_address
     if address is not None:
@@ -73,9 +74,10 @@ def choose_guest(
         return None
     bound = [lease for lease in dhcp.leases() if lease.bound]
     for vm in vms:
-        for lease in bound:
-            if lease.mac in vm.macs:
-                return vm, lease.mac, lease.address
+        held = [lease for lease in bound if lease.mac in vm.macs]
+        if held:
+            lease = max(held, key=lambda lease: lease.expires)
+            return vm, lease.mac, lease.address
     for vm in vms:
         found = neighbours.address_of(vm, 6)
         if found is not None and vm.mac:

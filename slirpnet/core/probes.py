@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from slirpnet.core.dhcp import DhcpServer, Lease
+from slirpnet.core.dhcp import DhcpServer
 from slirpnet.core.frames import Frames
+from slirpnet.core.leases import Lease
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.switch import Switch
 from slirpnet.core.vm import Vm

@@ -61,6 +61,7 @@ from slirpnet.core.flowtable import FlowTable
 from slirpnet.core.forwards import Forward
 from slirpnet.core.frames import Frames
 from slirpnet.core.gatewayports import GatewayPorts
+from slirpnet.core.guestfwd import GuestForwards
 from slirpnet.core.ipv4layer import Ipv4Layer
 from slirpnet.core.ipv6layer import Ipv6Layer, guarded
 from slirpnet.core.nat_echo import EchoNat
@@ -91,14 +92,19 @@ class Segment:
         self.vms = self.switch.ports
         self.neighbours = Neighbours()
         self.flows = FlowTable(settings)
-        self.frames = Frames(self.gateway_mac)
+        self.frames = Frames(self.gateway_mac, settings.mtu)
         self.dhcp = DhcpServer(settings)
+        # Addresses the gateway answers for besides its own (ARP, ping): never leased.
+        self.guest_forwards = GuestForwards(settings.network, settings.guest_forwards)
+        self.dhcp.reserved = self.guest_forwards
         self.dns = DnsService(
             settings.local_records(), settings.dns_upstreams, settings.dns_timeout
         )
         self.probes = LeaseProbes(settings, self.frames, self.dhcp, self.switch)
         ports = GatewayPorts()
-        self.tcp = TcpNat(settings, self.frames, self.flows, ports, self.dns.upstreams)
+        self.tcp = TcpNat(
+            settings, self.frames, self.flows, ports, self.dns.upstreams, self.guest_forwards
+        )
         self.udp = UdpNat(settings, self.frames, self.flows, ports)
         self.echo = EchoNat(settings, self.frames, self.flows)
         self.dns_relay = DnsRelay(settings, self.frames, self.flows, self.dns)
@@ -111,6 +117,7 @@ class Segment:
             self.tcp,
             self.udp,
             self.echo,
+            self.guest_forwards,
         )
         self.ra = RouterAdvertiser(settings, self.frames)
         self.ipv6 = Ipv6Layer(
@@ -143,6 +150,7 @@ class Segment:
         self.switch.unplug(vm)
         self.neighbours.forget(vm)
         self.flows.close_all(vm)
+        self.ipv4.fragments.forget(vm)
         vm.outbox.clear()
         self.probes.forget(vm)
         self.dhcp.forget_owner(vm)
@@ -361,12 +369,18 @@ class Segment:
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` should next run (possibly early), or None."""
-        times = (self.flows.next_time(), self.probes.next_time(), self.ra.next_time())
+        times = (
+            self.flows.next_time(),
+            self.probes.next_time(),
+            self.ra.next_time(),
+            self.ipv4.fragments.next_time(),
+        )
         return min((t for t in times if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
         self.probes.handle_timer(now)
         self.ra.handle_timer(now, self.vms)
+        self.ipv4.expire_fragments(now)
         for flow in self.flows.due(now):
             if isinstance(flow, TcpFlow):
                 self.tcp.timer(flow, now)

@@ -11,7 +11,9 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from attrs import frozen
 
+from slirpnet.core import guestfwd
 from slirpnet.core.dnsrecords import LocalRecords
+from slirpnet.core.guestfwd import GuestForward
 
 # passt's choice: the largest MTU a 65535-byte stream frame carries with room to spare.
 # Fewer, larger frames are what make a Python data path fast.
@@ -92,6 +94,9 @@ class NetworkSettings:
     # guest, or by MAC (which wins).
     dhcp_hostname: str | None = None
     dhcp_hostnames: tuple[tuple[bytes, str], ...] = ()
+    # Guest forwards (libslirp's ``guestfwd=``): virtual addresses whose TCP ports lead
+    # to a host socket or a command (core/guestfwd.py).
+    guest_forwards: tuple[GuestForward, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         problems = self.problems()
@@ -133,6 +138,9 @@ class NetworkSettings:
                 found.append(f"static_leases: {lease.address} or its MAC is given twice")
             macs.add(lease.mac)
             addresses.add(lease.address)
+        taken = {self.gateway: "the gateway's", self.dns: "the DNS server's"}
+        taken |= {lease.address: "a static lease's" for lease in self.static_leases}
+        found += guestfwd.problems(self.guest_forwards, net, taken)
         return found
 
     def gateway_for(self, address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:

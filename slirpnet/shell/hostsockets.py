@@ -48,6 +48,7 @@ from slirpnet.core.flows import (
     UdpFlow,
 )
 from slirpnet.shell.fdreserve import out_of_fds
+from slirpnet.shell.guestfwds import HostEnd, host_end
 from slirpnet.shell.rawicmp import RawIcmp
 
 if TYPE_CHECKING:
@@ -99,8 +100,10 @@ class _ForwardHandle(_Handle):
 
 
 class _TcpHandle(_Handle):
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, end: HostEnd | None = None) -> None:
         super().__init__(sock)
+        self.end = end  # a guestfwd's: how it opens and closes
+        self.output = sock if end is None else end.output  # the guest's data goes there
         self.outgoing: deque[bytes | memoryview] = deque()
         self.writing = False  # the writer holds bytes taken from ``outgoing``
         self.shutdown = False  # after ``outgoing``, shut the socket for writing
@@ -153,9 +156,14 @@ class HostSockets:
                 return
             if isinstance(flow, TcpFlow):
                 adopted = self._adopted.pop(flow, None)
-                sock = adopted or socket.socket(family(flow.host_address), socket.SOCK_STREAM)
+                end = None if flow.guestfwd is None else host_end(flow.guestfwd)
+                sock = adopted or (
+                    end.sock
+                    if end
+                    else socket.socket(family(flow.host_address), socket.SOCK_STREAM)
+                )
                 sock.setblocking(False)
-                tcp_handle = _TcpHandle(sock)
+                tcp_handle = _TcpHandle(sock, end)
                 tcp_handle.connected = adopted is not None
                 self._handles[flow] = tcp_handle
                 self.runtime.port_of(flow.vm).nursery.start_soon(self._tcp, flow, tcp_handle)
@@ -258,10 +266,9 @@ class HostSockets:
         for flow, handle in flows.items():
             if self._handles.get(flow) is not handle or handle.writing or not handle.outgoing:
                 continue  # closed, or aborted, since; or the writer has it
-            assert handle.sock is not None
             data = _take(handle.outgoing, TCP_WRITE_BATCH)
             try:
-                sent = handle.sock.send(data)
+                sent = handle.output.send(data)
             except OSError:  # full, or failed: the writer waits, or meets the error and says so
                 sent = 0
             if sent < len(data):
@@ -332,18 +339,32 @@ class HostSockets:
     async def _tcp(self, flow: TcpFlow, handle: _TcpHandle) -> None:
         assert handle.sock is not None
         sock = trio.socket.from_stdlib_socket(handle.sock)
+        # A guestfwd command's stdin, or the socket itself (whichever connected).
+        output = None if handle.end is None else trio.socket.from_stdlib_socket(handle.output)
         try:
             with handle.scope:
                 if not handle.connected:  # a forward's socket comes connected
-                    connected = await self._connect(flow, handle, sock)
+                    if handle.end is None:
+                        connected = await self._connect(flow, handle, sock)
+                    else:
+                        try:
+                            await handle.end.open(sock)
+                        except OSError as error:
+                            self.runtime.report_error(flow, error_kind(error))
+                            connected = None
+                        else:
+                            connected = sock
                     if connected is None:
                         return
                     sock = connected
                     handle.connected = True
                     self.runtime.report_connected(flow)
+                if output is None:
+                    output = sock
+                    handle.output = handle.sock
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._tcp_reader, flow, handle)
-                    await self._tcp_writer(flow, handle, sock)
+                    await self._tcp_writer(flow, handle, output)
                     nursery.cancel_scope.cancel()
         finally:
             # Only a connected socket has a peer to reset; trio closes one whose connect
@@ -351,6 +372,10 @@ class HostSockets:
             if handle.abort and handle.connected:
                 handle.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
             sock.close()
+            if output is not None:
+                output.close()  # the same socket, or a command's stdin
+            if handle.end is not None:
+                await handle.end.aclose()
 
     async def _connect(
         self, flow: TcpFlow, handle: _TcpHandle, sock: trio.socket.SocketType

@@ -6,7 +6,9 @@ looking for it until its lease is renewed: the namespace's records are written
 whole) as soon as they change (then at most once per ``SAVE_INTERVAL``) and
 when the namespace stops, and
 given back to the core at start.  Times are saved as wall-clock times, for the
-core's clock starts again with the process.  A file that cannot be read is
+core's clock starts again with the process.  Files written when a machine
+could hold a record per DHCP client are read as they are: a MAC's several
+records come back as its newest (``DhcpServer.restore``).  A file that cannot be read is
 renamed aside with a warning and the namespace starts with no leases: state is a
 convenience, never a reason not to serve.
 """
@@ -26,7 +28,8 @@ from urllib.parse import quote
 
 import trio
 
-from slirpnet.core.dhcp import DhcpServer, Lease
+from slirpnet.core.dhcp import DhcpServer
+from slirpnet.core.leases import Lease
 from slirpnet.wire.ethernet import format_mac, parse_mac
 
 log = logging.getLogger(__name__)
@@ -92,7 +95,10 @@ class LeaseStore:
             "%d leases restored from %s%s",
             len(leases) - len(refused),
             self.path,
-            f"; {len(refused)} no longer fit the network" if refused else "",
+            f"; {len(refused)} left out (no longer fit the network, or an older lease of the"
+            " same MAC)"
+            if refused
+            else "",
         )
 
     def save(self, now: float) -> None:

@@ -32,6 +32,7 @@ CODE_ADMIN_PROHIBITED = 13
 
 # Time-exceeded codes.
 CODE_TTL_EXCEEDED = 0
+CODE_REASSEMBLY_TIMEOUT = 1  # fragments not all come in time (RFC 1122 §3.3.2)
 
 HEADER_LEN = 8
 _QUOTED_PAYLOAD_LEN = 8

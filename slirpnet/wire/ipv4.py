@@ -2,10 +2,9 @@
 
 Parsing honours the header's own lengths: options are skipped by IHL and the
 payload ends at the total length, so the padding QEMU and real NICs add to short
-Ethernet frames is never taken as data.  Fragments are recognised (``is_fragment``)
-and left to the caller to count and drop: slirpnet does not reassemble, since a
-user-mode NAT sees whole datagrams from the host and a guest with a sane MTU
-never fragments (and reassembly is where libslirp's worst bugs lived).
+Ethernet frames is never taken as data.  Fragments are recognised (``is_fragment``,
+the offset in bytes) and parsed like any packet: putting them back together, and
+cutting ours to the MTU, is ``core/fragments.py``'s business.
 """
 
 from __future__ import annotations

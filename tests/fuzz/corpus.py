@@ -30,8 +30,11 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.packet import Packet, Raw
 
 from slirpnet.core.settings import NetworkSettings
+from slirpnet.wire.ipv4 import PROTO_UDP, IPv4Packet
 
 REMOTE = "192.0.2.1"
+# A DUID-EN (RFC 8415 §11.3) as systemd-networkd makes one: type 2, its enterprise number.
+_DUID = b"\x00\x02\x00\x00\xab\x11" + bytes(range(8))
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MDNS_MAC = "01:00:5e:00:00:fb"
 ALL_OPTIONS = [
@@ -74,6 +77,51 @@ def samples(settings: NetworkSettings, guest: Guest, other: Guest) -> tuple[Samp
 
 def with_reason(settings: NetworkSettings, guest: Guest, other: Guest) -> tuple[Sample, ...]:
     return tuple(s for s in samples(settings, guest, other) if s.reason is not None)
+
+
+# What ``fragmented`` cuts up: UDP and pings to the gateway and to a remote host, a SYN.
+FRAGMENTED = ("udp_remote", "udp_gateway", "ping_gateway", "ping_remote", "tcp_syn")
+
+
+def fragmented(
+    settings: NetworkSettings, guest: Guest, kind: str, size: int, cut: int, ident: int
+) -> list[bytes]:
+    """A ``kind`` datagram (``FRAGMENTED``) of ``size`` bytes of payload from ``guest``,
+    cut by scapy into fragments of ``cut`` bytes (rounded up to 8-byte units)."""
+    gateway = str(settings.gateway)
+    ip = IP(src=guest.address, dst=gateway if kind.endswith("gateway") else REMOTE, id=ident)
+    if kind.startswith("udp"):
+        layers = ip / UDP(sport=40012, dport=9) / bytes(size)
+    elif kind.startswith("ping"):
+        layers = ip / ICMP(type=8, id=ident & 0xFF, seq=1) / bytes(size)
+    else:
+        layers = ip / TCP(sport=40013, dport=88, flags="S") / bytes(size)
+    ether = Ether(dst=gateway_mac(settings), src=guest.mac)
+    return [bytes(ether / piece) for piece in fragment(layers, cut)]
+
+
+def overlapping(frame: bytes) -> bytes:
+    """16 bytes of MF fragment over the end of fragment ``frame`` and what follows it."""
+    packet = Ether(frame)
+    ip = packet[IP]
+    end = ip.frag * 8 + len(ip.payload)
+    header = IP(src=ip.src, dst=ip.dst, id=ip.id, proto=ip.proto, flags="MF", frag=end // 8 - 1)
+    return bytes(Ether(dst=packet.dst, src=packet.src) / header / bytes(16))
+
+
+def first_fragment(settings: NetworkSettings, guest: Guest, ident: int, size: int) -> bytes:
+    """Fragment zero of a UDP datagram whose rest never comes, built without scapy for
+    floods: ``size`` bytes, a multiple of 8."""
+    packet = IPv4Packet(
+        IPv4Address(guest.address),
+        IPv4Address(REMOTE),
+        PROTO_UDP,
+        bytes(size),
+        ident=ident,
+        more_fragments=True,
+    )
+    ether = bytes.fromhex(gateway_mac(settings).replace(":", "")) + guest.mac_bytes + b"\x08\x00"
+    return ether + packet.encode()
 
 
 class _Builder:
@@ -276,6 +324,28 @@ class _Builder:
                 self.dhcp([("message-type", "discover"), *_split_option("hostname", b"x" * 300)]),
             ),
             Sample("dhcp_long_hostname", self.long_hostname()),
+            # Client identifiers (RFC 2132 §9.14, RFC 4361): each names a client of the
+            # guest's MAC, which takes over that machine's record (core/leases.py).
+            Sample(
+                "dhcp_client_id_duid",
+                self.dhcp(
+                    [("message-type", "discover"), ("client_id", b"\xff\x00\x00\x00\x01" + _DUID)]
+                ),
+            ),
+            Sample(
+                "dhcp_client_id_255_bytes",
+                self.dhcp([("message-type", "discover"), ("client_id", b"\x00" + b"i" * 254)]),
+            ),
+            Sample(
+                "dhcp_client_id_long",  # 300 bytes in two instances (RFC 3396)
+                self.dhcp(
+                    [
+                        ("message-type", "request"),
+                        ("requested_addr", own),
+                        *_split_option("client_id", b"\x00" + b"L" * 299),
+                    ]
+                ),
+            ),
         ]
         dns = [
             Sample(
@@ -383,7 +453,44 @@ class _Builder:
                 self.eth(self.ip(o.address) / TCP(sport=40009, dport=22, flags="S"), dst=o.mac),
             ),
         ]
-        return arp + dhcp + dns + udp + icmp + tcp
+        return arp + dhcp + dns + udp + icmp + tcp + self.fragments()
+
+    def fragments(self) -> list[Sample]:
+        """Pieces of datagrams, each under its own identification: fed in any order, with
+        repeats, they complete, overlap, contradict each other or leave holes that time out."""
+        big_udp = self.ip(REMOTE, id=0x4001) / UDP(sport=40000, dport=9) / bytes(3000)
+        udp = fragment(big_udp, 1400)
+        ping = fragment(self.ip(self.gw, id=0x4002) / ICMP(type=8, id=5) / bytes(2000), 1480)
+        ping_remote = fragment(self.ip(REMOTE, id=0x4003) / ICMP(type=8, id=6) / bytes(3000), 1480)
+        syn = self.ip(REMOTE, id=0x4004) / TCP(sport=40010, dport=87, flags="S") / b"early" * 8
+        tcp = fragment(syn, 24)
+        samples = [
+            *(Sample(f"frag_udp_{n}", self.eth(f)) for n, f in enumerate(udp)),
+            # Over the first two, at the end of the first: the datagram is given up.
+            Sample(
+                "frag_udp_overlap",
+                self.eth(self.ip(REMOTE, id=0x4001, proto=17, flags="MF", frag=174) / bytes(16)),
+            ),
+            # Another end than the last fragment's (3008 bytes): a contradiction.
+            Sample(
+                "frag_udp_other_end",
+                self.eth(self.ip(REMOTE, id=0x4001, proto=17, frag=350) / bytes(16)),
+            ),
+            *(Sample(f"frag_ping_gateway_{n}", self.eth(f)) for n, f in enumerate(ping)),
+            *(Sample(f"frag_ping_remote_{n}", self.eth(f)) for n, f in enumerate(ping_remote)),
+            *(Sample(f"frag_tcp_syn_{n}", self.eth(f)) for n, f in enumerate(tcp)),
+            # Alone, these leave holes that time out.
+            Sample(
+                "frag_udp_header_only",
+                self.eth(self.ip(REMOTE, id=0x4005, flags="MF") / UDP(sport=40011) / bytes(8)),
+            ),
+            Sample("frag_offset_only", self.eth(self.ip(self.gw, id=0x4006, frag=1) / bytes(8))),
+            Sample(
+                "frag_tcp_tiny",
+                self.eth(self.ip(REMOTE, id=0x4007, proto=6, flags="MF") / bytes(8)),
+            ),
+        ]
+        return samples
 
     # -- malformed, or refused by policy: one reason, whatever the state ---------------
 
@@ -391,7 +498,6 @@ class _Builder:
         g, s = self.guest, self.settings
         own = g.address
         arp_request = bytes(ARP(op=1, hwsrc=g.mac, psrc=own, pdst=self.gw))
-        big_udp = self.ip(REMOTE) / UDP(sport=40000, dport=9) / bytes(3000)
         cases: list[tuple[str, bytes, str]] = [
             ("eth_truncated", self.eth(b"")[:13], "eth_truncated"),
             ("eth_vlan", self.eth(Dot1Q(vlan=5) / self.ip(REMOTE) / UDP()), "eth_vlan_tagged"),
@@ -508,22 +614,21 @@ class _Builder:
                 self.eth(self.ip(REMOTE, flags="evil") / UDP()),
                 "ipv4_reserved_flag",
             ),
+            # Whatever the fragments held, these are refused alone.
             (
-                "ipv4_more_fragments",
-                self.eth(self.ip(REMOTE, flags="MF") / UDP() / bytes(8)),
-                "ipv4_fragment",
+                "ipv4_fragment_not_8_byte_units",
+                self.eth(self.ip(REMOTE, id=0x4001, flags="MF") / UDP() / bytes(5)),
+                "ipv4_frag_bad_length",
             ),
             (
-                "ipv4_fragment_offset",
-                self.eth(self.ip(self.gw, frag=1) / bytes(8)),
-                "ipv4_fragment",
+                "ipv4_fragment_empty",
+                self.eth(self.ip(REMOTE, id=0x4001, proto=17, flags="MF", frag=10)),
+                "ipv4_frag_bad_length",
             ),
-            ("ipv4_first_fragment", self.eth(fragment(big_udp, 1400)[0]), "ipv4_fragment"),
-            ("ipv4_last_fragment", self.eth(fragment(big_udp, 1400)[-1]), "ipv4_fragment"),
             (
-                "ipv4_tiny_fragment",
-                self.eth(self.ip(REMOTE, proto=6, flags="MF") / bytes(8)),
-                "ipv4_fragment",
+                "ipv4_ping_of_death",
+                self.eth(self.ip(self.gw, id=0x4002, proto=1, frag=8191) / bytes(8)),
+                "ipv4_frag_too_big",
             ),
             (
                 "ipv4_gre",
@@ -701,8 +806,13 @@ class _Builder:
             ("dhcp_type_9", self.dhcp([("message-type", 9)]), "dhcp_bad_message_type"),
             ("dhcp_type_2_bytes", self.dhcp_raw(b"\x35\x02\x01\x01\xff"), "dhcp_bad_option_length"),
             (
-                "dhcp_client_id_1_byte",
+                "dhcp_client_id_1_byte",  # the type byte only
                 self.dhcp([("message-type", "discover"), ("client_id", b"\x01")]),
+                "dhcp_bad_option_length",
+            ),
+            (
+                "dhcp_client_id_empty",
+                self.dhcp([("message-type", "request"), ("client_id", b"")], ciaddr=own),
                 "dhcp_bad_option_length",
             ),
             (

@@ -3,9 +3,12 @@
 ``check`` parses it with our own codecs, checksums verified, and checks the
 fields no valid frame gets wrong: from the gateway's MAC, ARP replies for its own
 addresses and requests from them for a guest's (a leased address not heard from), IPv4
-with nothing after its total length, never a fragment, within the MTU, DHCP
-replies within 576 bytes that parse as OFFER, ACK or NAK.  ``check_with_scapy`` dissects it again
-with scapy, as an oracle we did not write.
+with nothing after its total length, within the MTU, DHCP replies within 576 bytes
+that parse as OFFER, ACK or NAK.  A fragment (of a datagram longer than the MTU) is
+checked as one (8-byte units, never DF, never TCP, whose segments fit the MTU), and
+``reassembled`` puts a batch's fragments back together with scapy and checks each
+whole datagram as above.  ``check_with_scapy`` dissects a frame again with scapy, as
+an oracle we did not write.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import struct
 
 from attrs import frozen
-from scapy.layers.inet import ICMP, IP, TCP, UDP, in4_chksum
+from scapy.layers.inet import ICMP, IP, TCP, UDP, defrag, in4_chksum
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Padding
 from scapy.utils import checksum
@@ -52,7 +55,28 @@ def check(frame: bytes, settings: NetworkSettings, gateway_mac: bytes) -> Emitte
     size = len(eth.payload)
     assert packet.header_len + len(packet.payload) == size, "bytes after the total length"
     assert size <= settings.mtu, f"a {size}-byte packet on an MTU of {settings.mtu}"
-    assert not packet.is_fragment and packet.ttl > 0
+    assert packet.ttl > 0
+    if packet.is_fragment:
+        assert not packet.dont_fragment and packet.protocol != ipv4.PROTO_TCP
+        assert len(packet.payload) % 8 == 0 or not packet.more_fragments, "not in 8-byte units"
+        assert packet.payload and packet.fragment_offset + size <= 65535
+        return Emitted(eth, packet)
+    return Emitted(eth, packet, _check_body(packet))
+
+
+def reassembled(frames: list[bytes]) -> int:
+    """The datagrams whose fragments ``frames`` hold, every piece of each among them (we
+    send them all at once), put back together by scapy and checked; how many."""
+    whole, rebuilt, missing = defrag([Ether(frame)[IP] for frame in frames])
+    assert not whole and not missing, "a fragment without the rest of its datagram"
+    for datagram in rebuilt:
+        _check_body(ipv4.IPv4Packet.parse(bytes(datagram)))
+    return len(rebuilt)
+
+
+def _check_body(packet: ipv4.IPv4Packet) -> tcp.TcpSegment | None:
+    """The transport of a whole datagram, checksums and all; its TCP segment if any."""
+    size = packet.header_len + len(packet.payload)
     segment = None
     if packet.protocol == ipv4.PROTO_UDP:
         datagram = udp.UdpDatagram.parse(packet.payload, packet.src, packet.dst)
@@ -71,10 +95,14 @@ def check(frame: bytes, settings: NetworkSettings, gateway_mac: bytes) -> Emitte
     else:
         assert packet.protocol == ipv4.PROTO_ICMP, f"protocol {packet.protocol}"
         message = icmp.IcmpMessage.parse(packet.payload)
-        assert message.type in (icmp.TYPE_ECHO_REPLY, icmp.TYPE_DEST_UNREACHABLE)
+        assert message.type in (
+            icmp.TYPE_ECHO_REPLY,
+            icmp.TYPE_DEST_UNREACHABLE,
+            icmp.TYPE_TIME_EXCEEDED,
+        )
         if message.is_error:
             message.quoted()
-    return Emitted(eth, packet, segment)
+    return segment
 
 
 def check_with_scapy(frame: bytes) -> None:
@@ -88,6 +116,8 @@ def check_with_scapy(frame: bytes) -> None:
     header_len = pkt[IP].ihl * 4
     assert checksum(raw_ip[:header_len]) == 0, "IPv4 header checksum"
     assert struct.unpack_from("!H", raw_ip, 2)[0] == len(raw_ip), "IPv4 total length"
+    if pkt[IP].flags.MF or pkt[IP].frag:
+        return  # its transport's checksum covers the whole datagram: see ``reassembled``
     body = raw_ip[header_len:]
     layer = {ipv4.PROTO_UDP: UDP, ipv4.PROTO_TCP: TCP, ipv4.PROTO_ICMP: ICMP}[pkt[IP].proto]
     assert pkt.haslayer(layer)

@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from slirpnet.core.flows import TcpFlow
+from slirpnet.core.fragments import FRAGMENT_COST, MAX_BYTES, MAX_DATAGRAMS
 from slirpnet.core.switch import MAX_MACS_PER_VM
 from slirpnet.core.tcp import SEND_BUFFER, State
 from slirpnet.wire import ethernet, tcp
@@ -54,6 +55,7 @@ _BEFORE_LEARNING = frozenset(
 )
 _GUEST_OPTIONS = b"\x02\x04\x05\xb4\x01\x03\x03\x07"  # MSS 1460, window scale 7
 BURST = 20  # frames in one send_burst step at most
+FRAGMENTS = 64  # fragments of a datagram in one send_fragmented step, about
 
 T = TypeVar("T")
 
@@ -70,6 +72,7 @@ class SegmentMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = 1000.0
+        self.ident = 0x8000  # of datagrams in fragments, none the corpus uses
         self.namespaces = [Namespace.of(net) for net in range(len(NETWORKS))]
         self.slots = [slot for ns in self.namespaces for slot in ns.slots]
 
@@ -175,6 +178,60 @@ class SegmentMachine(RuleBasedStateMachine):
                 intact = frame == sample.frame  # no mutation, no checksum fixed
                 self._feed(slot, frame, self._expected(slot, sample) if intact else None)
             self.namespaces[slot.net].drain()
+        self._after()
+
+    @precondition(attached)
+    @rule(
+        data=st.data(),
+        kind=st.sampled_from(corpus.FRAGMENTED),
+        size=st.sampled_from([1, 100, 1473, 3000, 9000, 65000]),
+        cut=st.sampled_from([8, 64, 576, 1480, 8192]),
+        seed=st.integers(0, 2**32 - 1),
+        mangle=st.sampled_from(["none", "shuffle", "repeat", "drop", "overlap"]),
+    )
+    def send_fragmented(
+        self, data: st.DataObject, kind: str, size: int, cut: int, seed: int, mangle: str
+    ) -> None:
+        """A datagram in fragments, shuffled, repeated, with one lost or one overlapping
+        the others: it is reassembled once when all came intact and there was room."""
+        slot = _pick(data, self.attached(), "slot")
+        vm = slot.vm
+        assert vm is not None
+        ns = self.namespaces[slot.net]
+        self.ident = (self.ident + 1) & 0xFFFF
+        cut = max(cut, size // FRAGMENTS // 8 * 8)  # at most about FRAGMENTS of them
+        frames = corpus.fragmented(ns.settings, slot.guest, kind, size, cut, self.ident)
+        rng = random.Random(seed)
+        whole = len(frames) > 1 and mangle in ("none", "shuffle", "repeat")
+        if mangle != "none" and len(frames) > 1:
+            last = frames.pop(rng.randrange(len(frames)))
+            rng.shuffle(frames)
+            if mangle == "repeat":
+                frames.insert(rng.randint(0, len(frames)), rng.choice(frames))
+            elif mangle == "overlap":
+                frames.insert(rng.randint(0, len(frames)), corpus.overlapping(frames[0]))
+            if mangle != "drop":
+                frames.append(last)  # the one that completes it, if any
+        count, held = ns.segment.ipv4.fragments.held(vm)
+        needed = sum(len(frame) - 34 + FRAGMENT_COST for frame in frames)
+        room = count < MAX_DATAGRAMS and held + needed <= MAX_BYTES
+        before = vm.stats.events["ipv4_reassembled"]
+        known = slot.guest.mac_bytes in vm.macs  # not refused as another VM's MAC
+        for frame in frames:
+            self._feed(slot, frame)
+        if known and room:
+            assert vm.stats.events["ipv4_reassembled"] - before == int(whole)
+        self._after()
+
+    @precondition(attached)
+    @rule(data=st.data(), count=st.integers(1, 100), size=st.sampled_from([8, 1480, 8192]))
+    def send_fragment_flood(self, data: st.DataObject, count: int, size: int) -> None:
+        """First fragments whose rest never comes, each of another datagram."""
+        slot = _pick(data, self.attached(), "slot")
+        settings = self.namespaces[slot.net].settings
+        for _ in range(count):
+            self.ident = (self.ident + 1) & 0xFFFF
+            self._feed(slot, corpus.first_fragment(settings, slot.guest, self.ident, size))
         self._after()
 
     @precondition(attached)

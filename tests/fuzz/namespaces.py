@@ -19,6 +19,7 @@ from attrs import define, field
 
 from slirpnet.core.flows import FLOW_FAILED, DnsFlow, Flow, OpenFlow, TcpFlow, flow_key
 from slirpnet.core.forwards import Forward
+from slirpnet.core.fragments import MAX_BYTES, MAX_DATAGRAMS
 from slirpnet.core.reassembly import MAX_RUNS
 from slirpnet.core.segment import Segment
 from slirpnet.core.sequence import seq_add, seq_diff
@@ -122,6 +123,7 @@ class Namespace:
     fed_now: list[tuple[Vm, bytes]] = field(factory=list)  # since the last ``check``
     frames_in: int = 0  # every VM's, gone or not
     emitted: int = 0  # gateway frames checked
+    reassembled: int = 0  # gateway datagrams sent in fragments, put back together
 
     @classmethod
     def of(cls, net: int) -> Namespace:
@@ -245,23 +247,26 @@ class Namespace:
         for vm in self.segment.vms:
             frames = vm.take_frames()
             self.counts[vm].frames_out += len(frames)
-            for frame in frames:
-                self._check_frame(vm, frame)
+            fragments = [frame for frame in frames if self._check_frame(vm, frame)]
+            if fragments:
+                self.reassembled += emitted.reassembled(fragments)
         self.host.settle_readers()
         return [action.flow for action in actions if isinstance(action, OpenFlow)]
 
-    def _check_frame(self, vm: Vm, frame: bytes) -> None:
+    def _check_frame(self, vm: Vm, frame: bytes) -> bool:
+        """Check one frame for ``vm``; whether it is a fragment of the gateway's."""
         if frame[6:12] != self.segment.gateway_mac:
             assert any(frame == fed for source, fed in self.fed_now if source is not vm), (
                 "a frame no other VM of this namespace sent just now"
             )
-            return
+            return False
         out = emitted.check(frame, self.settings, self.segment.gateway_mac)
         self.emitted += 1
         if self.emitted % SCAPY_EVERY == 0:
             emitted.check_with_scapy(frame)
         if out.tcp is not None and out.ip is not None and out.tcp.payload:
             self._check_host_data(vm, out.ip, out.tcp)
+        return out.ip is not None and out.ip.is_fragment
 
     def _check_host_data(self, vm: Vm, ip: IPv4Packet, segment: tcp.TcpSegment) -> None:
         """Data we send the guest is the host's, at its place in the stream."""
@@ -278,6 +283,7 @@ class Namespace:
         segment = self.segment
         for vm in self.departed:
             assert vm.outbox == [], "frames for a VM that left"
+            assert segment.ipv4.fragments.held(vm) == (0, 0), "fragments of a VM that left"
         live: list[Flow] = []
         for vm in segment.vms:
             counts = self.counts[vm]
@@ -286,6 +292,10 @@ class Namespace:
             assert stats.frames_out == counts.frames_out
             assert vm.flow_count <= self.settings.max_flows
             assert len(vm.macs) <= MAX_MACS_PER_VM
+            datagrams, held = segment.ipv4.fragments.held(vm)
+            assert datagrams <= MAX_DATAGRAMS and held <= MAX_BYTES
+            if datagrams:
+                assert segment.get_timer() is not None, "fragments held for ever"
             assert vm.tcp_buffers.used >= 0
             flows: list[Flow] = [*vm.flows.values(), *vm.dns_flows]
             for flow in flows:

@@ -25,8 +25,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from slirpnet.core.fragments import MAX_DATAGRAMS, REASSEMBLY_TIMEOUT
 from slirpnet.framing import QEMU_STREAM, VDE_STREAM, FramingError
-from tests.fuzz import craft, mutate
+from tests.fuzz import corpus, craft, mutate
 from tests.fuzz.host import ERRORS
 from tests.fuzz.namespaces import NETWORKS, Namespace
 
@@ -134,13 +135,38 @@ def _segment(ns: Namespace, body: bytes, now: float) -> None:
 
 
 def seeds() -> Iterator[bytes]:
-    """Each corpus sample as an input, then ``handshakes``."""
+    """Each corpus sample as an input, then ``handshakes`` and ``fragments``."""
     for net in range(len(NETWORKS)):
         ns = Namespace.of(net)
         for which, slot in enumerate(ns.slots):
             for sample in ns.samples(slot):
                 yield bytes((net,)) + record(which << 3, sample.frame)
     yield from handshakes()
+    yield from fragments().values()
+
+
+def fragments() -> dict[str, bytes]:
+    """On the first network (MTU 1500), by what they show: a datagram whose fragments
+    overlap, one with a hole that times out, a flood of first fragments that stays
+    within the bound and times out, and a large ping answered in fragments."""
+    ns = Namespace.of(0)
+    slot = ns.slots[0]
+    samples = {sample.name: sample.frame for sample in ns.samples(slot)}
+
+    def frames(*names: str) -> bytes:
+        return b"".join(record(0, samples[name]) for name in names)
+
+    later = record(3, int(REASSEMBLY_TIMEOUT * 1000 + 1000).to_bytes(3, "big"))
+    flood = b"".join(
+        record(0, corpus.first_fragment(ns.settings, slot.guest, ident, 1480))
+        for ident in range(2 * MAX_DATAGRAMS)
+    )
+    return {
+        "overlap": b"\0" + frames("frag_udp_0", "frag_udp_overlap", "frag_udp_1", "frag_udp_2"),
+        "hole": b"\0" + frames("frag_udp_0", "frag_udp_2") + later,
+        "flood": b"\0" + flood + later,
+        "ping": b"\0" + frames("frag_ping_gateway_1", "frag_ping_gateway_0"),
+    }
 
 
 def handshakes() -> Iterator[bytes]:
