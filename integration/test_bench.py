@@ -50,6 +50,8 @@ def test_quick_comparison_reports_every_figure(tmp_path: Path) -> None:
         "slirpnet-pure": (65520, "65520"),
         "slirpnet-pure-1500": (1500, "1500"),
         "libslirp": (1500, mtus["libslirp"][1]),  # whatever libslirp offers, if anything
+        "slirpnet-ipv6": (65520, "65520"),  # and IPv6's from the advertisement (check_mtu)
+        "libslirp-ipv6": (1500, mtus["libslirp-ipv6"][1]),
     }
     assert setups["slirpnet-pure"]["native_code"] == []
     assert setups["slirpnet-pure-1500"]["native_code"] == []
@@ -63,8 +65,9 @@ def test_quick_comparison_reports_every_figure(tmp_path: Path) -> None:
         assert figure["slirpnet"]["median"] is not None, key
         if key != "heap_per_flow":  # slirpnet's alone
             assert figure["libslirp"]["median"] is not None, key
-        # The pure build has every throughput, request and CPU figure but the guest's 1500.
-        pure = not key.endswith("_g1500") and key not in {"flows_alive", *FLOW_WEIGHTS}
+        # The pure build has every throughput, request and CPU figure but the guest's 1500
+        # and IPv6's.
+        pure = not key.endswith(("_g1500", "_v6")) and key not in {"flows_alive", *FLOW_WEIGHTS}
         assert (figure["pure"]["median"] is not None) == pure, key
     for key in ("g2h", "h2g"):
         assert figures[key]["target"] == ">= 1.5x"
@@ -78,6 +81,7 @@ def test_quick_comparison_reports_every_figure(tmp_path: Path) -> None:
     for setup in ("slirpnet", "libslirp", "slirpnet-traced"):
         assert report["flows"][setup]["alive"] == flows
     assert "iperf3 host→guest, guest keeps 1500" in result.stdout
+    assert "iperf3 guest→host over IPv6" in result.stdout
 
 
 def test_core_micro_benchmark_reports_every_scenario(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
@@ -103,6 +104,34 @@ async def test_vms_leases_and_flows_are_shown() -> None:
             (again,) = get(api, f"/v1/namespaces/test/vms/{shown['id']}/flows")  # type: ignore[misc]
             del again["expires_in"]  # read a moment later
             assert again == flow
+
+
+async def test_ipv6_flows_are_shown_with_brackets() -> None:
+    """A guest's UDP to the gateway over IPv6 reaches the host's ::1 and back, and the
+    control API names its ends as [address]:port."""
+    sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock._sock.bind(("::1", 0))
+    port = sock.getsockname()[1]
+    with sock:
+        async with api_on(NetworkSettings()) as (api, _, vm):
+            await vm.send(
+                Ether(src=GUEST_MAC, dst=GATEWAY_MAC)
+                / IPv6(src="fec0::15", dst="fec0::2")
+                / UDP(sport=40000, dport=port)
+                / b"hello6"
+            )
+            with trio.fail_after(5):
+                data, peer = await sock.recvfrom(100)
+            assert data == b"hello6"
+            await sock.sendto(b"back6", peer)
+            with trio.fail_after(5):
+                reply = await vm.receive()
+            assert reply[IPv6].src == "fec0::2" and reply[IPv6].dst == "fec0::15"
+            assert bytes(reply[UDP].payload) == b"back6"
+            (flow,) = get(api, "/v1/namespaces/test/flows")  # type: ignore[misc]
+            assert flow["guest"] == "[fec0::15]:40000"
+            assert flow["destination"] == f"[fec0::2]:{port}"
+            assert flow["host"] == f"[::1]:{port}"
 
 
 async def test_drops_are_shown_by_reason() -> None:

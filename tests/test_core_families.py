@@ -13,11 +13,19 @@ from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoReply
 
-from slirpnet.core.flows import FLOW_REFUSED, FLOW_UNREACHABLE, EchoFlow, TcpFlow, UdpFlow
+from slirpnet.core import fastpath
+from slirpnet.core.flows import (
+    FLOW_REFUSED,
+    FLOW_UNREACHABLE,
+    EchoFlow,
+    SendFlow,
+    TcpFlow,
+    UdpFlow,
+)
 from slirpnet.core.segment import Segment
 from slirpnet.core.vm import Vm
 from tests.families import DNS as DNS_ADDRESS
-from tests.families import GATEWAY, LOOPBACK, REMOTE, Guest, checked
+from tests.families import GATEWAY, GUEST, LOOPBACK, REMOTE, Guest, checked
 from tests.test_core_segment import Shell, new_segment, one_frame
 
 
@@ -232,3 +240,42 @@ def test_dns_on_the_dns_address_answers_the_host_name(
     assert answer[guest.ip_layer()].src == DNS_ADDRESS[family]
     assert answer[DNS].an.rdata == "10.0.2.2"
     assert shell.actions() == []
+
+
+def test_established_segments_take_the_fast_path_in_both_families(
+    segment: Segment, vm: Vm, shell: Shell, guest: Guest, family: int
+) -> None:
+    """Data of an open flow goes through fastpath.established_segment (no parse of the
+    general path), with the same result: the bytes reach the host in order."""
+    segment.receive(vm, guest.tcp(REMOTE[family], 80), 0.0)
+    (opened,) = shell.actions()
+    segment.flow_connected(opened.flow, 0.0)
+    ours = one_frame(vm)[TCP].seq
+    data = guest.frame(
+        guest.ip(REMOTE[family])
+        / TCP(sport=41000, dport=80, flags="PA", seq=1001, ack=ours + 1)
+        / b"fast"
+    )
+    assert fastpath.established_segment(data, segment.gateway_mac) is not None
+    segment.receive(vm, data, 0.1)
+    sent = [bytes(a.payload) for a in shell.actions() if isinstance(a, SendFlow)]
+    assert sent == [b"fast"]
+
+
+def test_an_ipv4_mapped_source_never_reaches_an_ipv4_flow(
+    segment: Segment, vm: Vm, shell: Shell
+) -> None:
+    v4 = Guest(4)
+    segment.receive(vm, v4.tcp(REMOTE[4], 80), 0.0)
+    (opened,) = shell.actions()
+    segment.flow_connected(opened.flow, 0.0)
+    ours = one_frame(vm)[TCP].seq
+    mapped = Guest(6).frame(
+        Guest(6).ip("::ffff:" + REMOTE[4], src="::ffff:" + GUEST[4])
+        / TCP(sport=41000, dport=80, flags="PA", seq=1001, ack=ours + 1)
+        / b"sneaky"
+    )
+    assert fastpath.established_segment(mapped, segment.gateway_mac) is None
+    segment.receive(vm, mapped, 0.1)
+    assert not [a for a in shell.actions() if isinstance(a, SendFlow)]
+    assert vm.stats.drops["ipv6_bad_source"] == 1

@@ -215,3 +215,27 @@ def test_a_forward_reaches_a_guest_by_its_ipv6_address(segment: Segment, vm: Vm)
     assert flow is not None and flow.guest.address == IPv6Address("fec0::15")
     syn = only(vm)
     assert syn[IPv6].src == "fec0::2" and syn[IPv6].dst == "fec0::15" and syn["TCP"].dport == 22
+
+
+def test_a_guest_soliciting_the_gateway_is_learned_for_forwards(segment: Segment, vm: Vm) -> None:
+    """RFC 4861 §7.2.3: a solicitation's sender is a neighbour; a guest with a static
+    address that only listens is then reached by a forward to that address."""
+    (forward,) = parse_forwards("tcp:[::1]:2222-[fec0::16]:22")
+    ns = IPv6(src="fec0::16", dst="ff02::1:ff00:2", hlim=255) / ICMPv6ND_NS(tgt="fec0::2")
+    segment.receive(
+        vm, multicast(ns / ICMPv6NDOptSrcLLAddr(lladdr=GUEST_MAC), "33:33:ff:00:00:02"), 0.0
+    )
+    vm.take_frames()
+    flow = segment.forward_connection(forward, (IPv6Address("::1"), 50000), 1.0)
+    assert flow is not None and flow.guest.address == IPv6Address("fec0::16")
+
+
+def test_a_forward_to_an_unknown_address_asks_who_has_it(segment: Segment, vm: Vm) -> None:
+    (forward,) = parse_forwards("tcp:[::1]:2222-[fec0::16]:22")
+    assert segment.forward_connection(forward, (IPv6Address("::1"), 50000), 0.0) is None
+    ns = only(vm)
+    assert ns[IPv6].dst == "ff02::1:ff00:16" and ns[IPv6].hlim == 255
+    assert ns[ICMPv6ND_NS].tgt == "fec0::16"
+    answer = IPv6(src="fec0::16", dst=GATEWAY_LL, hlim=255) / ICMPv6ND_NA(tgt="fec0::16", S=1, R=0)
+    segment.receive(vm, bytes(Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / answer), 0.5)
+    assert segment.forward_connection(forward, (IPv6Address("::1"), 50001), 1.0) is not None

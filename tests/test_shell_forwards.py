@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 
 import pytest
@@ -34,6 +35,30 @@ async def test_a_forward_without_a_vm_refuses_at_once() -> None:
             await client.connect(("127.0.0.1", port))
             await client.recv(1)  # the RST may come just after the handshake
         client.close()
+
+
+async def test_a_forward_on_ipv6_loopback_without_a_vm_refuses_and_says_from_where(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="slirpnet.shell.forwards")
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = int(probe.getsockname()[1])
+    async with running(NetworkSettings()) as (runtime, _):
+        runtime.forwards.add(parse_forwards(f"tcp:[::1]:{port}-[fec0::15]:22")[0])
+        client = trio.socket.socket(socket.AF_INET6)
+        with trio.fail_after(2), pytest.raises(ConnectionResetError):
+            await client.connect(("::1", port))
+            await client.recv(1)
+        client.close()
+    # An IPv6 peer's address has four parts; the log line takes the first two.
+    client_port = client_port_of(caplog.messages)
+    assert f"no VM to take a connection from ::1:{client_port}" in "\n".join(caplog.messages)
+
+
+def client_port_of(messages: list[str]) -> str:
+    (line,) = [message for message in messages if "no VM to take a connection" in message]
+    return line.rsplit(":", 1)[1]
 
 
 async def test_tcp_reaches_the_guest_and_a_closed_guest_port_resets_the_client() -> None:

@@ -12,7 +12,10 @@ Each setup serves the real Linux TCP stack in a namespace (integration/linux):
   guests do (systemd-networkd's UseMTU=no, Windows, iPXE): the lease says 65520;
 - ``slirpnet-pure``, ``slirpnet-pure-1500``: the first two with ``SLIRPNET_PURE=1``, the
   pure-Python reference of a native build, in a column of their own ("pure");
-- ``libslirp``: QEMU's ``-netdev user`` (MTU 1500), the reference of every speed-up.
+- ``libslirp``: QEMU's ``-netdev user`` (MTU 1500), the reference of every speed-up;
+- ``slirpnet-ipv6``, ``libslirp-ipv6``: the first and the last with IPv6 on, the guest's
+  address from SLAAC, iperf3 and the hash-checked transfer to the host's ::1 through
+  fec0::2 (the rows "over IPv6"; libslirp, too, maps its gateway fec0::2 to ::1).
 
 Every measurement runs the setups in turn, round after round, the order reversed every
 other round, so that the machine's other work falls on all of them alike; the table
@@ -52,17 +55,21 @@ from slirpnet import heapreport
 MB = 1 << 20
 GB = 1e9
 GATEWAY = "10.0.2.2"
+GATEWAY6 = "fec0::2"
 PARTS = ("iperf", "streams", "requests", "flows")
 PURE_VARIABLE = "SLIRPNET_PURE"  # slirpnet/pure.py's: the pure-Python code of a native build
 # The MTU rows a setup's iperf3 figures go to: its own MTU, the server's --mtu 1500, and
 # the guest keeping 1500 on a server at its own MTU.
-ROWS = {"": "", "_1500": " MTU 1500", "_g1500": ", guest keeps 1500"}
+# "_v6": its own MTU over IPv6.
+ROWS = {"": "", "_1500": " MTU 1500", "_g1500": ", guest keeps 1500", "_v6": " over IPv6"}
 # The table's order: throughput, requests, flows, then costs.
 ORDER = (
-    *("g2h", "h2g", "g2h_1500", "h2g_1500", "g2h_g1500", "h2g_g1500", "g2h_p4", "h2g_p4"),
+    *("g2h", "h2g", "g2h_1500", "h2g_1500", "g2h_g1500", "h2g_g1500", "g2h_v6", "h2g_v6"),
+    *("g2h_p4", "h2g_p4"),
     *("connect_rate", "rtt_median", "rtt_p99", "flows_alive", "heap_per_flow", "rss_per_flow"),
     *("cpu_g2h", "cpu_g2h_total", "cpu_h2g", "cpu_h2g_total"),
     *("cpu_g2h_1500", "cpu_h2g_1500", "cpu_g2h_g1500", "cpu_h2g_g1500"),
+    *("cpu_g2h_v6", "cpu_h2g_v6"),
 )
 
 
@@ -78,6 +85,11 @@ class Spec:
     lease_mtu: int | None  # ...and the lease offer this (None: not checked)
     args: tuple[str, ...] = ()  # slirpnet's
     apply_mtu: bool = True  # does the guest take the lease's MTU
+    ipv6: bool = False  # SLAAC in the guest, and its traffic to fec0::2 (the host's ::1)
+
+    @property
+    def gateway(self) -> str:
+        return GATEWAY6 if self.ipv6 else GATEWAY
 
     @property
     def env(self) -> dict[str, str]:
@@ -91,7 +103,9 @@ SPECS = (
     Spec("slirpnet-guest1500", "slirpnet", NATIVE, ("_g1500",), 1500, 65520, apply_mtu=False),
     Spec("slirpnet-pure", "slirpnet", PURE, ("",), 65520, 65520),
     Spec("slirpnet-pure-1500", "slirpnet", PURE, ("_1500",), 1500, 1500, ("--mtu", "1500")),
-    Spec("libslirp", "libslirp", LIBSLIRP, tuple(ROWS), 1500, None),
+    Spec("libslirp", "libslirp", LIBSLIRP, ("", "_1500", "_g1500"), 1500, None),
+    Spec("slirpnet-ipv6", "slirpnet", NATIVE, ("_v6",), 65520, 65520, ipv6=True),
+    Spec("libslirp-ipv6", "libslirp", LIBSLIRP, ("_v6",), 1500, None, ipv6=True),
 )
 SETUPS = tuple(spec.name for spec in SPECS)
 
@@ -153,6 +167,12 @@ class Setup:
                 f"{self.name}: the guest's interface has MTU {self.mtu} and the lease offers "
                 f"{lease or 'none'}; expected {spec.interface_mtu} and {spec.lease_mtu}"
             )
+        slaac = self.guest.slaac
+        if spec.ipv6 and (slaac is None or slaac.mtu != spec.interface_mtu):
+            raise SetupError(
+                f"{self.name}: the guest's IPv6 MTU is {slaac and slaac.mtu}; "
+                f"expected {spec.interface_mtu}"
+            )
 
     def check_code(self) -> None:
         """Note the compiled code slirpnet runs; a pure setup must run none."""
@@ -187,9 +207,14 @@ def alternate(setups: list[Setup], rounds: int) -> Iterator[Setup]:
 async def check_transfers(setups: list[Setup], size: int, results: Results) -> None:
     """One hash-checked connection per setup carrying ``size`` bytes each way at once."""
     server = TransferServer()
-    async with loopback_server(server.handle) as port:
+    async with (
+        loopback_server(server.handle) as port,
+        loopback_server(server.handle, host="::1") as port6,
+    ):
         for number, setup in enumerate(setups):
-            connect = partial(setup.guest.connect, GATEWAY, port)
+            connect = partial(
+                setup.guest.connect, setup.spec.gateway, port6 if setup.spec.ipv6 else port
+            )
             with trio.fail_after(300):
                 transfers = await parallel_transfers(
                     connect, server, 1, size, size, 1000 * (number + 1)
@@ -203,17 +228,25 @@ def feeds(setup: Setup, setups: list[Setup]) -> list[str]:
     if setup.column != LIBSLIRP:
         return list(setup.spec.rows)
     wanted = {row for other in setups if other.column != LIBSLIRP for row in other.spec.rows}
-    return [row for row in setup.spec.rows if row in (wanted or {""})]
+    return [row for row in setup.spec.rows if row in (wanted or {setup.spec.rows[0]})]
 
 
-async def measure_iperf(setups: list[Setup], port: int, options: Options, results: Results) -> None:
-    """One stream each way, with CPU per GB and the frames' real size."""
+async def measure_iperf(
+    setups: list[Setup], ports: Mapping[bool, int], options: Options, results: Results
+) -> None:
+    """One stream each way, with CPU per GB and the frames' real size; ``ports`` are the
+    iperf3 servers' on 127.0.0.1 and on ::1, by ``Spec.ipv6``."""
     for reverse in (False, True):
         way = "host→guest" if reverse else "guest→host"
         key = "h2g" if reverse else "g2h"
         for setup in alternate(setups, options.rounds):
             run = await run_iperf(
-                setup.guest, port, setup.guest.pids, reverse=reverse, seconds=options.seconds
+                setup.guest,
+                ports[setup.spec.ipv6],
+                setup.guest.pids,
+                reverse=reverse,
+                seconds=options.seconds,
+                gateway=setup.spec.gateway,
             )
             setup.frame_bytes[key] = run.frame_bytes
             gigabytes = run.received / GB
@@ -335,6 +368,7 @@ async def run(options: Options, workdir: Path) -> Results:
                     slirpnet_args=spec.args,
                     slirpnet_env={**spec.env, **(env or {})},
                     apply_mtu=spec.apply_mtu,
+                    ipv6_enabled=spec.ipv6,
                 )
             )
             setup = Setup(spec, guest, mtu=guest_mtu(guest))
@@ -349,8 +383,11 @@ async def run(options: Options, workdir: Path) -> Results:
             setup.check_code()  # now that the transfers have run the TCP code
         own_mtu = [setup for setup in setups if setup.own_mtu]
         port = await stack.enter_async_context(iperf_server())
+        ports = {False: port}
+        if any(setup.spec.ipv6 for setup in setups):
+            ports[True] = await stack.enter_async_context(iperf_server("::1"))
         if "iperf" in options.parts:
-            await measure_iperf(setups, port, options, results)
+            await measure_iperf(setups, ports, options, results)
         if "streams" in options.parts:
             await measure_streams(own_mtu, port, options, results)
         if "requests" in options.parts:
@@ -412,6 +449,8 @@ def report(results: Results, options: Options, started: str, where: dict[str, An
     for setup in results.setups:
         frames = ", ".join(f"{way} {size:,.0f} B" for way, size in setup.frame_bytes.items())
         lease = setup.guest.lease.get("mtu", "none")
+        if setup.guest.slaac is not None:
+            lease += f", IPv6 MTU {setup.guest.slaac.mtu}"
         code = ""
         if setup.spec.backend == "slirpnet":
             code = f"; native: {', '.join(setup.native)}" if setup.native else "; pure Python"

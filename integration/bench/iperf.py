@@ -1,9 +1,10 @@
 """iperf3 from the guest to a server on the host's loopback, with what it cost each process.
 
-The server listens on 127.0.0.1 and the guest reaches it through the gateway 10.0.2.2;
-``-R`` turns the data around (host to guest).  Around each run we read the CPU time
-of the backend's processes and the guest tap's counters, whose bytes per frame in the
-data's direction show that the frames really are as large as the MTU allows.
+The server listens on 127.0.0.1 and the guest reaches it through the gateway 10.0.2.2
+(over IPv6: ::1 and fec0::2); ``-R`` turns the data around (host to guest).  Around
+each run we read the CPU time of the backend's processes and the guest tap's counters,
+whose bytes per frame in the data's direction show that the frames really are as large
+as the MTU allows.
 """
 
 from __future__ import annotations
@@ -39,19 +40,20 @@ class IperfRun:
     frame_bytes: float  # mean size of the tap's frames in the data's direction
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     """A loopback TCP port nobody holds right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
 
 
 @asynccontextmanager
-async def iperf_server() -> AsyncIterator[int]:
-    """An iperf3 server on 127.0.0.1, serving one test after another; yields its port."""
-    port = free_port()
-    argv = ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port), "--forceflush"]
+async def iperf_server(host: str = "127.0.0.1") -> AsyncIterator[int]:
+    """An iperf3 server on ``host`` (127.0.0.1 or ::1), serving one test after another;
+    yields its port."""
+    port = free_port(host)
+    argv = ["iperf3", "-s", "-B", host, "-p", str(port), "--forceflush"]
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             lambda task_status: trio.run_process(
@@ -88,10 +90,12 @@ async def run_iperf(
     reverse: bool,
     streams: int = 1,
     seconds: float = 5.0,
+    gateway: str = GATEWAY,
 ) -> IperfRun:
-    """One iperf3 test from ``guest``; ``pids`` are the processes whose CPU time is read."""
+    """One iperf3 test from ``guest`` to ``gateway`` (fec0::2: over IPv6); ``pids`` are
+    the processes whose CPU time is read."""
     argv = guest.command(
-        *("iperf3", "-c", GATEWAY, "-p", str(port), "-t", str(seconds), "-J"),
+        *("iperf3", "-c", gateway, "-p", str(port), "-t", str(seconds), "-J"),
         *("-P", str(streams)),
         *(("-R",) if reverse else ()),
     )

@@ -1,13 +1,14 @@
 #!/bin/sh
 # udhcpc's hook: $1 is the event, the lease is in the environment (ip, subnet, mask = prefix
 # length, router, dns, mtu, domain, search, ...; lists are space-separated).
+# Only IPv4 addresses are flushed: the link-local and SLAAC ones are the kernel's.
 case "$1" in
 deconfig)
-    ip addr flush dev "$interface"
+    ip -4 addr flush dev "$interface"
     ip link set dev "$interface" up
     ;;
 bound | renew)
-    ip addr flush dev "$interface"
+    ip -4 addr flush dev "$interface"
     ip addr add "$ip/$mask" broadcast "${broadcast:-+}" dev "$interface"
     [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
     if [ -n "$router" ]; then

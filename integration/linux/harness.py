@@ -29,6 +29,7 @@ Everything is torn down when the ``async with`` ends, failed or not.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ from typing import Literal
 
 import trio
 
-from integration.linux import system
+from integration.linux import ipv6, system
 from integration.linux.relay import Faults
 
 Backend = Literal["slirpnet", "libslirp"]
@@ -63,6 +64,7 @@ class LinuxGuest:
     workdir: Path
     lease: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)  # "slirpnet", "qemu", "relay"
+    slaac: ipv6.Slaac | None = None  # with ``ipv6_enabled``: what SLAAC gave
 
     @property
     def slirpnet_pid(self) -> int | None:
@@ -78,13 +80,14 @@ class LinuxGuest:
         """The MTU the lease offered: the interface's too, unless ``apply_mtu=False``."""
         return int(self.lease.get("mtu", "1500"))
 
-    def socket(self) -> trio.socket.SocketType:
+    def socket(self, family: socket.AddressFamily = socket.AF_INET) -> trio.socket.SocketType:
         """A TCP socket in the guest's namespace."""
-        return trio.socket.from_stdlib_socket(system.netns_socket(self.netns))
+        return trio.socket.from_stdlib_socket(system.netns_socket(self.netns, family=family))
 
     async def connect(self, host: str, port: int) -> trio.SocketStream:
-        """A TCP connection from the guest to ``host:port`` (10.0.2.2 is the host's loopback)."""
-        sock = self.socket()
+        """A TCP connection from the guest to ``host:port`` (10.0.2.2 is the host's loopback,
+        fec0::2 its ::1)."""
+        sock = self.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         try:
             await sock.connect((host, port))
         except BaseException:
@@ -122,6 +125,7 @@ async def open_linux_guest(
     server: Path | None = None,
     apply_mtu: bool = True,
     lease: bool = True,
+    ipv6_enabled: bool = False,
 ) -> AsyncIterator[LinuxGuest]:
     """A namespace with a leased address behind ``backend``, through a lossy relay if ``faults``.
 
@@ -133,7 +137,9 @@ async def open_linux_guest(
     interface keeps MTU 1500 whatever the lease offers, as systemd-networkd's
     ``UseMTU=no``, Windows and iPXE do (``guest.mtu`` is still the lease's).  With
     ``lease=False`` no DHCP client runs: the interface is up, and the test's own takes the
-    lease (``guest.lease`` stays empty).
+    lease (``guest.lease`` stays empty).  With ``ipv6_enabled`` the namespace takes an
+    address by SLAAC too (``guest.slaac``) and libslirp runs with its IPv6; without,
+    neither the namespace's NIC nor libslirp has any.
     """
     reason = system.missing()
     if reason is not None:
@@ -154,6 +160,8 @@ async def open_linux_guest(
         nic_path = workdir / "nic.sock"  # where QEMU's hub 0 sends the guest's frames
         backend_path = workdir / "backend.sock"  # the relay's other side
         netdevs = [f"tap,id=t0,ifname={tap},script=no,downscript=no"]
+        # QEMU turns IPv4 off when ipv6=on is given alone.
+        libslirp_ipv6 = "ipv4=on,ipv6=on" if ipv6_enabled else "ipv6=off"
         if faults is not None:
             relay = await _start(
                 nursery,
@@ -194,10 +202,10 @@ async def open_linux_guest(
             guest.pids["slirpnet"] = slirpnet.pid
             netdevs.append(_dgram_netdev("s0", nic_path))
         elif faults is None:
-            netdevs.append("user,id=s0,ipv6=off")
+            netdevs.append(f"user,id=s0,{libslirp_ipv6}")
         else:
             netdevs.append(_dgram_netdev("s0", nic_path))
-            netdevs += [_dgram_netdev("s1", backend_path), "user,id=u0,ipv6=off"]
+            netdevs += [_dgram_netdev("s1", backend_path), f"user,id=u0,{libslirp_ipv6}"]
             netdevs += ["hubport,id=h2,hubid=1,netdev=s1", "hubport,id=h3,hubid=1,netdev=u0"]
         netdevs += ["hubport,id=h0,hubid=0,netdev=t0", "hubport,id=h1,hubid=0,netdev=s0"]
         qemu = [QEMU, "-machine", "none", "-nodefaults", "-display", "none"]
@@ -209,9 +217,18 @@ async def open_linux_guest(
         # QEMU holds the tap open by its file descriptor: it follows the tap into the namespace.
         system.ip("link", "set", tap, "netns", guest.netns)
         system.ip("link", "set", "lo", "up", netns=guest.netns)
+        if ipv6_enabled:
+            ipv6.enable(guest.netns, tap)
+        else:
+            ipv6.disable(guest.netns, tap)
         system.ip("link", "set", tap, "up", netns=guest.netns)
         if lease:
             guest.lease = await _dhcp(guest, apply_mtu)
+        if ipv6_enabled:
+            try:
+                guest.slaac = await ipv6.wait_for_slaac(guest.netns, tap)
+            except ipv6.SlaacError as error:
+                raise HarnessError(f"{error}\n{guest.logs()}") from None
         yield guest
 
 

@@ -114,7 +114,11 @@ def in_netns(netns: str) -> Iterator[None]:
                 raise OSError(ctypes.get_errno(), "setns back home")
 
 
-def netns_socket(netns: str, kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
-    """An IPv4 socket that lives in ``netns``: it connects with that namespace's routes."""
+def netns_socket(
+    netns: str,
+    kind: socket.SocketKind = socket.SOCK_STREAM,
+    family: socket.AddressFamily = socket.AF_INET,
+) -> socket.socket:
+    """A socket (IPv4 unless told) that lives in ``netns``: it connects with its routes."""
     with in_netns(netns):
-        return socket.socket(socket.AF_INET, kind)
+        return socket.socket(family, kind)

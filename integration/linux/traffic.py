@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -88,10 +89,13 @@ Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
 
 @asynccontextmanager
-async def loopback_server(handler: Handler, backlog: int = 128) -> AsyncIterator[int]:
-    """Serve ``handler`` per connection on 127.0.0.1 at an ephemeral port, yielded."""
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
+async def loopback_server(
+    handler: Handler, backlog: int = 128, host: str = "127.0.0.1"
+) -> AsyncIterator[int]:
+    """Serve ``handler`` per connection on ``host`` (127.0.0.1 or ::1) at an ephemeral
+    port, yielded."""
+    listener = trio.socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    await listener.bind((host, 0))
     listener.listen(backlog)
     port: int = listener.getsockname()[1]
 

@@ -9,6 +9,7 @@ ISO 8601 UTC.
 from __future__ import annotations
 
 import time
+from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from slirpnet.core.flows import DnsFlow, EchoFlow, Flow, TcpFlow, TftpFlow, UdpFlow
@@ -70,14 +71,19 @@ def flows(vm: Vm) -> list[Flow]:
     return [*vm.flows.values(), *vm.dns_flows]
 
 
+def endpoint(address: IPv4Address | IPv6Address, port: int) -> str:
+    """``address:port``, an IPv6 address in brackets (RFC 3986 §3.2.2)."""
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
 def flow_view(flow: Flow, now: float) -> dict[str, Any]:
-    guest = f"{flow.guest.address}:{flow.guest.port}"
+    guest = endpoint(flow.guest.address, flow.guest.port)
     view: dict[str, Any] = {"vm": flow.vm.id, "guest": guest}
     if isinstance(flow, TcpFlow):
         counters = flow.endpoint.counters
         view |= {
             "protocol": "tcp",
-            "destination": f"{flow.dst_address}:{flow.dst_port}",
+            "destination": endpoint(flow.dst_address, flow.dst_port),
             "state": flow.endpoint.state.value,
             "bytes_to_host": counters.bytes_to_host,
             "bytes_to_guest": counters.bytes_to_guest,
@@ -86,7 +92,7 @@ def flow_view(flow: Flow, now: float) -> dict[str, Any]:
     elif isinstance(flow, UdpFlow):
         view |= {
             "protocol": "udp",
-            "destination": f"{flow.dst_address}:{flow.dst_port}",
+            "destination": endpoint(flow.dst_address, flow.dst_port),
             "state": "open",
             "expires_in": round(max(0.0, flow.deadline - now), 3),
         }
@@ -101,14 +107,14 @@ def flow_view(flow: Flow, now: float) -> dict[str, Any]:
     elif isinstance(flow, DnsFlow):
         view |= {
             "protocol": "dns",
-            "destination": f"{flow.host_address}:{flow.host_port}",
+            "destination": endpoint(flow.host_address, flow.host_port),
             "state": f"asking upstream {flow.attempt + 1}",
         }
     elif isinstance(flow, TftpFlow):  # a read from the gateway's TFTP server: a file
-        view |= {"protocol": "tftp", "destination": f"{flow.dst_address}:{flow.port}"}
+        view |= {"protocol": "tftp", "destination": endpoint(flow.dst_address, flow.port)}
         view |= {"state": "reading", "host": flow.path}
         return view
-    view["host"] = f"{flow.host_address}:{flow.host_port}"
+    view["host"] = endpoint(flow.host_address, flow.host_port)
     if isinstance(flow, TcpFlow | UdpFlow) and flow.forward is not None:
         view["forward"] = str(flow.forward)  # inbound: "host" is the peer
     if isinstance(flow, TcpFlow) and flow.guestfwd is not None:

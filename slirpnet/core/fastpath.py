@@ -2,7 +2,8 @@
 
 In: ``established_segment`` reads a frame from the guest with one struct and says
 whether it is a valid TCP segment (Ethernet + IPv4 without options or fragments, both
-checksums right) to the gateway's MAC; the caller then looks the flow up and hands the
+checksums right; or Ethernet + IPv6 with no extension header, the TCP checksum right)
+to the gateway's MAC; the caller then looks the flow up and hands the
 segment to its endpoint, without the Ethernet and IPv4 objects of the general path.
 Anything else, malformed frames included, is left to the general path, which counts
 and answers it.  ``superseded`` lets a batch skip a plain cumulative ACK that the next
@@ -39,6 +40,11 @@ _PLAIN_ACK_TOTAL_LEN: Final = ipv4.MIN_HEADER_LEN + tcp.HEADER_LEN
 _ETHERNET_MIN_FRAME: Final = 60  # a short frame may come padded to Ethernet's minimum
 _ACK_AT: Final = _TCP_AT + 8
 _ACK_FIELD = struct.Struct("!I")
+# The same for IPv6: the fixed header (RFC 8200 §3) with TCP as its next header.
+_ETH_IPV6_TCP = struct.Struct("!6s6sHIHBB16s16sHHIIHHHH")
+_TCP6_AT: Final = ethernet.HEADER_LEN + 40
+_FAST6_MIN: Final = _TCP6_AT + tcp.HEADER_LEN
+_ETHERTYPE_IPV6: Final = 0x86DD
 
 
 class Established:
@@ -54,9 +60,12 @@ class Established:
 
 
 def established_segment(frame: bytes, gateway_mac: bytes) -> Established | None:
-    """A valid, option-free-IPv4 TCP segment to ``gateway_mac``, or None for the general path."""
+    """A valid TCP segment to ``gateway_mac`` over option-free IPv4 or header-only IPv6,
+    or None for the general path."""
     if len(frame) < _FAST_MIN:
         return None
+    if frame[12] == 0x86 and frame[13] == 0xDD:
+        return _established_segment6(frame, gateway_mac)
     (
         dst_mac,
         src_mac,
@@ -105,6 +114,54 @@ def established_segment(frame: bytes, gateway_mac: bytes) -> Established | None:
         return None
     src |= V4_MAPPED
     return Established(src_mac, src, (PROTO_TCP, src, src_port, dst | V4_MAPPED, dst_port), segment)
+
+
+def _established_segment6(frame: bytes, gateway_mac: bytes) -> Established | None:
+    if len(frame) < _FAST6_MIN:
+        return None
+    (
+        dst_mac,
+        src_mac,
+        ethertype,
+        first,
+        payload_len,
+        next_header,
+        _,
+        src_packed,
+        dst_packed,
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        offset_flags,
+        window,
+        _,
+        urgent,
+    ) = _ETH_IPV6_TCP.unpack_from(frame)
+    if (
+        dst_mac != gateway_mac
+        or ethertype != _ETHERTYPE_IPV6
+        or first >> 28 != 6
+        or next_header != tcp.PROTOCOL
+        or not tcp.HEADER_LEN <= payload_len <= len(frame) - _TCP6_AT
+    ):
+        return None
+    src = int.from_bytes(src_packed, "big")
+    dst = int.from_bytes(dst_packed, "big")
+    if src >> 32 == V4_MAPPED >> 32 or dst >> 32 == V4_MAPPED >> 32:
+        return None  # IPv4-mapped: IPv4 flows' keys; the general path refuses the source
+    view = memoryview(frame)[_TCP6_AT : _TCP6_AT + payload_len]
+    # RFC 8200 §8.1: the pseudo-header's addresses, summed whole (congruent mod 0xFFFF).
+    start = (src + dst) % 0xFFFF + tcp.PROTOCOL + payload_len
+    if native.ones_sum(view, start) != 0xFFFF:
+        return None
+    try:
+        segment = tcp.TcpSegment.from_fields(
+            view, src_port, dst_port, seq, ack, offset_flags, window, urgent
+        )
+    except WireError:
+        return None
+    return Established(src_mac, src, (PROTO_TCP, src, src_port, dst, dst_port), segment)
 
 
 def _is_plain_ack(frame: bytes) -> bool:

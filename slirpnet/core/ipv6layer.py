@@ -172,6 +172,16 @@ class Ipv6Layer:
         original = packet.encode()
         self.frames.unreachable(vm, mac, self.settings.gateway6, packet.src, kind, original)
 
+    def solicit(self, vm: Vm, target: IPv6Address) -> None:
+        """Ask on ``vm``'s port who has ``target`` (§7.2.2), as a forward to an address no
+        guest has been heard from does: the advertisement in answer teaches us its VM."""
+        group = ipv6.solicited_node(target)
+        message = ndp.NeighborSolicitation(
+            target, (ndp.SourceLinkLayerAddress(self.frames.gateway_mac),)
+        ).to_icmpv6()
+        mac = ipv6.multicast_mac(group)
+        self.frames.icmpv6(vm, mac, self.link_local, group, message, hop_limit=ndp.HOP_LIMIT)
+
     # -- ICMPv6: Neighbour Discovery and echo ---------------------------------------------
 
     def _icmpv6(
@@ -210,6 +220,8 @@ class Ipv6Layer:
         if isinstance(parsed, ndp.RouterSolicitation):
             self.ra.solicited(vm, packet.src, parsed.source_mac or eth.src)
         elif isinstance(parsed, ndp.NeighborSolicitation):
+            if self.is_guest_address(packet.src):
+                self.neighbours.heard(vm, packet.src)  # RFC 4861 §7.2.3: the sender is here
             if parsed.target in self.own:
                 self._advertise(vm, eth, packet, parsed)
         elif isinstance(parsed, ndp.NeighborAdvertisement) and self.is_guest_address(parsed.target):

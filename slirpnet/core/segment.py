@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from ipaddress import IPv6Address
 
 from slirpnet.core.addr import IPAddress
 from slirpnet.core.dhcp import DhcpServer
@@ -319,7 +320,12 @@ class Segment:
     def _forward_target(self, forward: Forward, now: float) -> tuple[Vm, bytes, IPAddress] | None:
         target = choose_guest(forward, self.vms, self.dhcp, self.neighbours)
         if target is None:
-            self.probes.probe_all(now)  # a VM may hold the lease and have said nothing yet
+            # A VM may hold the lease, or the address, and have said nothing yet: ask.
+            self.probes.probe_all(now)
+            address = forward.guest_address
+            if isinstance(address, IPv6Address) and self.settings.ipv6:
+                for vm in self.vms:
+                    self.ipv6.solicit(vm, address)
             return None
         return target if self.flows.room(target[0], now) else None
 

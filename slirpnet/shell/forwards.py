@@ -138,7 +138,7 @@ class Forwards:
         if flow is None:
             reset(raw)  # no VM to take it: a RST now, like a closed port, rather than a hang
             runtime.flush()  # the drop is counted; nothing else to do
-            log.info("forward %s: no VM to take a connection from %s:%d", forward, *peer)
+            log.info("forward %s: no VM to take a connection from %s:%d", forward, *peer[:2])
             return
         raw.setblocking(False)
         runtime.host.adopt(flow, raw)
