@@ -47,6 +47,7 @@ MYPYC_MODULES = [
     "slirpnet/core/nat_udp.py",
     "slirpnet/core/ipv4layer.py",
     "slirpnet/core/ipv6layer.py",
+    "slirpnet/core/gatewayudp.py",
     "slirpnet/core/segment.py",
 ]
 

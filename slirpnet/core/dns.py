@@ -28,6 +28,7 @@ UDP answer, and local answers are never truncated).
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 from slirpnet.core.dnsrecords import LocalRecords
 from slirpnet.core.flows import DnsFlow, Endpoint
@@ -38,6 +39,7 @@ from slirpnet.wire.errors import WireError
 
 log = logging.getLogger(__name__)
 
+DNS_PORT: Final = 53
 LOCAL_TTL = 60
 DROPPED = b""  # local_answer's verdict on a message to neither answer nor forward
 _CLASSES = (dns.CLASS_IN, dns.CLASS_ANY)

@@ -10,17 +10,13 @@ The room handed to ``DnsService`` is what one datagram of the guest's family car
 
 from __future__ import annotations
 
-from typing import Final
-
 from slirpnet.core.addr import family_of
-from slirpnet.core.dns import DnsService
+from slirpnet.core.dns import DNS_PORT, DnsService
 from slirpnet.core.flows import FLOW_EXHAUSTED, DnsFlow, Endpoint, SendFlow
 from slirpnet.core.flowtable import FlowTable
 from slirpnet.core.frames import Frames
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.vm import Vm
-
-DNS_PORT: Final = 53
 
 
 class DnsRelay:

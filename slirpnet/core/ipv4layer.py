@@ -15,29 +15,21 @@ import logging
 from ipaddress import IPv4Address
 
 from slirpnet.core.dhcp import DhcpServer
-from slirpnet.core.dnsrelay import DnsRelay
 from slirpnet.core.flows import Endpoint
 from slirpnet.core.fragments import Reassembly
 from slirpnet.core.frames import Frames, Unreachable
+from slirpnet.core.gatewayudp import GatewayUdp
 from slirpnet.core.guestfwd import GuestForwards
 from slirpnet.core.nat_echo import EchoNat
 from slirpnet.core.nat_tcp import TcpNat
-from slirpnet.core.nat_udp import UdpNat
 from slirpnet.core.neighbours import Neighbours
-from slirpnet.core.policy import Refusal
+from slirpnet.core.policy import Refusal, refused
 from slirpnet.core.settings import NetworkSettings
-from slirpnet.core.tftp import TftpService
 from slirpnet.core.vm import Vm
 from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
 from slirpnet.wire.errors import WireError
 
 log = logging.getLogger(__name__)
-
-_REFUSALS = {
-    Refusal.RESTRICTED: "guests reach only built-in services",
-    Refusal.LOOPBACK_OFF: "the host's loopback is off",
-    Refusal.DENIED: "on the deny list",
-}
 
 
 class Ipv4Layer:
@@ -47,23 +39,19 @@ class Ipv4Layer:
         frames: Frames,
         neighbours: Neighbours,
         dhcp_server: DhcpServer,
-        dns: DnsRelay,
+        gateway_udp: GatewayUdp,
         tcp_nat: TcpNat,
-        udp_nat: UdpNat,
         echo_nat: EchoNat,
         guest_forwards: GuestForwards,
-        tftp: TftpService,
     ) -> None:
         self.settings = settings
         self.frames = frames
         self.neighbours = neighbours
         self.dhcp = dhcp_server
-        self.dns = dns
+        self.udp = gateway_udp
         self.tcp = tcp_nat
-        self.udp = udp_nat
         self.echo = echo_nat
         self.guest_forwards = guest_forwards  # addresses answered for too (core/guestfwd.py)
-        self.tftp = tftp
         self.fragments = Reassembly()  # guests' fragments (core/fragments.py)
         network = settings.network
         self.own = frozenset((settings.gateway, settings.dns))
@@ -141,16 +129,10 @@ class Ipv4Layer:
     def _refused(
         self, vm: Vm, packet: ipv4.IPv4Packet, refusal: Refusal | str | None, now: float
     ) -> None:
-        """Answer what the NAT refused: a route that does not exist is dropped, a limit
-        (counted already) or a policy is told with ICMP administratively prohibited."""
-        if refusal is None:
-            return
-        if refusal is Refusal.NO_ROUTE:
-            vm.drop(refusal.value)
-            return
-        if isinstance(refusal, Refusal):
-            vm.refuse(refusal.value, now, f"{packet.dst}: {_REFUSALS[refusal]}")
-        self._icmp_error(vm, packet, Unreachable.ADMIN)
+        """Answer what the NAT refused (``policy.refused``): ICMP administratively
+        prohibited for a policy or a limit."""
+        if refused(vm, packet.dst, refusal, now):
+            self._icmp_error(vm, packet, Unreachable.ADMIN)
 
     def _icmp_error(self, vm: Vm, packet: ipv4.IPv4Packet, kind: Unreachable) -> None:
         """ICMP destination unreachable about ``packet`` to its sender, from the gateway."""
@@ -191,25 +173,15 @@ class Ipv4Layer:
             return
         if not self._guest_source(vm, packet):
             return
-        guest = Endpoint(eth.src, packet.src, datagram.src_port)
-        if dst == self.settings.gateway and self.tftp.takes(vm, guest, datagram.dst_port):
-            self.tftp.receive(vm, guest, datagram.dst_port, bytes(datagram.payload), now)
-            return
-        if dst == self.settings.dns:
-            if datagram.dst_port == 53:
-                self.dns.query(vm, guest, bytes(datagram.payload), now)
-            else:
-                vm.drop("no_service")
-                self._icmp_error(vm, packet, Unreachable.PORT)
-            return
         if dst in self.guest_forwards:  # a guestfwd is TCP only
             vm.drop("no_service")
             self._icmp_error(vm, packet, Unreachable.PORT)
             return
-        refusal = self.udp.guest_datagram(
-            vm, guest, dst, datagram.dst_port, bytes(datagram.payload), now
-        )
-        self._refused(vm, packet, refusal, now)
+        guest = Endpoint(eth.src, packet.src, datagram.src_port)
+        payload = bytes(datagram.payload)
+        owed = self.udp.datagram(vm, guest, dst, datagram.dst_port, payload, now)
+        if owed is not None:
+            self._icmp_error(vm, packet, owed)
 
     def _dhcp(self, vm: Vm, datagram: udp.UdpDatagram, now: float) -> None:
         try:

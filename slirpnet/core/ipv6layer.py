@@ -19,35 +19,26 @@ from __future__ import annotations
 
 import logging
 from ipaddress import IPv6Address
-from typing import Final
 
 from slirpnet.core.dhcp6 import ALL_SERVERS, CLIENT_PORT, SERVER_PORT, Dhcp6Server
-from slirpnet.core.dnsrelay import DnsRelay
 from slirpnet.core.flows import Endpoint
 from slirpnet.core.frames import Frames, Unreachable
+from slirpnet.core.gatewayudp import GatewayUdp
 from slirpnet.core.nat_echo import EchoNat
 from slirpnet.core.nat_tcp import TcpNat
-from slirpnet.core.nat_udp import UdpNat
 from slirpnet.core.neighbours import Neighbours
-from slirpnet.core.policy import Refusal
+from slirpnet.core.policy import Refusal, refused
 from slirpnet.core.ra import RouterAdvertiser
 from slirpnet.core.settings import NetworkSettings
-from slirpnet.core.tftp import TftpService
 from slirpnet.core.vm import Vm
 from slirpnet.wire import ethernet, icmpv6, ipv6, ndp, tcp, udp
 from slirpnet.wire.errors import WireError
 
 log = logging.getLogger(__name__)
 
-_REFUSALS = {
-    Refusal.RESTRICTED: "guests reach only built-in services",
-    Refusal.LOOPBACK_OFF: "the host's loopback is off",
-    Refusal.DENIED: "on the deny list",
-}
 # Multicast Listener Discovery (RFC 2710, RFC 3810): reports the gateway need not hear.
 _MLD_TYPES = frozenset((130, 131, 132, 143))
 _ROUTER_ONLY = frozenset((icmpv6.TYPE_ROUTER_ADVERTISEMENT, icmpv6.TYPE_REDIRECT))
-DNS_PORT: Final = 53
 
 
 def guarded(frame: bytes) -> str | None:
@@ -82,24 +73,20 @@ class Ipv6Layer:
         settings: NetworkSettings,
         frames: Frames,
         neighbours: Neighbours,
-        dns: DnsRelay,
+        gateway_udp: GatewayUdp,
         tcp_nat: TcpNat,
-        udp_nat: UdpNat,
         echo_nat: EchoNat,
         ra: RouterAdvertiser,
         dhcp6: Dhcp6Server,
-        tftp: TftpService,
     ) -> None:
         self.settings = settings
         self.frames = frames
         self.neighbours = neighbours
-        self.dns = dns
+        self.udp = gateway_udp
         self.tcp = tcp_nat
-        self.udp = udp_nat
         self.echo = echo_nat
         self.ra = ra
         self.dhcp6 = dhcp6
-        self.tftp = tftp
         self.link_local = ra.address
         self.own = frozenset((settings.gateway6, settings.dns6, self.link_local))
         # Multicast groups the gateway listens to: all nodes, all routers, DHCPv6 servers,
@@ -159,14 +146,8 @@ class Ipv6Layer:
         now: float,
     ) -> None:
         """Answer what the NAT refused, as ``Ipv4Layer._refused`` does, in ICMPv6."""
-        if refusal is None:
-            return
-        if refusal is Refusal.NO_ROUTE:
-            vm.drop(refusal.value)
-            return
-        if isinstance(refusal, Refusal):
-            vm.refuse(refusal.value, now, f"{packet.dst}: {_REFUSALS[refusal]}")
-        self._unreachable(vm, mac, packet, Unreachable.ADMIN)
+        if refused(vm, packet.dst, refusal, now):
+            self._unreachable(vm, mac, packet, Unreachable.ADMIN)
 
     def _unreachable(self, vm: Vm, mac: bytes, packet: ipv6.IPv6Packet, kind: Unreachable) -> None:
         original = packet.encode()
@@ -291,20 +272,10 @@ class Ipv6Layer:
         if not self._guest_source(vm, packet):
             return
         guest = Endpoint(eth.src, packet.src, datagram.src_port)
-        if dst == self.settings.gateway6 and self.tftp.takes(vm, guest, datagram.dst_port):
-            self.tftp.receive(vm, guest, datagram.dst_port, bytes(datagram.payload), now)
-            return
-        if dst == self.settings.dns6:
-            if datagram.dst_port == DNS_PORT:
-                self.dns.query(vm, guest, bytes(datagram.payload), now)
-            else:
-                vm.drop("no_service")
-                self._unreachable(vm, eth.src, packet, Unreachable.PORT)
-            return
-        refusal = self.udp.guest_datagram(
-            vm, guest, dst, datagram.dst_port, bytes(datagram.payload), now
-        )
-        self._refused(vm, eth.src, packet, refusal, now)
+        payload = bytes(datagram.payload)
+        owed = self.udp.datagram(vm, guest, dst, datagram.dst_port, payload, now)
+        if owed is not None:
+            self._unreachable(vm, eth.src, packet, owed)
 
     def _tcp(
         self, vm: Vm, eth: ethernet.EthernetFrame, packet: ipv6.IPv6Packet, now: float

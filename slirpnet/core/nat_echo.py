@@ -10,14 +10,13 @@ from slirpnet.core.addr import IPAddress
 from slirpnet.core.flows import FLOW_EXHAUSTED, FLOW_FAILED, EchoFlow, Endpoint, SendFlow, echo_key
 from slirpnet.core.flowtable import FlowTable
 from slirpnet.core.frames import Frames
-from slirpnet.core.policy import Refusal, route
+from slirpnet.core.policy import FLOW_LIMIT, Refusal, route
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.vm import Vm
 from slirpnet.wire import icmp, icmpv6, ipv4
 from slirpnet.wire.errors import WireError
 
 ECHO_FLOW_IDLE: Final = 10.0
-FLOW_LIMIT: Final = "flow_limit"
 
 
 class EchoNat:

@@ -10,8 +10,7 @@ operations to the host socket.  See core/tcp.py for the endpoint's theory of ope
 
 from __future__ import annotations
 
-from typing import Final
-
+from slirpnet.core import dns
 from slirpnet.core.addr import IPAddress, family_of
 from slirpnet.core.fastpath import send_segments
 from slirpnet.core.flows import (
@@ -35,8 +34,6 @@ from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.core.tcp import HostOp, State, TcpEndpoint
 from slirpnet.core.vm import Vm
 from slirpnet.wire import tcp
-
-DNS_PORT: Final = 53
 
 
 class TcpNat:
@@ -122,7 +119,7 @@ class TcpNat:
             # RFC 7766 §5: resolvers fall back to TCP (after a truncated answer, say), so
             # the DNS address takes TCP on port 53 too and relays it to the upstreams: the
             # first, then the others as the shell finds it will not connect (fallbacks).
-            if segment.dst_port == DNS_PORT and self.upstreams:
+            if segment.dst_port == dns.DNS_PORT and self.upstreams:
                 upstream = self.upstreams[0]
                 return upstream.address, upstream.port
             vm.drop("no_service")

@@ -28,13 +28,12 @@ from slirpnet.core.flowtable import FlowTable
 from slirpnet.core.forwards import Forward
 from slirpnet.core.frames import Frames, Unreachable
 from slirpnet.core.gatewayports import GatewayPorts
-from slirpnet.core.policy import Refusal, route
+from slirpnet.core.policy import FLOW_LIMIT, Refusal, route
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.vm import Vm
 from slirpnet.wire import udp
 
 DNS_FLOW_IDLE: Final = 10.0  # UDP flows to port 53 anywhere: one query, one answer
-FLOW_LIMIT: Final = "flow_limit"
 
 
 class UdpNat:

@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from slirpnet.core.addr import Family, IPAddress
 from slirpnet.core.settings import NetworkSettings
+from slirpnet.core.vm import Vm
 
 _LIMITED_BROADCAST = IPv4Address("255.255.255.255")
 
@@ -26,6 +27,28 @@ class Refusal(enum.Enum):
     RESTRICTED = "restricted"  # policy: answered with ICMP administratively prohibited
     LOOPBACK_OFF = "host_loopback_disabled"
     DENIED = "denied"
+
+
+_WHY = {
+    Refusal.RESTRICTED: "guests reach only built-in services",
+    Refusal.LOOPBACK_OFF: "the host's loopback is off",
+    Refusal.DENIED: "on the deny list",
+}
+FLOW_LIMIT = "flow_limit"  # a NAT's answer when --max-flows refused (counted already)
+
+
+def refused(vm: Vm, dst: IPAddress, refusal: Refusal | str | None, now: float) -> bool:
+    """Count what a NAT refused; True when the guest is owed ICMP administratively
+    prohibited (RFC 1812 §5.2.7.1, RFC 4443 §3.1): for a policy or a limit, not for a
+    destination that is no route at all (dropped)."""
+    if refusal is None:
+        return False
+    if refusal is Refusal.NO_ROUTE:
+        vm.drop(refusal.value)
+        return False
+    if isinstance(refusal, Refusal):
+        vm.refuse(refusal.value, now, f"{dst}: {_WHY[refusal]}")
+    return True
 
 
 def martian(address: IPAddress) -> bool:

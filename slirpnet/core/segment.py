@@ -63,6 +63,7 @@ from slirpnet.core.flowtable import FlowTable
 from slirpnet.core.forwards import Forward
 from slirpnet.core.frames import Frames
 from slirpnet.core.gatewayports import GatewayPorts
+from slirpnet.core.gatewayudp import GatewayUdp
 from slirpnet.core.guestfwd import GuestForwards
 from slirpnet.core.ipv4layer import Ipv4Layer
 from slirpnet.core.ipv6layer import Ipv6Layer, guarded
@@ -112,30 +113,27 @@ class Segment:
         self.echo = EchoNat(settings, self.frames, self.flows)
         self.dns_relay = DnsRelay(settings, self.frames, self.flows, self.dns)
         self.tftp = TftpService(settings, self.frames, self.flows, ports)
+        gateway_udp = GatewayUdp(settings, self.tftp, self.dns_relay, self.udp)
         self.ipv4 = Ipv4Layer(
             settings,
             self.frames,
             self.neighbours,
             self.dhcp,
-            self.dns_relay,
+            gateway_udp,
             self.tcp,
-            self.udp,
             self.echo,
             self.guest_forwards,
-            self.tftp,
         )
         self.ra = RouterAdvertiser(settings, self.frames)
         self.ipv6 = Ipv6Layer(
             settings,
             self.frames,
             self.neighbours,
-            self.dns_relay,
+            gateway_udp,
             self.tcp,
-            self.udp,
             self.echo,
             self.ra,
             Dhcp6Server(settings, self.frames),
-            self.tftp,
         )
         self._vm_ids = 0
         self._departed = Stats()  # the counts of VMs that have left, so totals never go back
