@@ -478,11 +478,12 @@ class SegmentMachine(RuleBasedStateMachine):
             assert dropped == Counter({expected: 1}), f"expected {expected}, got {dropped}"
 
     def _moves(self, ns: Namespace, socket: HostSocket) -> list[str]:
-        """A well-behaved guest's segments, and what the host socket could report."""
+        """A well-behaved guest's segments, and what the host socket could report (its
+        events' names: the guest's data is "guest data", so the host's "data" is one)."""
         assert isinstance(socket.flow, TcpFlow)
         moves = ["ack"]
         if not socket.flow.endpoint.guest_fin:
-            moves += ["data", "fin", "fin crossing ours"]
+            moves += ["guest data", "fin", "fin crossing ours"]
         moves += [e for e, s in ns.host.events() if s is socket and e != "error"]
         return moves
 
@@ -491,8 +492,8 @@ class SegmentMachine(RuleBasedStateMachine):
         assert isinstance(flow, TcpFlow)
         ep = flow.endpoint
         ns = self.namespaces[slot.net]
-        if move in ("ack", "data"):
-            size = size if move == "data" else 0
+        if move in ("ack", "guest data"):
+            size = size if move == "guest data" else 0
             frame = craft.on_flow(
                 flow,
                 ns.segment.gateway_mac,
