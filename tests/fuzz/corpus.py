@@ -5,7 +5,8 @@
 announcements; DHCP in every state, with option overload and long options; DNS
 to the DNS address; UDP to the gateway, the DNS address, a remote host, another
 guest, broadcast and multicast; ICMP echo and errors; TCP with every flag and
-option; IPv4 options and fragments; VLAN tags, IPv6 and 802.3 frames.
+option; IPv4 options and fragments; VLAN tags and 802.3 frames; and IPv6's
+(``corpus6``).
 
 A ``Sample`` whose ``reason`` is set is dropped under that reason, and that one
 only, whatever state the segment is in (``test_fuzz_malformed`` proves it on a
@@ -21,18 +22,19 @@ import functools
 import struct
 from ipaddress import IPv4Address
 
-from attrs import frozen
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR, DNSRROPT
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
-from scapy.layers.inet6 import ICMPv6ND_RA, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.packet import Packet, Raw
 
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.wire.ipv4 import PROTO_UDP, IPv4Packet
+from tests.fuzz import corpus6
+from tests.fuzz.sample import Guest, Sample, gateway_mac
 
 REMOTE = "192.0.2.1"
+REMOTES = (REMOTE, "192.0.2.2")
 # A DUID-EN (RFC 8415 §11.3) as systemd-networkd makes one: type 2, its enterprise number.
 _DUID = b"\x00\x02\x00\x00\xab\x11" + bytes(range(8))
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -47,32 +49,10 @@ ALL_OPTIONS = [
 ]
 
 
-@frozen
-class Guest:
-    mac: str
-    address: str
-
-    @property
-    def mac_bytes(self) -> bytes:
-        return bytes.fromhex(self.mac.replace(":", ""))
-
-
-@frozen
-class Sample:
-    name: str
-    frame: bytes
-    reason: str | None = None  # the one drop reason it is counted under, in any state
-
-
-def gateway_mac(settings: NetworkSettings) -> str:
-    """libslirp's convention, as the segment uses it: 52:55 then the gateway's address."""
-    return (b"\x52\x55" + settings.gateway.packed).hex(":")
-
-
 @functools.cache
 def samples(settings: NetworkSettings, guest: Guest, other: Guest) -> tuple[Sample, ...]:
     build = _Builder(settings, guest, other)
-    return (*build.valid(), *build.malformed())
+    return (*build.valid(), *build.malformed(), *corpus6.samples(settings, guest, other))
 
 
 def with_reason(settings: NetworkSettings, guest: Guest, other: Guest) -> tuple[Sample, ...]:
@@ -547,45 +527,6 @@ class _Builder:
                 "eth_lldp",
                 bytes(Ether(dst=self.gw_mac, src=g.mac, type=0x88CC) / bytes(46)),
                 "eth_unknown_ethertype",
-            ),
-            (
-                "ipv6_lying_length",
-                self.eth(IPv6(src="fec0::15", dst="fec0::2", plen=300) / UDP()),
-                "ipv6_truncated",
-            ),
-            (
-                "ipv6_fragment",
-                self.eth(IPv6(src="fec0::15", dst="fec0::2") / IPv6ExtHdrFragment() / UDP()),
-                "ipv6_fragment",
-            ),
-            (
-                "ipv6_header_loop",
-                self.eth(
-                    IPv6(src="fec0::15", dst="fec0::2")
-                    / IPv6ExtHdrDestOpt()
-                    / IPv6ExtHdrDestOpt()
-                    / IPv6ExtHdrDestOpt()
-                    / UDP()
-                ),
-                "ipv6_repeated_header",
-            ),
-            (
-                "ra_from_guest",
-                self.eth(
-                    IPv6(src="fe80::1", dst="ff02::1", hlim=255) / ICMPv6ND_RA(),
-                    dst="33:33:00:00:00:01",
-                ),
-                "ra_guard",
-            ),
-            (
-                "ra_behind_a_header",
-                self.eth(
-                    IPv6(src="fe80::1", dst="ff02::1", hlim=255)
-                    / IPv6ExtHdrDestOpt()
-                    / ICMPv6ND_RA(),
-                    dst="33:33:00:00:00:01",
-                ),
-                "ra_guard",
             ),
             ("eth_group_source", self.eth(self.ip(REMOTE) / UDP(), src=MDNS_MAC), "eth_bad_source"),
             (

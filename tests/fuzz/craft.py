@@ -13,7 +13,7 @@ can be checked byte for byte without remembering what was sent.
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from slirpnet.core.flows import TcpFlow
 from slirpnet.core.sequence import seq_add, seq_diff
@@ -32,6 +32,7 @@ _GUEST_PATTERN = bytes((i * 31 ^ i >> 8) & 0xFF for i in range(_GUEST_PERIOD)) *
 _HOST_PATTERN = bytes(range(_HOST_PERIOD)) * (70000 // _HOST_PERIOD + 2)
 _TCP_HEADER = struct.Struct("!HHIIHHHH")
 _ETHERNET = struct.Struct("!6s6sH")
+_IPV6 = struct.Struct("!IHBB16s16s")  # RFC 8200 §3, no extension headers
 
 # Option areas a guest may send, from the ordinary to the hostile (the parser must
 # survive every one; the last ones are refused).
@@ -74,8 +75,8 @@ def tcp_frame(
     *,
     src_mac: bytes,
     dst_mac: bytes,
-    src: IPv4Address,
-    dst: IPv4Address,
+    src: IPv4Address | IPv6Address,
+    dst: IPv4Address | IPv6Address,
     sport: int,
     dport: int,
     seq: int,
@@ -86,7 +87,8 @@ def tcp_frame(
     options: bytes = b"",
     payload_size: int = 0,
 ) -> bytes:
-    """An Ethernet frame with one TCP segment whose data is ``guest_bytes(seq, ...)``."""
+    """An Ethernet frame with one TCP segment whose data is ``guest_bytes(seq, ...)``,
+    over IPv4 or IPv6 as the addresses are."""
     seq &= 0xFFFFFFFF
     options += bytes(-len(options) % 4)
     payload = guest_bytes(seq, payload_size)
@@ -100,6 +102,10 @@ def tcp_frame(
     segment = header + payload
     pseudo = pseudo_header_sum(src, dst, PROTO_TCP, len(segment))
     struct.pack_into("!H", segment, 16, internet_checksum(segment, pseudo))
+    if isinstance(src, IPv6Address) and isinstance(dst, IPv6Address):
+        header = _IPV6.pack(6 << 28, len(segment), PROTO_TCP, 64, src.packed, dst.packed)
+        return _ETHERNET.pack(dst_mac, src_mac, 0x86DD) + header + segment
+    assert isinstance(src, IPv4Address) and isinstance(dst, IPv4Address)
     packet = IPv4Packet(src, dst, PROTO_TCP, bytes(segment), dont_fragment=True).encode()
     return _ETHERNET.pack(dst_mac, src_mac, 0x0800) + packet
 

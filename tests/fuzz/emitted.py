@@ -7,8 +7,8 @@ with nothing after its total length, within the MTU, DHCP replies within 576 byt
 that parse as OFFER, ACK or NAK.  A fragment (of a datagram longer than the MTU) is
 checked as one (8-byte units, never DF, never TCP, whose segments fit the MTU), and
 ``reassembled`` puts a batch's fragments back together with scapy and checks each
-whole datagram as above.  ``check_with_scapy`` dissects a frame again with scapy, as
-an oracle we did not write.
+whole datagram as above.  IPv6 frames are ``emitted6``'s to check.
+``check_with_scapy`` dissects a frame again with scapy, as an oracle we did not write.
 """
 
 from __future__ import annotations
@@ -23,14 +23,21 @@ from scapy.utils import checksum
 
 from slirpnet.core.dhcp import MAX_REPLY_LEN
 from slirpnet.core.settings import NetworkSettings
-from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
+from slirpnet.wire import arp, dhcp, ethernet, icmp, ipv4, ipv6, tcp, udp
+from tests.fuzz import emitted6
 
 
 @frozen
 class Emitted:
     eth: ethernet.EthernetFrame
-    ip: ipv4.IPv4Packet | None = None
+    ip: ipv4.IPv4Packet | ipv6.IPv6Packet | None = None
     tcp: tcp.TcpSegment | None = None
+
+    @property
+    def fragment(self) -> bool:
+        """A piece of an IPv4 datagram longer than the MTU (the gateway never fragments
+        IPv6: RFC 8200 §5 leaves that to the source, and it answers within the MTU)."""
+        return isinstance(self.ip, ipv4.IPv4Packet) and self.ip.is_fragment
 
 
 def check(frame: bytes, settings: NetworkSettings, gateway_mac: bytes) -> Emitted:
@@ -50,6 +57,8 @@ def check(frame: bytes, settings: NetworkSettings, gateway_mac: bytes) -> Emitte
             assert packet.op == arp.OP_REPLY
             assert packet.sender_ip in (settings.gateway, settings.dns)
         return Emitted(eth)
+    if eth.ethertype == ethernet.ETHERTYPE_IPV6:
+        return Emitted(eth, *emitted6.check(eth, settings, gateway_mac))
     assert eth.ethertype == ethernet.ETHERTYPE_IPV4, f"ethertype {eth.ethertype:#06x}"
     packet = ipv4.IPv4Packet.parse(eth.payload)
     size = len(eth.payload)
@@ -106,6 +115,9 @@ def _check_body(packet: ipv4.IPv4Packet) -> tcp.TcpSegment | None:
 
 
 def check_with_scapy(frame: bytes) -> None:
+    if frame[12:14] == b"\x86\xdd":
+        emitted6.check_with_scapy(frame)
+        return
     pkt = Ether(frame)
     assert not pkt.haslayer(Padding), "scapy finds bytes past the end"
     if pkt.type == ethernet.ETHERTYPE_ARP:

@@ -19,6 +19,8 @@ to read, which would hang the connection for good.
 
 from __future__ import annotations
 
+from ipaddress import IPv6Address
+
 from attrs import define
 
 from slirpnet.core.flows import (
@@ -44,7 +46,7 @@ from slirpnet.core.segment import Segment
 from slirpnet.core.tcp import SEND_BUFFER
 from slirpnet.core.tftp import DENIED, FILE_SIZE, MAX_WINDOW_BYTES, NOT_FOUND
 from slirpnet.core.vm import Vm
-from slirpnet.wire import icmp
+from slirpnet.wire import icmp, icmpv6
 from tests.fuzz.craft import guest_bytes, host_bytes
 
 ERRORS = (FLOW_REFUSED, FLOW_UNREACHABLE, FLOW_RESET, FLOW_FAILED)
@@ -261,11 +263,20 @@ class HostModel:
 
 
 def _datagram(flow: Flow, size: int, variant: int) -> bytes:
-    """What a datagram socket reads: a ping socket an echo reply, another ICMP message or
-    junk; a DNS upstream an answer whose ID matches the query's or not; UDP, anything."""
+    """What a datagram socket reads: a ping socket an echo reply (of up to 1400 bytes over
+    IPv4, of any size over IPv6: a host that answers with more than it was asked), another
+    ICMP message or junk; a DNS upstream an answer whose ID matches the query's or not;
+    UDP, anything."""
     if isinstance(flow, EchoFlow):
-        data = host_bytes(0, min(size, 1400))
         kind = variant % 3
+        src, dst = flow.dst_address, flow.guest.address
+        if isinstance(src, IPv6Address) and isinstance(dst, IPv6Address):
+            data = host_bytes(0, min(size, 65000))
+            if kind == 2:
+                return data
+            type_ = icmpv6.TYPE_ECHO_REPLY if kind == 0 else icmpv6.TYPE_ECHO_REQUEST
+            return icmpv6.Icmpv6Message.echo(type_, variant >> 2, 1, data).encode(src, dst)
+        data = host_bytes(0, min(size, 1400))
         if kind == 2:
             return data
         type_ = icmp.TYPE_ECHO_REPLY if kind == 0 else icmp.TYPE_ECHO_REQUEST

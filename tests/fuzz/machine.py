@@ -8,12 +8,13 @@ EOF, written, each kind of error), forwarded connections and datagrams, time
 passing, VMs leaving and coming back.  After every step:
 
 * nothing raised, and each frame is counted in ``frames_in`` and under at most one
-  drop reason (a broadcast may add storm control's: the other VMs are a receiver of
-  their own); a sample malformed by construction under exactly its own;
+  drop reason (a frame to a group may add storm control's: the other VMs are a
+  receiver of their own); a sample malformed by construction under exactly its own;
 * the actions keep the socket protocol (``host.HostModel``), the guest's TCP data
   reaches the host intact and the host's reaches the guest intact;
 * every frame the gateway sends parses, checksums and all (``emitted``); every
-  frame a VM gets from another was sent by a VM of the same namespace just now;
+  frame a VM gets from another was sent by a VM of the same namespace just now, and
+  is nothing RA guard keeps back (``chain6``);
 * flows stay within ``max_flows``, each live flow has a timer entry, the timer
   always moves forward, no TCP reader waits forever (``Namespace.check``);
 * a VM that leaves closes every socket of its flows, and a frame it sends after
@@ -44,6 +45,7 @@ from slirpnet.wire import ethernet, tcp, udp
 from slirpnet.wire.errors import WireError
 from slirpnet.wire.ethernet import EthernetFrame
 from slirpnet.wire.ipv4 import PROTO_TCP, PROTO_UDP, IPv4Packet
+from slirpnet.wire.ipv6 import IPv6Packet
 from tests.fuzz import corpus, craft, mutate
 from tests.fuzz.host import ERRORS, HostSocket
 from tests.fuzz.namespaces import CHECKED_PORTS, NETWORKS, Namespace, Slot
@@ -465,17 +467,19 @@ class SegmentMachine(RuleBasedStateMachine):
             return "eth_mac_in_use"
         return sample.reason if len(vm.macs) < MAX_MACS_PER_VM else None
 
-    def _feed(self, slot: Slot, frame: bytes, expected: str | None = None) -> None:
+    def _feed(self, slot: Slot, frame: bytes, expected: str | None = None) -> Counter[str]:
+        """Feed ``frame`` from ``slot``'s VM; the drops it caused, but storm control's."""
         assert slot.vm is not None
         TALLY.frames += 1
         dropped = self.namespaces[slot.net].feed(slot.vm, frame, self.now)
-        if frame[:6] == ethernet.BROADCAST:
-            # A broadcast has two receivers: storm control may keep it from the other VMs
-            # (flood_limit) while the gateway drops it for a reason of its own.
+        if frame[:1] and frame[0] & 1:
+            # A frame to a group has two receivers: storm control may keep it from the
+            # other VMs (flood_limit) while the gateway drops it for a reason of its own.
             del dropped["flood_limit"]
         assert sum(dropped.values()) <= 1, f"one frame, several drops: {dropped}"
         if expected is not None:
             assert dropped == Counter({expected: 1}), f"expected {expected}, got {dropped}"
+        return dropped
 
     def _moves(self, ns: Namespace, socket: HostSocket) -> list[str]:
         """A well-behaved guest's segments, and what the host socket could report (its
@@ -540,9 +544,13 @@ def _pick(data: st.DataObject, items: Sequence[T], label: str) -> T:
 def _forges_checked_data(frame: bytes) -> bool:
     """Would this frame give a checked connection data that is not ``craft``'s?"""
     try:
-        packet = IPv4Packet.parse(EthernetFrame.parse(frame).payload)
+        eth = EthernetFrame.parse(frame)
+        if eth.ethertype == ethernet.ETHERTYPE_IPV6:
+            packet6 = IPv6Packet.parse(eth.payload)
+            protocol, payload = packet6.next_header, packet6.payload
+        else:
+            packet = IPv4Packet.parse(eth.payload)
+            protocol, payload = packet.protocol, packet.payload
     except WireError:
         return False
-    return packet.protocol == PROTO_TCP and (
-        int.from_bytes(packet.payload[:2], "big") in CHECKED_PORTS
-    )
+    return protocol == PROTO_TCP and int.from_bytes(payload[:2], "big") in CHECKED_PORTS

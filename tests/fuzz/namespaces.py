@@ -1,19 +1,22 @@
 """The namespaces the state machine drives, and what must hold of each after every step.
 
-Three networks: a small one (MTU 1500, eight flows per VM, two DNS upstreams, a
-static lease), another on other addresses (the largest MTU, no upstreams, no
-host loopback), and the first one's addresses again but restricted, to show that
-namespaces share nothing even when their addresses are the same.
+Three networks: a small one (MTU 1500, eight flows per VM for both families, DNS
+upstreams of both families, a static lease), another on other addresses of both
+families (the largest MTU, no upstreams, no host loopback, an IPv6 deny list),
+and the first one's addresses again but restricted, to show that namespaces share
+nothing even when their addresses are the same.  Every VM has an IPv6 address of
+its network's prefix, as SLAAC gives it (``sample.slaac``).
 
 A ``Namespace`` feeds its segment, takes its actions (``host.HostModel``) and
 frames after every call, and checks each frame (``emitted``) and its invariants
-(``check``).
+(``check``): among them RA guard's, that no VM ever gets from another what only a
+router or a DHCPv6 server sends (``chain6.guard_violation``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from attrs import define, field
 
@@ -29,10 +32,13 @@ from slirpnet.core.tcp import RECEIVE_BUFFER, SEND_BUFFER
 from slirpnet.core.vm import Vm
 from slirpnet.wire import tcp
 from slirpnet.wire.ipv4 import IPv4Packet
-from tests.fuzz import corpus, craft, emitted
+from slirpnet.wire.ipv6 import IPv6Packet
+from tests.fuzz import chain6, corpus, craft, emitted
 from tests.fuzz.host import HostModel, HostSocket
+from tests.fuzz.sample import slaac
 
 LOCAL = IPv4Address("127.0.0.1")
+LOCAL6 = IPv6Address("::1")
 FORWARD_GUEST_PORTS = (22, 8022)
 # TCP connections whose guest data is the crafted pattern, checked byte for byte.
 CHECKED_PORTS = frozenset((*craft.CRAFT_PORTS, *FORWARD_GUEST_PORTS))
@@ -43,7 +49,11 @@ TIMER_FIRINGS = 10_000  # in one ``advance``: more is a storm
 NETWORKS: tuple[NetworkSettings, ...] = (
     NetworkSettings(
         mtu=1500,
-        dns_upstreams=(Upstream(IPv4Address("192.0.2.53")), Upstream(IPv4Address("192.0.2.54"))),
+        dns_upstreams=(
+            Upstream(IPv4Address("192.0.2.53")),
+            Upstream(IPv6Address("2001:db8::53")),
+            Upstream(IPv4Address("192.0.2.54")),
+        ),
         max_flows=8,
         static_leases=(StaticLease(bytes.fromhex("525400000002"), IPv4Address("10.0.2.40")),),
         domain="fuzz.test",
@@ -58,8 +68,15 @@ NETWORKS: tuple[NetworkSettings, ...] = (
         dns=IPv4Address("10.9.0.2"),
         dhcp_start=IPv4Address("10.9.0.100"),
         host_loopback=False,
-        dns_records=(("db.fuzz.test", IPv4Address("10.9.0.50")),),
+        dns_records=(
+            ("db.fuzz.test", IPv4Address("10.9.0.50")),
+            ("db.fuzz.test", IPv6Address("fd00:9::50")),
+        ),
         max_flows=64,
+        network6=IPv6Network("fd00:9::/64"),
+        gateway6=IPv6Address("fd00:9::1"),
+        dns6=IPv6Address("fd00:9::2"),
+        deny=(IPv6Network("2001:db8:dead::/48"),),
     ),
     NetworkSettings(restrict=True, tftp_root="/fuzz/tftp"),  # the host model serves it
 )
@@ -67,27 +84,30 @@ GUESTS_PER_NETWORK = (3, 2, 1)
 
 
 def guests(net: int) -> list[corpus.Guest]:
-    """The VMs of network ``net``: MACs 52:54:00:NN:00:nn, addresses from the pool."""
+    """The VMs of network ``net``: MACs 52:54:00:NN:00:nn, addresses from the pool and
+    by SLAAC."""
     settings = NETWORKS[net]
     static = {lease.mac: lease.address for lease in settings.static_leases}
     found = []
     for n in range(GUESTS_PER_NETWORK[net]):
-        mac = f"52:54:00:{net:02x}:00:{n:02x}"
-        address = static.get(bytes.fromhex(mac.replace(":", "")), settings.dhcp_start + n)
-        found.append(corpus.Guest(mac, str(address)))
+        mac = bytes((0x52, 0x54, 0, net, 0, n))
+        address = static.get(mac, settings.dhcp_start + n)
+        found.append(corpus.Guest(mac.hex(":"), str(address), slaac(settings.network6, mac)))
     return found
 
 
 def forwards(net: int) -> list[Forward]:
-    """To the first leased VM, to the first guest's address, and to nobody's."""
-    first = IPv4Address(guests(net)[0].address)
+    """To the first leased VM, to the first guest's addresses, and to nobody's."""
+    first = guests(net)[0]
     unused = NETWORKS[net].network.broadcast_address - 1
     return [
         Forward("tcp", LOCAL, 2222, None, FORWARD_GUEST_PORTS[0]),
-        Forward("tcp", LOCAL, 2223, first, FORWARD_GUEST_PORTS[1]),
+        Forward("tcp", LOCAL, 2223, IPv4Address(first.address), FORWARD_GUEST_PORTS[1]),
         Forward("tcp", LOCAL, 2224, unused, 7),
+        Forward("tcp", LOCAL6, 2225, IPv6Address(first.address6), FORWARD_GUEST_PORTS[1]),
         Forward("udp", LOCAL, 5000, None, 5000),
-        Forward("udp", LOCAL, 5001, first, 5001),
+        Forward("udp", LOCAL, 5001, IPv4Address(first.address), 5001),
+        Forward("udp", LOCAL6, 5002, IPv6Address(first.address6), 5002),
     ]
 
 
@@ -157,12 +177,13 @@ class Namespace:
         ]
 
     def attach(self, slot: Slot, now: float = 0.0) -> None:
-        """The VM connects; as the shell does, the gateway asks on its port for leased
-        addresses not heard from (a VM come back with its lease)."""
+        """The VM connects; as the shell does, its port is said to be up: the gateway asks
+        on it for leased addresses not heard from (a VM come back with its lease), and
+        advertises itself as IPv6 router from then on."""
         self.host.now = now
         slot.vm = self.segment.attach(slot.guest.mac)
         self.counts[slot.vm] = Counts()
-        self.segment.probe_leases(slot.vm, now)
+        self.segment.attached(slot.vm, now)
         self.drain()
 
     def leave(self, slot: Slot, now: float) -> None:
@@ -205,7 +226,7 @@ class Namespace:
 
     def forward(self, forward: Forward, port: int, payload: bytes, now: float) -> None:
         """A connection accepted on a forward, or a datagram received on one."""
-        peer = (LOCAL, port)
+        peer = (forward.host_address, port)
         self.host.now = now
         if forward.protocol == "tcp":
             flow: Flow | None = self.segment.forward_connection(forward, peer, now)
@@ -266,6 +287,8 @@ class Namespace:
             assert any(frame == fed for source, fed in self.fed_now if source is not vm), (
                 "a frame no other VM of this namespace sent just now"
             )
+            violation = chain6.guard_violation(frame)
+            assert violation is None, f"RA guard let {violation} through: {frame.hex()}"
             return False
         out = emitted.check(frame, self.settings, self.segment.gateway_mac)
         self.emitted += 1
@@ -273,9 +296,11 @@ class Namespace:
             emitted.check_with_scapy(frame)
         if out.tcp is not None and out.ip is not None and out.tcp.payload:
             self._check_host_data(vm, out.ip, out.tcp)
-        return out.ip is not None and out.ip.is_fragment
+        return out.fragment
 
-    def _check_host_data(self, vm: Vm, ip: IPv4Packet, segment: tcp.TcpSegment) -> None:
+    def _check_host_data(
+        self, vm: Vm, ip: IPv4Packet | IPv6Packet, segment: tcp.TcpSegment
+    ) -> None:
         """Data we send the guest is the host's, at its place in the stream."""
         key = flow_key(tcp.PROTOCOL, ip.dst, segment.dst_port, ip.src, segment.src_port)
         flow = self.host.tcp[vm, key]
