@@ -1,11 +1,14 @@
 """A hypothesis state machine over three namespaces of VMs, their host sockets and time.
 
 Rules feed the segments what hostile guests and a real shell would: corpus frames
-of every protocol, the same frames mutated, random bytes, TCP segments crafted to
-fit open connections (hostile ones, and the next step of a well-behaved peer so
-that connections get deep), host socket events on any flow (connected, data,
-EOF, written, each kind of error), forwarded connections and datagrams, time
-passing, VMs leaving and coming back.  After every step:
+of every protocol of both IP families, the same frames mutated, random bytes, TCP
+segments crafted to fit open connections of either family (hostile ones, and the
+next step of a well-behaved peer so that connections get deep), router and
+neighbour solicitations valid or with one defect, what only routers and DHCPv6
+servers send (disguised, to every destination), UDP and echo flows of both
+families up to the flow cap, host socket events on any flow (connected, data, EOF,
+written, each kind of error), forwarded connections and datagrams, time passing,
+VMs leaving and coming back.  After every step:
 
 * nothing raised, and each frame is counted in ``frames_in`` and under at most one
   drop reason (a frame to a group may add storm control's: the other VMs are a
@@ -29,7 +32,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import TypeVar
 
 from attrs import define
@@ -37,27 +40,37 @@ from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
-from slirpnet.core.flows import TcpFlow, TftpFlow
+from slirpnet.core.addr import IPAddress
+from slirpnet.core.flows import TcpFlow, TftpFlow, echo_key, flow_key
 from slirpnet.core.fragments import FRAGMENT_COST, MAX_BYTES, MAX_DATAGRAMS
 from slirpnet.core.switch import MAX_MACS_PER_VM
 from slirpnet.core.tcp import SEND_BUFFER, State
-from slirpnet.wire import ethernet, tcp, udp
+from slirpnet.wire import ethernet, icmpv6, tcp, udp
 from slirpnet.wire.errors import WireError
 from slirpnet.wire.ethernet import EthernetFrame
 from slirpnet.wire.ipv4 import PROTO_TCP, PROTO_UDP, IPv4Packet
 from slirpnet.wire.ipv6 import IPv6Packet
-from tests.fuzz import corpus, craft, mutate
+from tests.fuzz import corpus, corpus6, craft, mutate
 from tests.fuzz.host import ERRORS, HostSocket
 from tests.fuzz.namespaces import CHECKED_PORTS, NETWORKS, Namespace, Slot
 
 REMOTE = IPv4Address(corpus.REMOTE)
+REMOTE6 = IPv6Address(corpus6.REMOTE6)
 # Drops decided before the source MAC is learned, so never hidden by the MAC limit.
 _BEFORE_LEARNING = frozenset(
     ("eth_truncated", "eth_vlan_tagged", "eth_not_ethernet_ii", "eth_bad_source")
 )
 _GUEST_OPTIONS = b"\x02\x04\x05\xb4\x01\x03\x03\x07"  # MSS 1460, window scale 7
+_NA = icmpv6.TYPE_NEIGHBOR_ADVERTISEMENT
+# Rogue disguises whose headers the core's walk reads to the upper layer (RA guard's
+# own reason), and the rogues ICMPv6 carries (a DHCPv6 port does not disguise them).
+_WALKED = frozenset(
+    ("plain", "hop_by_hop", "destination_options", "routing", "four_headers", "padded")
+)
+_ICMPV6_ROGUES = frozenset(("ra", "redirect"))
 BURST = 20  # frames in one send_burst step at most
 FRAGMENTS = 64  # fragments of a datagram in one send_fragmented step, about
+FLOWS = 10  # flows opened in one open_flows step at most: past the first network's cap
 
 T = TypeVar("T")
 
@@ -248,27 +261,139 @@ class SegmentMachine(RuleBasedStateMachine):
     @precondition(attached)
     @rule(
         data=st.data(),
+        kind=st.sampled_from(corpus6.NDP_KINDS),
+        defect=st.sampled_from(list(corpus6.NDP_DEFECTS)),
+    )
+    def solicit(self, data: st.DataObject, kind: str, defect: str) -> None:
+        """A router or neighbour solicitation for one of the gateway's addresses, valid
+        or with one defect: answered (an RA or an NA, to the soliciting address or to
+        all nodes), or dropped under the defect's reason and unanswered."""
+        slot = _pick(data, self.attached(), "slot")
+        vm = slot.vm
+        assert vm is not None
+        ns = self.namespaces[slot.net]
+        frame, reason, answer_to = corpus6.ndp(ns.settings, slot.guest, kind, defect)
+        heard = self._heard(slot)
+        self._feed(slot, frame, reason if heard else None)
+        answers = [f for f in vm.outbox if f[6:12] == ns.segment.gateway_mac]
+        if heard and reason is None:
+            (answer,) = answers
+            expected = icmpv6.TYPE_ROUTER_ADVERTISEMENT if kind.startswith("rs") else _NA
+            assert answer[54] == expected, f"ICMPv6 type {answer[54]} for {kind}"
+            assert answer[38:54] == IPv6Address(answer_to).packed, "answered elsewhere"
+        elif reason is not None:
+            assert answers == [], f"{kind} with {defect} answered"
+        self._after()
+
+    @precondition(attached)
+    @rule(
+        data=st.data(),
+        kind=st.sampled_from(corpus6.ROGUE_KINDS),
+        disguise=st.sampled_from(corpus6.ROGUE_DISGUISES),
+        to=st.sampled_from(corpus6.ROGUE_TARGETS),
+    )
+    def rogue(self, data: st.DataObject, kind: str, disguise: str, to: str) -> None:
+        """What only routers and DHCPv6 servers send, from a guest, disguised and sent
+        anywhere: no other VM gets it (``Namespace._check_frame``), and what the core's
+        walk reads to the end is dropped as RA guard's."""
+        slot = _pick(data, self.attached(), "slot")
+        ns = self.namespaces[slot.net]
+        frame = corpus6.rogue(ns.settings, slot.guest, slot.other, kind, disguise, to)
+        expected = None
+        if self._heard(slot) and to != "gateway":
+            if disguise in _WALKED or (disguise == "client_port" and kind in _ICMPV6_ROGUES):
+                expected = "ra_guard"
+            elif disguise == "three_destination_options":
+                expected = "ra_guard_unparsable"
+        self._feed(slot, frame, expected)
+        self._after()
+
+    @precondition(attached)
+    @rule(
+        data=st.data(),
+        kind=st.sampled_from(["udp", "echo"]),
+        to=st.sampled_from(["remote", "second remote", "gateway"]),
+        first=st.sampled_from([7, 4000]),
+        families=st.lists(st.sampled_from([4, 6]), min_size=1, max_size=FLOWS),
+    )
+    def open_flows(
+        self, data: st.DataObject, kind: str, to: str, first: int, families: list[int]
+    ) -> None:
+        """A guest's UDP or echoes to a host of either family, one port (or identifier) after
+        another: each opens a flow or goes on the one open; flows of both families (and DNS
+        queries) share one ``max_flows``, and past it the guest is refused.  An echo to the
+        gateway is answered there, and makes no flow."""
+        slot = _pick(data, self.attached(), "slot")
+        vm = slot.vm
+        assert vm is not None
+        ns = self.namespaces[slot.net]
+        settings = ns.settings
+        for port, family in enumerate(families, first):
+            src = _address(slot.guest, family)
+            if to == "gateway":
+                dst = settings.gateway_for(src)
+            else:
+                remotes = corpus.REMOTES if family == 4 else corpus6.REMOTES6
+                dst = ip_address(remotes[to == "second remote"])
+            if kind == "udp":
+                key = flow_key(PROTO_UDP, src, corpus6.DATAGRAM_PORT, dst, port)
+            else:
+                key = echo_key(src, port, dst)
+            before, count = vm.flows.get(key), vm.flow_count
+            heard = self._heard(slot)
+            frame = corpus6.datagram(settings, slot.guest, family, kind, str(dst), port)
+            dropped = self._feed(slot, frame)
+            opened = ns.drain()
+            if not heard:
+                continue
+            if kind == "echo" and to == "gateway":
+                assert not dropped and key not in vm.flows, "a ping to the gateway made a flow"
+            elif settings.restrict:
+                assert dropped == Counter(restricted=1)
+            elif to == "gateway" and not settings.host_loopback:
+                assert dropped == Counter(host_loopback_disabled=1)
+            elif before is not None:
+                assert not dropped and vm.flows[key] is before and before not in opened
+            elif count < settings.max_flows:
+                assert not dropped, dropped
+                assert vm.flows[key] in opened, "a flow without its socket"
+            else:
+                assert dropped == Counter(flow_limit=1) and key not in vm.flows
+        self._after()
+
+    @precondition(attached)
+    @rule(
+        data=st.data(),
         sport=st.sampled_from(craft.CRAFT_PORTS),
+        family=st.sampled_from([4, 6]),
         to=st.sampled_from(["remote", "gateway", "dns", "neighbour"]),
         isn=st.sampled_from([0, 0xFFFFFFFF, 0x7FFFFFFF]) | st.integers(0, 0xFFFFFFFF),
         window=st.sampled_from([65535, 0, 1, 512]),
         options=st.sampled_from(craft.OPTIONS[:6]),
     )
     def tcp_open(
-        self, data: st.DataObject, sport: int, to: str, isn: int, window: int, options: bytes
+        self,
+        data: st.DataObject,
+        sport: int,
+        family: int,
+        to: str,
+        isn: int,
+        window: int,
+        options: bytes,
     ) -> None:
         slot = _pick(data, self.attached(), "slot")
         settings = self.namespaces[slot.net].settings
+        src = _address(slot.guest, family)
         dst, dport = {
-            "remote": (REMOTE, 80),
-            "gateway": (settings.gateway, 8080),
-            "dns": (settings.dns, 53),
-            "neighbour": (IPv4Address(slot.other.address), 22),
+            "remote": (REMOTE if family == 4 else REMOTE6, 80),
+            "gateway": (settings.gateway_for(src), 8080),
+            "dns": (settings.dns_for(src), 53),
+            "neighbour": (_address(slot.other, family), 22),
         }[to]
         frame = craft.tcp_frame(
             src_mac=slot.guest.mac_bytes,
             dst_mac=self.namespaces[slot.net].segment.gateway_mac,
-            src=IPv4Address(slot.guest.address),
+            src=src,
             dst=dst,
             sport=sport,
             dport=dport,
@@ -467,6 +592,18 @@ class SegmentMachine(RuleBasedStateMachine):
             return "eth_mac_in_use"
         return sample.reason if len(vm.macs) < MAX_MACS_PER_VM else None
 
+    def _heard(self, slot: Slot) -> bool:
+        """Will ``slot``'s VM be heard from its own MAC: not another live VM's, and
+        within the MACs its port may learn?"""
+        vm = slot.vm
+        assert vm is not None
+        mac = slot.guest.mac_bytes
+        if mac in vm.macs:
+            return True
+        others = self.namespaces[slot.net].segment.vms
+        held = any(mac in other.macs for other in others if other is not vm)
+        return not held and len(vm.macs) < MAX_MACS_PER_VM
+
     def _feed(self, slot: Slot, frame: bytes, expected: str | None = None) -> Counter[str]:
         """Feed ``frame`` from ``slot``'s VM; the drops it caused, but storm control's."""
         assert slot.vm is not None
@@ -539,6 +676,10 @@ def _to_gateway(flow: TftpFlow, gateway_mac: bytes, payload: bytes) -> bytes:
 def _pick(data: st.DataObject, items: Sequence[T], label: str) -> T:
     """One of ``items``, drawn by index: failing cases print short, and shrink well."""
     return items[data.draw(st.integers(0, len(items) - 1), label)]
+
+
+def _address(guest: corpus.Guest, family: int) -> IPAddress:
+    return IPv4Address(guest.address) if family == 4 else IPv6Address(guest.address6)
 
 
 def _forges_checked_data(frame: bytes) -> bool:

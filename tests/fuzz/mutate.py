@@ -4,16 +4,21 @@ A mutation is a ``(kind, where, value)`` triple, so hypothesis can draw and shri
 it: bit flips, overwritten, inserted and deleted bytes, truncation, trailing junk,
 and the header lies that found bugs in libslirp: IPv4 total lengths and IHLs, UDP
 lengths and TCP data offsets that do not fit, TCP options whose length loops or
-overruns.  ``fix_checksums`` then makes the checksums right again, so that the
-damage reaches past the checksum checks into the parsers and the core behind them.
+overruns; for IPv6, payload lengths that lie, next headers and hop limits of any
+value, extension header chains that repeat, overrun or hold what must be refused
+(``EXTENSION_CHAINS``), and Neighbour Discovery options of any length.
+``fix_checksums`` then makes the checksums right again (IPv6's upper layer found
+behind its extension headers, ``chain6``), so that the damage reaches past the
+checksum checks into the parsers and the core behind them.
 """
 
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from slirpnet.wire.checksum import internet_checksum, pseudo_header_sum
+from tests.fuzz import chain6
 
 KINDS = (
     "flip",
@@ -27,7 +32,37 @@ KINDS = (
     "udp_length",
     "tcp_data_offset",
     "tcp_option_loop",
+    "ipv6_payload_length",
+    "ipv6_next_header",
+    "ipv6_hop_limit",
+    "ipv6_extension_chain",
+    "ndp_option",
 )
+# Extension headers put in front of an IPv6 packet's first header: what the core walks,
+# what it refuses (repeats past §4.1's order, Hop-by-Hop out of place, a routing header
+# with segments left, a fragment, a jumbogram, an option that says discard, an option or
+# a header past its end) and AH, which it does not know.  Each is (next header, body
+# after the next-header byte); the next-header byte is filled in when the chain is laid.
+_DEST, _HBH, _ROUTING, _FRAGMENT, _AH = 60, 0, 43, 44, 51
+EXTENSION_CHAINS: tuple[tuple[tuple[int, bytes], ...], ...] = (
+    ((_DEST, bytes(7)),),
+    ((_HBH, b"\x00\x05\x02\x00\x00\x01\x00"),),  # router alert, PadN
+    ((_DEST, bytes(7)),) * 3,
+    ((_DEST, bytes(7)),) * 9,
+    ((_DEST, bytes(7)), (_HBH, bytes(7))),
+    ((_ROUTING, b"\x00\x00\x00" + bytes(4)),) * 2,
+    ((_ROUTING, b"\x02\x00\x01" + bytes(4) + bytes(16)),),  # type 0 and a segment left
+    ((_FRAGMENT, b"\x00\x00\x00\x00\x00\x00\x01"),),  # atomic (RFC 6946)
+    ((_FRAGMENT, b"\x00\x00\x01\x00\x00\x00\x02"),),  # the first, more to come
+    ((_FRAGMENT, b"\x00\x00\x09\x00\x00\x00\x03"),),  # the second
+    ((_HBH, b"\x00\xc2\x04\x00\x01\x11\x70"),),  # a jumbo payload option
+    ((_DEST, b"\x00\x80\x04" + bytes(4)),),  # an unknown option: discard
+    ((_DEST, b"\x00\x01\x09" + bytes(4)),),  # a PadN past its header
+    ((_DEST, b"\xff" + bytes(6)),),  # 2048 bytes claimed
+    ((_AH, b"\x02\x00\x00" + bytes(12)),),
+    ((_HBH, bytes(7)), (_DEST, bytes(7)), (_ROUTING, bytes(7)), (_DEST, bytes(7))),
+)
+_NEXT_HEADERS = (0, 6, 17, 43, 44, 50, 51, 58, 59, 60, 132, 135)
 Mutation = tuple[str, int, int]  # kind, where (taken modulo the frame), value
 
 _ETH = 14
@@ -58,8 +93,48 @@ def _apply(data: bytearray, kind: str, where: int, value: int) -> None:
         del data[at:]
     elif kind == "extend":
         data += bytes([value & 0xFF]) * (1 + value % 64)
+    elif kind.startswith(("ipv6", "ndp")):
+        _lie6(data, kind, value)
     else:
         _lie(data, kind, value)
+
+
+def _lie6(data: bytearray, kind: str, value: int) -> None:
+    """An IPv6 header field, or a header chain, that no longer fits (IPv6 frames only)."""
+    if len(data) < _ETH + chain6.HEADER_LEN or data[12:14] != b"\x86\xdd":
+        return
+    if kind == "ipv6_payload_length":
+        _U16.pack_into(data, _ETH + 4, value & 0xFFFF)
+    elif kind == "ipv6_next_header":
+        data[_ETH + 6] = _NEXT_HEADERS[value % len(_NEXT_HEADERS)]
+    elif kind == "ipv6_hop_limit":
+        data[_ETH + 7] = (255, 254, 64, 1, 0)[value % 5]
+    elif kind == "ipv6_extension_chain":
+        laid = bytearray()
+        first = data[_ETH + 6]
+        for protocol, body in reversed(EXTENSION_CHAINS[value % len(EXTENSION_CHAINS)]):
+            laid[0:0] = bytes((first,)) + body
+            first = protocol
+        data[_ETH + 6] = first
+        data[_ETH + 40 : _ETH + 40] = laid
+        _grow_payload_length(data, len(laid))
+    elif kind == "ndp_option":
+        found = chain6.upper_layer(bytes(data[_ETH:]))
+        if (
+            found is not None
+            and found.protocol == chain6.ICMPV6
+            and len(data) > _ETH + found.start
+            and 133 <= data[_ETH + found.start] <= 137
+        ):
+            # An option of any type and of 0 to 3 units, holding 8 bytes.
+            option = bytes((value & 0xFF, (value >> 8) % 4)) + bytes(6)
+            data[_ETH + found.end : _ETH + found.end] = option
+            _grow_payload_length(data, len(option))
+
+
+def _grow_payload_length(data: bytearray, grown: int) -> None:
+    length = _U16.unpack_from(data, _ETH + 4)[0]
+    _U16.pack_into(data, _ETH + 4, min(length + grown, 0xFFFF))
 
 
 def _lie(data: bytearray, kind: str, value: int) -> None:
@@ -94,7 +169,11 @@ def _ipv4_header_len(data: bytearray) -> int | None:
 
 
 def fix_checksums(data: bytearray) -> None:
-    """Correct the IPv4 header checksum and the transport's, as far as the lengths allow."""
+    """Correct the IPv4 header checksum and the transport's (or IPv6's upper layer's), as
+    far as the lengths allow."""
+    if data[12:14] == b"\x86\xdd":
+        _fix_ipv6(data)
+        return
     ip = _ipv4_header_len(data)
     if ip is None or ip < 20 or len(data) < _ETH + ip:
         return
@@ -121,3 +200,28 @@ def fix_checksums(data: bytearray) -> None:
             pseudo = pseudo_header_sum(src, dst, 17, length)
             checksum = internet_checksum(data[start : start + length], pseudo) or 0xFFFF
             _U16.pack_into(data, start + 6, checksum)
+
+
+def _fix_ipv6(data: bytearray) -> None:
+    """The upper layer's checksum over IPv6's pseudo-header (RFC 8200 §8.1), behind any
+    extension headers: ICMPv6, TCP, and UDP whose length field fits."""
+    found = chain6.upper_layer(bytes(data[_ETH:]))
+    if found is None:
+        return
+    start, end = _ETH + found.start, _ETH + found.end
+    src = IPv6Address(bytes(data[_ETH + 8 : _ETH + 24]))
+    dst = IPv6Address(bytes(data[_ETH + 24 : _ETH + 40]))
+    at = {chain6.ICMPV6: 2, chain6.TCP: 16, chain6.UDP: 6}.get(found.protocol)
+    if at is None or end - start < at + 2:
+        return
+    length = end - start
+    if found.protocol == chain6.UDP:
+        length = _U16.unpack_from(data, start + 4)[0]
+        if not 8 <= length <= end - start:
+            return
+    data[start + at : start + at + 2] = b"\x00\x00"
+    pseudo = pseudo_header_sum(src, dst, found.protocol, length)
+    checksum = internet_checksum(data[start : start + length], pseudo)
+    if found.protocol == chain6.UDP:
+        checksum = checksum or 0xFFFF  # zero would say "none", which IPv6 refuses
+    _U16.pack_into(data, start + at, checksum)
