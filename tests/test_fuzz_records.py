@@ -25,7 +25,18 @@ def test_handshakes_take_data_to_the_host() -> None:
         ns = records.drive(seed)
         assert ns is not None
         sent.append([s.sent for s in ns.host.sockets.values() if isinstance(s.flow, TcpFlow)])
-    assert sent == [[1460], [1460], []]  # the third network is restricted
+    # Over IPv4, then IPv6; the third network is restricted.
+    assert sent == [[1460], [536], [1460], [536], [], []]
+
+
+def test_rogue_seeds_reach_no_other_vm() -> None:
+    """What only routers and DHCPv6 servers send is kept from the other VMs (``drive``
+    checks every frame a VM gets from another) and counted as RA guard's drop."""
+    for seed in records.rogues():
+        ns = records.drive(seed)
+        assert ns is not None
+        drops = ns.segment.totals().drops
+        assert drops["ra_guard"] + drops["ra_guard_unparsable"] == 1, drops
 
 
 def test_fragment_seeds_show_what_they_are_named_for() -> None:

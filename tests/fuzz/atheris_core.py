@@ -4,7 +4,9 @@
     python -m tests.fuzz.atheris_core --seeds fuzz-corpus
     python -m tests.fuzz.atheris_core fuzz-corpus -max_total_time=600
 
-The first command writes the corpus as seed inputs; the second fuzzes from them,
+The first command writes the seed inputs (``records.seeds``: the corpus of both IP
+families, TCP handshakes over both, fragments, router and DHCPv6 servers' messages
+from a guest in every disguise); the second fuzzes from them,
 adding what reaches new code to the directory.  Inputs are ``records`` byte
 strings; the package is instrumented so libFuzzer sees its branches, and every
 check of the state machine applies, so any exception is a crash that libFuzzer

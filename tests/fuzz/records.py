@@ -17,7 +17,9 @@ the rest which VM or which format:
 
 ``drive`` checks what the state machine checks (``Namespace.drain`` and ``check``
 after every record, ``finish`` at the end), so a bug is an exception.  ``seeds``
-turns the corpus into inputs, each sample as one frame record.
+turns the corpus into inputs, each sample (IPv4's and IPv6's) as one frame record,
+then adds handshakes over both families, fragments, and what only routers and
+DHCPv6 servers send, from a guest, disguised (``rogues``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Iterator
 
 from slirpnet.core.fragments import MAX_DATAGRAMS, REASSEMBLY_TIMEOUT
 from slirpnet.framing import QEMU_STREAM, VDE_STREAM, FramingError
-from tests.fuzz import corpus, craft, mutate
+from tests.fuzz import corpus, corpus6, craft, mutate
 from tests.fuzz.host import ERRORS
 from tests.fuzz.namespaces import NETWORKS, Namespace
 
@@ -135,7 +137,7 @@ def _segment(ns: Namespace, body: bytes, now: float) -> None:
 
 
 def seeds() -> Iterator[bytes]:
-    """Each corpus sample as an input, then ``handshakes`` and ``fragments``."""
+    """Each corpus sample as an input, then ``handshakes``, ``fragments`` and ``rogues``."""
     for net in range(len(NETWORKS)):
         ns = Namespace.of(net)
         for which, slot in enumerate(ns.slots):
@@ -143,6 +145,7 @@ def seeds() -> Iterator[bytes]:
                 yield bytes((net,)) + record(which << 3, sample.frame)
     yield from handshakes()
     yield from fragments().values()
+    yield from rogues()
 
 
 def fragments() -> dict[str, bytes]:
@@ -170,13 +173,27 @@ def fragments() -> dict[str, bytes]:
 
 
 def handshakes() -> Iterator[bytes]:
-    """On each network, a SYN, the host's connect, the guest's ACK with data, time."""
+    """On each network, over IPv4 then IPv6: a SYN, the host's connect, the guest's ACK
+    with data (1460 bytes over IPv4, 536 over IPv6, within the MSS either way), time."""
     for net in range(len(NETWORKS)):
         ns = Namespace.of(net)
-        syn = next(s for s in ns.samples(ns.slots[0]) if s.name == "tcp_syn_all_options")
-        connected = record(2, bytes((1,)) + bytes(8))  # a connecting flow: error, connected
-        ack = record(6, bytes((0, 0, 0, 0x10, 0, 0, 4, 0)) + (1).to_bytes(4, "big"))
-        yield bytes((net,)) + record(0, syn.frame) + connected + ack + record(3, b"\x00\x10\x00")
+        for name, size in (("tcp_syn_all_options", 4), ("tcp6_syn_remote", 3)):
+            syn = next(s for s in ns.samples(ns.slots[0]) if s.name == name)
+            connected = record(2, bytes((1,)) + bytes(8))  # a connecting flow: error, connected
+            ack = record(6, bytes((0, 0, 0, 0x10, 0, 0, size, 0)) + (1).to_bytes(4, "big"))
+            later = record(3, b"\x00\x10\x00")
+            yield bytes((net,)) + record(0, syn.frame) + connected + ack + later
+
+
+def rogues() -> Iterator[bytes]:
+    """On the first network, from its first VM to all nodes: each of what only routers
+    and DHCPv6 servers send, in each disguise (``corpus6.rogue``)."""
+    ns = Namespace.of(0)
+    slot = ns.slots[0]
+    for kind in corpus6.ROGUE_KINDS:
+        for disguise in corpus6.ROGUE_DISGUISES:
+            frame = corpus6.rogue(ns.settings, slot.guest, slot.other, kind, disguise, "all_nodes")
+            yield b"\0" + record(0, frame)
 
 
 def record(kind: int, body: bytes) -> bytes:
