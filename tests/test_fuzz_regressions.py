@@ -136,6 +136,16 @@ def _from_a_guest_to_another(layers: Packet) -> tuple[Vm, Vm]:
     return a, b
 
 
+def test_a_dhcpv6_servers_message_from_any_port_never_reaches_another_vm() -> None:
+    """RA guard (no VM gets from another what only a DHCPv6 server sends): a server's
+    message goes to the client port, 546 (RFC 8415 §7.2, RFC 7610 §5); sent from a port
+    other than 547 it was switched to the other VMs, whose clients take it."""
+    message = UDP(sport=40547, dport=546) / DHCPV6_REPLY[DHCP6_Reply]
+    a, b = _from_a_guest_to_another(message)
+    assert b.take_frames() == []
+    assert a.stats.drops == Counter(ra_guard=1)
+
+
 @pytest.mark.parametrize("more", [1, 0], ids=["first fragment", "atomic fragment"])
 @pytest.mark.parametrize("message", [RA, DHCPV6_REPLY], ids=["ra", "dhcpv6 reply"])
 def test_a_router_message_in_a_first_fragment_never_reaches_another_vm(

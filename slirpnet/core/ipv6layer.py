@@ -58,12 +58,13 @@ def guarded(frame: bytes) -> str | None:
     if packet.next_header == icmpv6.PROTOCOL:
         if len(payload) and payload[0] in _ROUTER_ONLY:
             return "ra_guard"
-    elif (
-        packet.next_header == udp.PROTOCOL
-        and len(payload) >= 2
-        and payload[0] << 8 | payload[1] == SERVER_PORT
+    elif packet.next_header == udp.PROTOCOL and (
+        (len(payload) >= 2 and payload[0] << 8 | payload[1] == SERVER_PORT)
+        or (len(payload) >= 4 and payload[2] << 8 | payload[3] == CLIENT_PORT)
     ):
-        return "ra_guard"  # a DHCPv6 server's message (RFC 7610)
+        # A DHCPv6 server's message (RFC 7610): from the server port, or to the client
+        # port from any other (RFC 8415 §7.2 names only the port a client listens on).
+        return "ra_guard"
     return None
 
 

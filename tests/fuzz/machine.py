@@ -63,11 +63,18 @@ _BEFORE_LEARNING = frozenset(
 _GUEST_OPTIONS = b"\x02\x04\x05\xb4\x01\x03\x03\x07"  # MSS 1460, window scale 7
 _NA = icmpv6.TYPE_NEIGHBOR_ADVERTISEMENT
 # Rogue disguises whose headers the core's walk reads to the upper layer (RA guard's
-# own reason), and the rogues ICMPv6 carries (a DHCPv6 port does not disguise them).
+# own reason).
 _WALKED = frozenset(
-    ("plain", "hop_by_hop", "destination_options", "routing", "four_headers", "padded")
+    (
+        "plain",
+        "hop_by_hop",
+        "destination_options",
+        "routing",
+        "four_headers",
+        "padded",
+        "client_port",
+    )
 )
-_ICMPV6_ROGUES = frozenset(("ra", "redirect"))
 BURST = 20  # frames in one send_burst step at most
 FRAGMENTS = 64  # fragments of a datagram in one send_fragmented step, about
 FLOWS = 10  # flows opened in one open_flows step at most: past the first network's cap
@@ -301,7 +308,7 @@ class SegmentMachine(RuleBasedStateMachine):
         frame = corpus6.rogue(ns.settings, slot.guest, slot.other, kind, disguise, to)
         expected = None
         if self._heard(slot) and to != "gateway":
-            if disguise in _WALKED or (disguise == "client_port" and kind in _ICMPV6_ROGUES):
+            if disguise in _WALKED:
                 expected = "ra_guard"
             elif disguise == "three_destination_options":
                 expected = "ra_guard_unparsable"
