@@ -21,6 +21,7 @@ from slirpnet.core.segment import Segment
 from slirpnet.wire import dns, ethernet, icmp, icmpv6, ipv4, ipv6, tcp, udp
 from tests.fuzz import corpus, emitted
 from tests.fuzz.namespaces import NETWORKS, guests
+from tests.fuzz.sample import Sample
 
 # Reasons that tell the guest (RFC 1812 §5.2.7.1, RFC 9293 §3.10.7.1), and DNS queries
 # we cannot read, which get FORMERR when there is no upstream to read them.
@@ -33,7 +34,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("net", "sample"), CASES)
-def test_dropped_under_its_reason(net: int, sample: corpus.Sample) -> None:
+def test_dropped_under_its_reason(net: int, sample: Sample) -> None:
     settings = NETWORKS[net]
     segment = Segment(settings)
     vm = segment.attach("guest")

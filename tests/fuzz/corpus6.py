@@ -137,11 +137,6 @@ def gateway_link_local(settings: NetworkSettings) -> str:
     return slaac(IPv6Network("fe80::/64"), _mac(gateway_mac(settings)))
 
 
-def gateway_duid(settings: NetworkSettings) -> bytes:
-    """The gateway's DUID-LL (RFC 8415 §11.4): type 3, hardware type 1, its MAC."""
-    return b"\x00\x03\x00\x01" + _mac(gateway_mac(settings))
-
-
 @functools.cache
 def samples(settings: NetworkSettings, guest: Guest, other: Guest) -> tuple[Sample, ...]:
     build = _Builder6(settings, guest, other)
@@ -173,14 +168,13 @@ def datagram(
     """UDP to ``dst``:``port``, or an echo request to ``dst`` with identifier ``port``,
     from ``guest``'s address of ``family``."""
     eth = Ether(dst=gateway_mac(settings), src=guest.mac)
-    if family == 4:
-        ip: Packet = IP(src=guest.address, dst=dst)
-        transport: Packet = ICMP(type=8, id=port, seq=1) if kind == "echo" else UDP()
-    else:
-        ip = IPv6(src=guest.address6, dst=dst)
-        transport = ICMPv6EchoRequest(id=port, seq=1) if kind == "echo" else UDP()
     if kind == "udp":
-        transport = UDP(sport=DATAGRAM_PORT, dport=port)
+        transport: Packet = UDP(sport=DATAGRAM_PORT, dport=port)
+    elif family == 4:
+        transport = ICMP(type=8, id=port, seq=1)
+    else:
+        transport = ICMPv6EchoRequest(id=port, seq=1)
+    ip = IP(src=guest.address, dst=dst) if family == 4 else IPv6(src=guest.address6, dst=dst)
     return bytes(eth / ip / transport / b"flow")
 
 
@@ -202,10 +196,8 @@ class _Builder6:
 
     # -- helpers -------------------------------------------------------------------
 
-    def eth(
-        self, layers: Packet | bytes, *, dst: str | None = None, src: str | None = None
-    ) -> bytes:
-        return bytes(Ether(dst=dst or self.gw_mac, src=src or self.guest.mac) / layers)
+    def eth(self, layers: Packet | bytes, *, dst: str | None = None) -> bytes:
+        return bytes(Ether(dst=dst or self.gw_mac, src=self.guest.mac) / layers)
 
     def ip(self, dst: str, *, src: str | None = None, **fields: object) -> IPv6:
         return IPv6(src=src or self.guest.address6, dst=dst, **fields)
@@ -242,9 +234,10 @@ class _Builder6:
         eth_dst = group_mac(dst) if IPv6Address(dst).is_multicast else None
         return self.eth(self.ip(dst, src=src, hlim=hlim) / message, dst=eth_dst)
 
-    def dhcp(self, message: Packet, *, dst: str = ALL_DHCP, sport: int = 546) -> bytes:
+    def dhcp(self, message: Packet, *, dst: str = ALL_DHCP) -> bytes:
+        """A client's message, from its link-local address (RFC 8415 §13.1)."""
         eth_dst = group_mac(dst) if IPv6Address(dst).is_multicast else None
-        layers = self.ip(dst, src=self.guest.link_local) / UDP(sport=sport, dport=547) / message
+        layers = self.ip(dst, src=self.guest.link_local) / UDP(sport=546, dport=547) / message
         return self.eth(layers, dst=eth_dst)
 
     def dhcp_raw(self, body: bytes) -> bytes:

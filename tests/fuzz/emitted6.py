@@ -15,6 +15,7 @@ Advertise or Reply, from the gateway's link-local address and DUID (RFC 8415 §1
 from __future__ import annotations
 
 import struct
+from ipaddress import IPv6Address
 
 from scapy.layers.inet6 import IPv6, in6_chksum
 from scapy.layers.l2 import Ether
@@ -63,7 +64,9 @@ def check(
     return packet, tcp.TcpSegment.parse(packet.payload, src, dst)
 
 
-def _icmpv6(packet: ipv6.IPv6Packet, settings: NetworkSettings, router: object, size: int) -> None:
+def _icmpv6(
+    packet: ipv6.IPv6Packet, settings: NetworkSettings, router: IPv6Address, size: int
+) -> None:
     message = icmpv6.Icmpv6Message.parse(packet.payload, packet.src, packet.dst)
     assert message.type in _ICMPV6_SENT, f"ICMPv6 type {message.type}"
     if message.is_error:
@@ -94,7 +97,7 @@ def _icmpv6(packet: ipv6.IPv6Packet, settings: NetworkSettings, router: object, 
 
 
 def _dhcpv6(
-    packet: ipv6.IPv6Packet, datagram: udp.UdpDatagram, router: object, gateway_mac: bytes
+    packet: ipv6.IPv6Packet, datagram: udp.UdpDatagram, router: IPv6Address, gateway_mac: bytes
 ) -> None:
     assert packet.src == router and datagram.dst_port == 546
     reply = dhcpv6.Dhcpv6Message.parse(datagram.payload)

@@ -53,6 +53,7 @@ from slirpnet.wire.ipv6 import IPv6Packet
 from tests.fuzz import corpus, corpus6, craft, mutate
 from tests.fuzz.host import ERRORS, HostSocket
 from tests.fuzz.namespaces import CHECKED_PORTS, NETWORKS, Namespace, Slot
+from tests.fuzz.sample import Guest, Sample
 
 REMOTE = IPv4Address(corpus.REMOTE)
 REMOTE6 = IPv6Address(corpus6.REMOTE6)
@@ -583,10 +584,10 @@ class SegmentMachine(RuleBasedStateMachine):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _samples(self, slot: Slot) -> tuple[corpus.Sample, ...]:
+    def _samples(self, slot: Slot) -> tuple[Sample, ...]:
         return self.namespaces[slot.net].samples(slot)
 
-    def _expected(self, slot: Slot, sample: corpus.Sample) -> str | None:
+    def _expected(self, slot: Slot, sample: Sample) -> str | None:
         """The sample's reason, unless its source MAC is another live VM's (a mutated
         frame may have taken it while its VM was away) or the VM's MAC table is full."""
         vm = slot.vm
@@ -685,7 +686,7 @@ def _pick(data: st.DataObject, items: Sequence[T], label: str) -> T:
     return items[data.draw(st.integers(0, len(items) - 1), label)]
 
 
-def _address(guest: corpus.Guest, family: int) -> IPAddress:
+def _address(guest: Guest, family: int) -> IPAddress:
     return IPv4Address(guest.address) if family == 4 else IPv6Address(guest.address6)
 
 

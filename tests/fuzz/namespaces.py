@@ -35,7 +35,7 @@ from slirpnet.wire.ipv4 import IPv4Packet
 from slirpnet.wire.ipv6 import IPv6Packet
 from tests.fuzz import chain6, corpus, craft, emitted
 from tests.fuzz.host import HostModel, HostSocket
-from tests.fuzz.sample import slaac
+from tests.fuzz.sample import Guest, Sample, slaac
 
 LOCAL = IPv4Address("127.0.0.1")
 LOCAL6 = IPv6Address("::1")
@@ -83,7 +83,7 @@ NETWORKS: tuple[NetworkSettings, ...] = (
 GUESTS_PER_NETWORK = (3, 2, 1)
 
 
-def guests(net: int) -> list[corpus.Guest]:
+def guests(net: int) -> list[Guest]:
     """The VMs of network ``net``: MACs 52:54:00:NN:00:nn, addresses from the pool and
     by SLAAC."""
     settings = NETWORKS[net]
@@ -92,7 +92,7 @@ def guests(net: int) -> list[corpus.Guest]:
     for n in range(GUESTS_PER_NETWORK[net]):
         mac = bytes((0x52, 0x54, 0, net, 0, n))
         address = static.get(mac, settings.dhcp_start + n)
-        found.append(corpus.Guest(mac.hex(":"), str(address), slaac(settings.network6, mac)))
+        found.append(Guest(mac.hex(":"), str(address), slaac(settings.network6, mac)))
     return found
 
 
@@ -116,8 +116,8 @@ class Slot:
     """One VM's place: its identity, and its port while attached."""
 
     net: int
-    guest: corpus.Guest
-    other: corpus.Guest  # a neighbour's identity, for the corpus
+    guest: Guest
+    other: Guest  # a neighbour's identity, for the corpus
     vm: Vm | None = None
 
     def __repr__(self) -> str:
@@ -164,7 +164,7 @@ class Namespace:
     def __repr__(self) -> str:
         return f"Namespace({self.settings.network}, restrict={self.settings.restrict})"
 
-    def samples(self, slot: Slot) -> tuple[corpus.Sample, ...]:
+    def samples(self, slot: Slot) -> tuple[Sample, ...]:
         return corpus.samples(self.settings, slot.guest, slot.other)
 
     def live_tcp(self) -> list[tuple[Slot, TcpFlow]]:
