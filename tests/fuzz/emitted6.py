@@ -3,12 +3,14 @@
 ``check`` parses it with our own codecs, checksums verified, and checks what no valid
 frame gets wrong: no extension headers and nothing after the payload length, within
 the MTU; from one of the gateway's addresses or the one a flow's guest addressed, to
-a guest's unicast address or all nodes (at the group's MAC, RFC 2464 §7); ICMPv6
-only echo replies, destination unreachables within the minimum MTU (RFC 4443
-§2.4(c)), router advertisements from the gateway's link-local address with hop
-limit 255 for the network's prefix, MTU and DNS server (RFC 4861 §6.1.2, RFC 8106),
-and neighbour advertisements for the gateway's own addresses (§7.2.4); DHCPv6 only
-Advertise or Reply, from the gateway's link-local address and DUID (RFC 8415 §18.3).
+a guest's unicast address, all nodes or a guest address's solicited-node group (at
+the group's MAC, RFC 2464 §7); ICMPv6 only echo replies, destination unreachables
+within the minimum MTU (RFC 4443 §2.4(c)), router advertisements from the gateway's
+link-local address with hop limit 255 for the network's prefix, MTU and DNS server
+(RFC 4861 §6.1.2, RFC 8106), neighbour advertisements for the gateway's own addresses
+(§7.2.4), and neighbour solicitations for a guest's address, to its group, with our
+MAC (§7.2.2, a forward looking for its guest); DHCPv6 only Advertise or Reply, from
+the gateway's link-local address and DUID (RFC 8415 §18.3).
 ``check_with_scapy`` dissects it again with scapy.
 """
 
@@ -24,12 +26,12 @@ from scapy.packet import Padding
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.wire import dhcpv6, ethernet, icmpv6, ipv6, ndp, tcp, udp
 
-_ALL_NODES_MAC = ipv6.multicast_mac(ipv6.ALL_NODES)
 _TRANSPORTS = (ipv6.PROTO_TCP, ipv6.PROTO_UDP, ipv6.PROTO_ICMPV6)
 _ICMPV6_SENT = (
     icmpv6.TYPE_ECHO_REPLY,
     icmpv6.TYPE_DEST_UNREACHABLE,
     icmpv6.TYPE_ROUTER_ADVERTISEMENT,
+    icmpv6.TYPE_NEIGHBOR_SOLICITATION,
     icmpv6.TYPE_NEIGHBOR_ADVERTISEMENT,
 )
 
@@ -49,12 +51,13 @@ def check(
     src, dst = packet.src, packet.dst
     assert not (src.is_multicast or src.is_unspecified), f"from {src}"
     if dst.is_multicast:
-        assert dst == ipv6.ALL_NODES and eth.dst == _ALL_NODES_MAC, f"to {dst} at {eth.dst.hex()}"
+        group = dst == ipv6.ALL_NODES or dst == ipv6.solicited_node(dst)
+        assert group and eth.dst == ipv6.multicast_mac(dst), f"to {dst} at {eth.dst.hex()}"
     else:
         assert dst not in own and not dst.is_unspecified, f"to {dst}"
         assert not ethernet.is_multicast(eth.dst), "a unicast packet to a group's MAC"
     if packet.next_header == ipv6.PROTO_ICMPV6:
-        _icmpv6(packet, settings, router, len(raw))
+        _icmpv6(packet, settings, gateway_mac, len(raw))
         return packet, None
     if packet.next_header == ipv6.PROTO_UDP:
         datagram = udp.UdpDatagram.parse(packet.payload, src, dst)
@@ -65,10 +68,13 @@ def check(
 
 
 def _icmpv6(
-    packet: ipv6.IPv6Packet, settings: NetworkSettings, router: IPv6Address, size: int
+    packet: ipv6.IPv6Packet, settings: NetworkSettings, gateway_mac: bytes, size: int
 ) -> None:
     message = icmpv6.Icmpv6Message.parse(packet.payload, packet.src, packet.dst)
     assert message.type in _ICMPV6_SENT, f"ICMPv6 type {message.type}"
+    router = ipv6.link_local(gateway_mac)
+    if packet.dst.is_multicast and packet.dst != ipv6.ALL_NODES:
+        assert message.type == icmpv6.TYPE_NEIGHBOR_SOLICITATION, "to a solicited-node group"
     if message.is_error:
         assert size <= ipv6.MIN_MTU, "an ICMPv6 error past the minimum MTU"
         message.quoted()
@@ -88,6 +94,12 @@ def _icmpv6(
         servers = options[ndp.RecursiveDnsServers]
         assert isinstance(servers, ndp.RecursiveDnsServers)
         assert servers.servers == (settings.dns6,)
+        return
+    if isinstance(parsed, ndp.NeighborSolicitation):
+        assert packet.src == router and packet.dst == ipv6.solicited_node(parsed.target)
+        assert parsed.target in settings.network6, "a solicitation for a stranger"
+        assert parsed.target not in (settings.gateway6, settings.dns6)
+        assert parsed.source_mac == gateway_mac
         return
     assert isinstance(parsed, ndp.NeighborAdvertisement)
     assert packet.src == parsed.target and parsed.router
