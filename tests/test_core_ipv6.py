@@ -32,6 +32,7 @@ from scapy.layers.inet6 import (
     ICMPv6NDOptPrefixInfo,
     ICMPv6NDOptRDNSS,
     ICMPv6NDOptSrcLLAddr,
+    ICMPv6PacketTooBig,
     IPv6,
 )
 from scapy.layers.l2 import Ether
@@ -239,3 +240,21 @@ def test_a_forward_to_an_unknown_address_asks_who_has_it(segment: Segment, vm: V
     answer = IPv6(src="fec0::16", dst=GATEWAY_LL, hlim=255) / ICMPv6ND_NA(tgt="fec0::16", S=1, R=0)
     segment.receive(vm, bytes(Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / answer), 0.5)
     assert segment.forward_connection(forward, (IPv6Address("::1"), 50001), 1.0) is not None
+
+
+def test_a_packet_over_the_mtu_is_answered_packet_too_big() -> None:
+    """RFC 4443 §3.2: the guest hears the link's MTU, as from a router on its path."""
+    segment = new_segment(mtu=1500)
+    vm = segment.attach("guest")
+    big = IPv6(src="fec0::15", dst="2001:db8::1") / UDP(sport=1, dport=9) / bytes(1600)
+    segment.receive(vm, bytes(Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / big), 0.0)
+    answer = only(vm)
+    assert answer[ICMPv6PacketTooBig].mtu == 1500 and answer[IPv6].dst == "fec0::15"
+    assert len(answer) - 14 <= 1280  # the quote is cut to IPv6's minimum MTU
+    assert vm.stats.drops["ipv6_packet_too_big"] == 1 and segment.take_actions() == []
+
+
+def test_ipv6_needs_an_mtu_of_1280() -> None:
+    with pytest.raises(ValueError, match="mtu: IPv6 needs at least 1280"):
+        new_segment(mtu=1000)
+    assert new_segment(mtu=1000, ipv6=False).settings.mtu == 1000

@@ -44,27 +44,60 @@ _ROUTER_ONLY = frozenset((icmpv6.TYPE_ROUTER_ADVERTISEMENT, icmpv6.TYPE_REDIRECT
 def guarded(frame: bytes) -> str | None:
     """Why ``frame``, from a guest to other VMs, must not reach them (RA guard), or None.
 
-    Only IPv6 frames are looked at; one whose headers do not parse is not passed either
-    (RFC 7113 §5: an upper layer that cannot be found is not let through), except a
-    fragment, which never carries ND (RFC 6980) and which guests exchange legitimately.
+    Only IPv6 frames are looked at.  The header chain is walked to the upper layer
+    (RFC 7113 §3), AH included, and into a first fragment, which holds the whole chain
+    (RFC 7112); a later fragment carries no upper-layer header to judge.  One whose
+    chain cannot be walked is not passed either (RFC 7113 §5).
     """
     if len(frame) < ethernet.HEADER_LEN or frame[12:14] != b"\x86\xdd":
         return None
-    try:
-        packet = ipv6.IPv6Packet.parse(memoryview(frame)[ethernet.HEADER_LEN :])
+    try:  # the codec's own checks first (lengths, header order and options)
+        ipv6.IPv6Packet.parse(memoryview(frame)[ethernet.HEADER_LEN :])
     except WireError as error:
-        return None if error.reason == "ipv6_fragment" else "ra_guard_unparsable"
-    payload = packet.payload
-    if packet.next_header == icmpv6.PROTOCOL:
+        if error.reason != "ipv6_fragment":
+            return "ra_guard_unparsable"
+    found = _upper_layer(memoryview(frame)[ethernet.HEADER_LEN :])
+    if found is None:
+        return "ra_guard_unparsable"
+    protocol, payload = found
+    if protocol == icmpv6.PROTOCOL:
         if len(payload) and payload[0] in _ROUTER_ONLY:
             return "ra_guard"
-    elif packet.next_header == udp.PROTOCOL and (
+    elif protocol == udp.PROTOCOL and (
         (len(payload) >= 2 and payload[0] << 8 | payload[1] == SERVER_PORT)
         or (len(payload) >= 4 and payload[2] << 8 | payload[3] == CLIENT_PORT)
     ):
         # A DHCPv6 server's message (RFC 7610): from the server port, or to the client
         # port from any other (RFC 8415 §7.2 names only the port a client listens on).
         return "ra_guard"
+    return None
+
+
+_CHAINED = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options (RFC 8200 §4)
+_FRAGMENT = 44
+_AH = 51  # RFC 4302 §2.2: its length counts 4-byte units, less 2
+_MAX_HEADERS = 8
+
+
+def _upper_layer(packet: memoryview) -> tuple[int, memoryview] | None:
+    """The protocol and data after ``packet``'s header chain, or None: the chain runs out
+    of the packet or is too long; a fragment other than the first has no upper layer to
+    show (then ``(_FRAGMENT, empty)``)."""
+    protocol, offset = packet[6], ipv6.HEADER_LEN
+    for _ in range(_MAX_HEADERS):
+        if protocol not in _CHAINED and protocol not in (_FRAGMENT, _AH):
+            return protocol, packet[offset:]
+        if offset + 8 > len(packet):
+            return None
+        if protocol == _FRAGMENT:
+            if (packet[offset + 2] << 8 | packet[offset + 3]) >> 3:
+                return _FRAGMENT, packet[:0]
+            length = 8
+        elif protocol == _AH:
+            length = (packet[offset + 1] + 2) * 4
+        else:
+            length = (packet[offset + 1] + 1) * 8
+        protocol, offset = packet[offset], offset + length
     return None
 
 
@@ -116,6 +149,9 @@ class Ipv6Layer:
         except WireError as error:
             vm.drop(error.reason)
             return
+        if len(eth.payload) > self.settings.mtu:
+            self._too_big(vm, eth, packet)
+            return
         dst = packet.dst
         if dst.is_multicast and dst not in self.groups:
             if not ethernet.is_multicast(eth.dst):
@@ -149,6 +185,17 @@ class Ipv6Layer:
         """Answer what the NAT refused, as ``Ipv4Layer._refused`` does, in ICMPv6."""
         if refused(vm, packet.dst, refusal, now):
             self._unreachable(vm, mac, packet, Unreachable.ADMIN)
+
+    def _too_big(self, vm: Vm, eth: ethernet.EthernetFrame, packet: ipv6.IPv6Packet) -> None:
+        """A packet larger than the link's MTU (a guest that ignored the RA's): dropped,
+        and the sender told the MTU with Packet Too Big (RFC 4443 §3.2), as a router
+        on its path would, so its path MTU discovery adapts (RFC 8201)."""
+        vm.drop("ipv6_packet_too_big")
+        src = packet.src
+        if src.is_multicast or src.is_unspecified:
+            return  # §2.4(e): no error to a packet that names no one to answer
+        message = icmpv6.Icmpv6Message.packet_too_big(self.settings.mtu, eth.payload)
+        self.frames.icmpv6(vm, eth.src, self.settings.gateway6, src, message)
 
     def _unreachable(self, vm: Vm, mac: bytes, packet: ipv6.IPv6Packet, kind: Unreachable) -> None:
         original = packet.encode()

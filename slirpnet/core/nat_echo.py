@@ -13,7 +13,7 @@ from slirpnet.core.frames import Frames
 from slirpnet.core.policy import FLOW_LIMIT, Refusal, route
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.vm import Vm
-from slirpnet.wire import icmp, icmpv6, ipv4
+from slirpnet.wire import icmp, icmpv6, ipv4, ipv6
 from slirpnet.wire.errors import WireError
 
 ECHO_FLOW_IDLE: Final = 10.0
@@ -83,6 +83,9 @@ class EchoNat:
             flow.vm.drop(error.reason)
             return
         if message.type != icmpv6.TYPE_ECHO_REPLY:
+            return
+        if ipv6.HEADER_LEN + len(payload) > self.settings.mtu:
+            flow.vm.drop("echo_reply_over_mtu")  # IPv6 is never cut on the way (RFC 8200 §5)
             return
         flow.deadline = now + ECHO_FLOW_IDLE
         reply = icmpv6.Icmpv6Message.echo(

@@ -20,6 +20,7 @@ from slirpnet.core.guestfwd import GuestForward
 DEFAULT_MTU = 65520
 VDE_MTU = 1500
 MIN_MTU = 576  # RFC 791: every host must accept datagrams this large
+MIN_MTU6 = 1280  # RFC 8200 §5: IPv6 needs a link this large
 # Flows (TCP connections, UDP and echo conversations, DNS queries) a VM may hold at
 # once; beyond it a new TCP connection gets a RST.  Each is a host socket, and an idle
 # TCP flow weighs about 11 KiB of Python heap; 16384 holds the 10,000 idle connections
@@ -115,6 +116,8 @@ class NetworkSettings:
             found.append(f"dns: {self.dns} is the gateway's address too")
         if not MIN_MTU <= self.mtu <= DEFAULT_MTU:
             found.append(f"mtu: {self.mtu} is outside {MIN_MTU}..{DEFAULT_MTU}")
+        elif self.ipv6 and self.mtu < MIN_MTU6:
+            found.append(f"mtu: IPv6 needs at least {MIN_MTU6} (RFC 8200 §5); or turn it off")
         for name in ("max_flows", "max_connecting", "max_leases"):
             if getattr(self, name) < 1:
                 found.append(f"{name}: {getattr(self, name)} leaves no room for a single one")
