@@ -55,8 +55,9 @@ def check(
         group = dst == ipv6.ALL_NODES or dst == ipv6.solicited_node(dst)
         assert group and eth.dst == ipv6.multicast_mac(dst), f"to {dst} at {eth.dst.hex()}"
     else:
+        # Its MAC is the guest's to choose (the link-layer address its solicitation
+        # carried, as an ARP request's sender MAC is in IPv4).
         assert dst not in own and not dst.is_unspecified, f"to {dst}"
-        assert not ethernet.is_multicast(eth.dst), "a unicast packet to a group's MAC"
     if packet.next_header == ipv6.PROTO_ICMPV6:
         _icmpv6(packet, settings, gateway_mac, len(raw))
         return packet, None
