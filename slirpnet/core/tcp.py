@@ -28,10 +28,13 @@ the host socket (``host_connected``, ``host_data``, ``host_eof``,
   never uses them (RFC 2018 §2, RFC 7323 §3.2).
 * Guest to host.  In-order data is handed on at once (a ``bytes`` host op);
   out-of-order data waits in a bounded ``Reassembly`` and is answered with a
-  duplicate ACK at once.  In-order data is acknowledged every second segment
-  (RFC 5681 §4.2, RFC 1122 §4.2.3.2); a lone one waits in ``ack_at`` (delayed
-  ACK, ``DELAYED_ACK``) for data of ours to ride on, for ``send_delayed_ack``
-  (the owner's end of a batch of frames) or for the timer.  A FIN, data that
+  duplicate ACK at once.  In-order data waits in ``ack_at`` (delayed ACK,
+  ``DELAYED_ACK``) for data of ours to ride on, for ``send_delayed_ack`` (the
+  owner's end of a batch of frames) or for the timer: the segments of one batch are
+  acknowledged once, as a receiver that takes them in one go (GRO) does.  RFC 5681
+  §4.2 asks for an ACK every second full-sized segment; here those ACKs would leave
+  together at the batch's end anyway, each a frame more for the guest and QEMU to
+  handle and nothing the last one does not say.  A FIN, data that
   fills a gap or lies outside the window are acknowledged at once, as is one
   that leaves no room for another like it.  The advertised window is the room
   really left: bytes the host socket has not taken yet (``host_written`` gives
@@ -110,11 +113,9 @@ WINDOW_SHIFT: Final = 7  # RFC 7323 §2.3: ours, when the guest scales: 65535 <<
 DEFAULT_GUEST_MSS: Final = 536  # RFC 9293 §3.7.1, when the SYN names none
 MIN_GUEST_MSS: Final = 88  # Linux's TCP_MIN_MSS: no one-byte segments on a guest's say-so
 DUPACK_THRESHOLD: Final = 3  # RFC 5681 §3.2
-# RFC 1122 §4.2.3.2: an ACK may wait, for at most 0.5 s, and at least every second
-# full-sized segment is acknowledged (RFC 5681 §4.2).  40 ms is Linux's shortest
+# RFC 1122 §4.2.3.2: an ACK may wait, for at most 0.5 s.  40 ms is Linux's shortest
 # delay; the shell acknowledges at the end of each batch of frames anyway.
 DELAYED_ACK: Final = 0.04
-ACK_EVERY: Final = 2
 
 
 def _kept(payload: Bytes) -> bytes | memoryview:
@@ -227,7 +228,6 @@ class TcpEndpoint:
     budget: BufferBudget = field(default_factory=lambda: BufferBudget(SEND_BUFFER + RECEIVE_BUFFER))
     _charged: int = 0  # what this flow holds in ``budget`` now
     _ack_due: bool = False  # the guest must hear RCV.NXT and the window now
-    _unacked: int = 0  # in-order data segments taken since our last ACK
     ack_at: float | None = None  # a delayed ACK is owed, by this time
     _read_blocked: bool = False  # read_allowance was 0 when last looked at
 
@@ -665,11 +665,8 @@ class TcpEndpoint:
             self._guest_fin(now)
 
     def _delay_ack(self, now: float) -> None:
-        """In-order data: every second segment is acknowledged now, a lone one soon."""
-        self._unacked += 1
-        if self._unacked >= ACK_EVERY:
-            self._ack_due = True
-        elif self.ack_at is None:
+        """In-order data: acknowledged at the batch's end, or soon (see the module)."""
+        if self.ack_at is None:
             self.ack_at = now + DELAYED_ACK
 
     def send_delayed_ack(self) -> None:
@@ -909,7 +906,6 @@ class TcpEndpoint:
             window = self._advertise()
         if flags & tcp.ACK:  # any segment of ours carries RCV.NXT: no ACK is owed after it
             self._ack_due = False
-            self._unacked = 0
             self.ack_at = None
         self.counters.segments_out += 1
         self.segments.append(
