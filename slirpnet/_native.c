@@ -2,7 +2,7 @@
  *
  * Every function has a pure-Python twin that gives the same result and raises
  * the same exception type (slirpnet.wire.checksum.ones_sum,
- * slirpnet.wire.tcpframe, slirpnet.dgramio); tests/test_native_*.py prove
+ * slirpnet.wire.tcpframe, slirpnet.wire.tcpin, slirpnet.dgramio); tests/test_native_*.py prove
  * it, tests/fuzz/atheris_native.py fuzzes it and tests/test_native_asan.py runs
  * it under AddressSanitizer.  Guest bytes pass through here, so every length
  * is checked before it is used and every allocation failure is handled.
@@ -921,6 +921,108 @@ fail:
     return NULL;
 }
 
+/* ---- tcp_in: a guest's TCP frame read in one step ---------------------- */
+
+#define ETHERNET_LEN 14
+#define TCP_AT (ETHERNET_LEN + 20) /* an IPv4 header without options */
+
+static inline unsigned
+get16(const unsigned char *p)
+{
+    return (unsigned)p[0] << 8 | p[1];
+}
+
+static inline uint32_t
+get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The fields of a valid segment (see tcp_in_doc), or Py_None; NULL on an error. */
+static PyObject *
+tcp_in_fields(const unsigned char *f, size_t n, const Py_buffer *mac)
+{
+    if (n < TCP_AT + 20 || mac->len != 6 || memcmp(f, mac->buf, 6) != 0) {
+        Py_RETURN_NONE;
+    }
+    const unsigned char *ip = f + ETHERNET_LEN;
+    size_t end = ETHERNET_LEN + (size_t)get16(ip + 2);
+    /* RFC 791 §3.1: IPv4, IHL 5, TCP, neither MF nor an offset (DF alone may be set). */
+    if (get16(f + 12) != 0x0800 || ip[0] != 0x45 || ip[9] != PROTO_TCP ||
+        (get16(ip + 6) & 0xBFFF) || end < TCP_AT + 20 || end > n) {
+        Py_RETURN_NONE;
+    }
+    /* RFC 1071: the header, checksum included, sums to negative zero. */
+    if (sum16(ip, 20) != 0xFFFF) {
+        Py_RETURN_NONE;
+    }
+    uint32_t src = get32(ip + 12), dst = get32(ip + 16);
+    size_t tcp_len = end - TCP_AT;
+    const unsigned char *tcp = f + TCP_AT;
+    uint64_t pseudo = (uint64_t)src + dst + PROTO_TCP + tcp_len; /* RFC 9293 §3.1 */
+    if (fold16(fold32(pseudo) + sum16(tcp, tcp_len)) != 0xFFFF) {
+        Py_RETURN_NONE;
+    }
+    unsigned offset_flags = get16(tcp + 12);
+    size_t header_len = (size_t)(offset_flags >> 12) * 4;
+    if (header_len < 20 || header_len > tcp_len) {
+        Py_RETURN_NONE;
+    }
+    PyObject *fields = PyTuple_New(11);
+    if (fields == NULL) {
+        return NULL;
+    }
+    PyObject *items[11] = {
+        PyBytes_FromStringAndSize((const char *)f + 6, 6),
+        PyLong_FromUnsignedLong(src),
+        PyLong_FromUnsignedLong(dst),
+        PyLong_FromUnsignedLong(get16(tcp)),
+        PyLong_FromUnsignedLong(get16(tcp + 2)),
+        PyLong_FromUnsignedLong(get32(tcp + 4)),
+        PyLong_FromUnsignedLong(get32(tcp + 8)),
+        PyLong_FromUnsignedLong(offset_flags),
+        PyLong_FromUnsignedLong(get16(tcp + 14)),
+        PyLong_FromUnsignedLong(get16(tcp + 18)),
+        PyLong_FromSsize_t((Py_ssize_t)end),
+    };
+    for (Py_ssize_t i = 0; i < 11; i++) { /* the tuple owns them, NULL or not */
+        PyTuple_SET_ITEM(fields, i, items[i]);
+    }
+    for (Py_ssize_t i = 0; i < 11; i++) {
+        if (items[i] == NULL) {
+            Py_DECREF(fields);
+            return NULL;
+        }
+    }
+    return fields;
+}
+
+PyDoc_STRVAR(tcp_in_doc,
+"tcp_in(frame, mac, /)\n--\n\n"
+"The fields of a valid TCP segment over option-free, unfragmented IPv4 in frame,\n"
+"sent to mac: (src_mac, src, dst, sport, dport, seq, ack, offset_flags, window,\n"
+"urgent, end), the segment being frame[34:end]; None for any other frame.");
+
+static PyObject *
+tcp_in(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("tcp_in", nargs, 2) < 0) {
+        return NULL;
+    }
+    Py_buffer frame, mac;
+    if (PyObject_GetBuffer(args[0], &frame, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[1], &mac, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&frame);
+        return NULL;
+    }
+    PyObject *result = tcp_in_fields(frame.buf, (size_t)frame.len, &mac);
+    PyBuffer_Release(&mac);
+    PyBuffer_Release(&frame);
+    return result;
+}
+
 /* ---- the module -------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -932,6 +1034,7 @@ static PyMethodDef methods[] = {
     {"tcp6_frames", (PyCFunction)(void (*)(void))tcp6_frames, METH_FASTCALL, tcp6_frames_doc},
     {"send_frames", (PyCFunction)(void (*)(void))send_frames, METH_FASTCALL, send_frames_doc},
     {"recv_frames", (PyCFunction)(void (*)(void))recv_frames, METH_FASTCALL, recv_frames_doc},
+    {"tcp_in", (PyCFunction)(void (*)(void))tcp_in, METH_FASTCALL, tcp_in_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,11 +4,12 @@ The per-frame work leaves the interpreter in two ways, both built by ``pip insta
 (setup.py) and both optional:
 
 - the C module ``slirpnet._native``: the Internet checksum, whole TCP frames from a
-  flow's fields (one or many: software segmentation), and batched datagram I/O;
+  flow's fields (one or many: software segmentation), a guest's TCP frame read and
+  checked in one step, and batched datagram I/O;
 - the hot modules compiled with mypyc from their own typed source.
 
 Each C function has a pure-Python twin, the readable reference (``wire.checksum``,
-``wire.tcpframe``, ``dgramio``); the tests prove they agree byte for byte.  Here the
+``wire.tcpframe``, ``wire.tcpin``, ``dgramio``); the tests prove they agree byte for byte.  Here the
 C function is taken when the module was built, the twin otherwise, and the rest of
 slirpnet does not know which runs.  ``SLIRPNET_PURE=1`` takes the twins, and the
 sources of the compiled modules (``slirpnet.pure``), even where a native build is
@@ -24,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 
 from slirpnet import dgramio, pure
-from slirpnet.wire import checksum, tcpframe
+from slirpnet.wire import checksum, tcpframe, tcpin
 from slirpnet.wire.buffer import Bytes
 
 
@@ -45,6 +46,7 @@ tcp_frame = tcpframe.tcp_frame
 tcp_frames = tcpframe.tcp_frames
 tcp6_frame = tcpframe.tcp6_frame
 tcp6_frames = tcpframe.tcp6_frames
+tcp_in = tcpin.tcp_in
 send_frames = dgramio.send_frames
 recv_frames = dgramio.recv_frames
 if _c is not None:
@@ -53,6 +55,7 @@ if _c is not None:
     tcp_frames = _c.tcp_frames
     tcp6_frame = _c.tcp6_frame
     tcp6_frames = _c.tcp6_frames
+    tcp_in = _c.tcp_in
     send_frames = _c.send_frames
     recv_frames = _c.recv_frames
 
@@ -123,4 +126,5 @@ __all__ = [
     "tcp6_frames",
     "tcp_frame",
     "tcp_frames",
+    "tcp_in",
 ]

@@ -53,6 +53,8 @@ OPTIONS = bytes(12)
 SRC6, DST6 = bytes(range(16)), bytes(range(16, 32))
 V4 = (HEAD, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # head, addresses, ident, ports ... window
 V6 = (HEAD, SRC6, DST6, 4, 5, 6, 7, 8, 9)
+MAC = bytes(range(6))
+GUEST_FRAME = native.tcp_frame(MAC + bytes(6) + b"\x08\x00", *V4[1:], 0, OPTIONS, PAYLOAD)
 FRAME_CALLS: list[tuple[str, str, tuple[Any, ...]]] = [
     ("ones_sum", "ones_sum", (PAYLOAD, 2**300)),
     ("ones_sum bad start", "ones_sum", (PAYLOAD, -(2**300))),
@@ -68,6 +70,10 @@ FRAME_CALLS: list[tuple[str, str, tuple[Any, ...]]] = [
     ("tcp_frames mss", "tcp_frames", (*V4, OPTIONS, PAYLOAD, 0, 1)),
     ("tcp6_frames", "tcp6_frames", (*V6, OPTIONS, PAYLOAD, 999, 1)),
     ("tcp6_frames head", "tcp6_frames", (3, *V6[1:], OPTIONS, PAYLOAD, 9, 1)),
+    ("tcp_in", "tcp_in", (GUEST_FRAME, MAC)),
+    ("tcp_in other mac", "tcp_in", (GUEST_FRAME, HEAD)),
+    ("tcp_in bad mac", "tcp_in", (GUEST_FRAME, "mac")),
+    ("tcp_in bad frame", "tcp_in", ("frame", MAC)),
 ]
 
 
@@ -76,7 +82,7 @@ FRAME_CALLS: list[tuple[str, str, tuple[Any, ...]]] = [
 )
 def test_frame_builders_do_not_leak(function: str, args: tuple[Any, ...]) -> None:
     call = getattr(native, function)
-    assert_no_leak(lambda: call(*args), HEAD, PAYLOAD, OPTIONS, SRC6, DST6)
+    assert_no_leak(lambda: call(*args), HEAD, PAYLOAD, OPTIONS, SRC6, DST6, GUEST_FRAME, MAC)
 
 
 def test_keyword_errors_do_not_leak() -> None:

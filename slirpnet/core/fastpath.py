@@ -1,10 +1,11 @@
 """The common case in one step each way: an established flow's TCP segments.
 
-In: ``established_segment`` reads a frame from the guest with one struct and says
-whether it is a valid TCP segment (Ethernet + IPv4 without options or fragments, both
-checksums right; or Ethernet + IPv6 with no extension header, the TCP checksum right)
-to the gateway's MAC; the caller then looks the flow up and hands the
-segment to its endpoint, without the Ethernet and IPv4 objects of the general path.
+In: ``established_segment`` reads a frame from the guest in one step (IPv4:
+``native.tcp_in``; IPv6: one struct) and says whether it is a valid TCP segment
+(Ethernet + IPv4 without options or fragments, both checksums right; or Ethernet +
+IPv6 with no extension header, the TCP checksum right) to the gateway's MAC; the
+caller then looks the flow up and hands the segment to its endpoint, without the
+Ethernet and IPv4 objects of the general path.
 Anything else, malformed frames included, is left to the general path, which counts
 and answers it.  ``superseded`` lets a batch skip a plain cumulative ACK that the next
 frame makes stale.
@@ -28,13 +29,8 @@ from slirpnet.core.vm import Vm
 from slirpnet.wire import ethernet, ipv4, tcp
 from slirpnet.wire.errors import WireError
 
-# An established flow's frame, read in one go: Ethernet, an IPv4 header without
-# options, the fixed TCP header (RFC 791 §3.1, RFC 9293 §3.1).
-_ETH_IPV4_TCP = struct.Struct("!6s6sHBBHHHBBHIIHHIIHHHH")
 _TCP_AT: Final = ethernet.HEADER_LEN + ipv4.MIN_HEADER_LEN
 _FAST_MIN: Final = _TCP_AT + tcp.HEADER_LEN
-# The reserved flag, MF and the fragment offset: DF alone may be set.
-_IPV4_NOT_WHOLE: Final = 0xBFFF
 # A plain ACK: IPv4's total length, and where its acknowledgment number lies.
 _PLAIN_ACK_TOTAL_LEN: Final = ipv4.MIN_HEADER_LEN + tcp.HEADER_LEN
 _ETHERNET_MIN_FRAME: Final = 60  # a short frame may come padded to Ethernet's minimum
@@ -66,49 +62,20 @@ def established_segment(frame: bytes, gateway_mac: bytes) -> Established | None:
         return None
     if frame[12] == 0x86 and frame[13] == 0xDD:
         return _established_segment6(frame, gateway_mac)
-    (
-        dst_mac,
-        src_mac,
-        ethertype,
-        ver_ihl,
-        tos,
-        total_len,
-        ident,
-        flags_frag,
-        ttl,
-        protocol,
-        ip_checksum,
-        src,
-        dst,
-        src_port,
-        dst_port,
-        seq,
-        ack,
-        offset_flags,
-        window,
-        _,
-        urgent,
-    ) = _ETH_IPV4_TCP.unpack_from(frame)
-    if (
-        dst_mac != gateway_mac
-        or ethertype != ethernet.ETHERTYPE_IPV4
-        or ver_ihl != 0x45
-        or protocol != ipv4.PROTO_TCP
-        or flags_frag & _IPV4_NOT_WHOLE
-        or not _TCP_AT + tcp.HEADER_LEN <= ethernet.HEADER_LEN + total_len <= len(frame)
-    ):
+    fields = native.tcp_in(frame, gateway_mac)  # every check but the options' (wire/tcpin.py)
+    if fields is None:
         return None
-    # RFC 1071: the header's words, checksum included, sum to negative zero, i.e.
-    # to a non-zero multiple of 0xFFFF (the version word makes the sum non-zero).
-    words = (ver_ihl << 8 | tos) + total_len + ident + flags_frag + (ttl << 8 | protocol)
-    if (words + ip_checksum + src + dst) % 0xFFFF:
-        return None
-    view = memoryview(frame)[_TCP_AT : ethernet.HEADER_LEN + total_len]
-    if native.ones_sum(view, src + dst + tcp.PROTOCOL + len(view)) != 0xFFFF:
-        return None
+    src_mac, src, dst, src_port, dst_port, seq, ack, offset_flags, window, urgent, end = fields
     try:
         segment = tcp.TcpSegment.from_fields(
-            view, src_port, dst_port, seq, ack, offset_flags, window, urgent
+            memoryview(frame)[_TCP_AT:end],
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            offset_flags,
+            window,
+            urgent,
         )
     except WireError:
         return None

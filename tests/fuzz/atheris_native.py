@@ -31,9 +31,11 @@ from types import ModuleType
 from typing import Any
 
 from slirpnet import dgramio
-from slirpnet.wire import checksum, tcpframe
+from slirpnet.wire import checksum, tcpframe, tcpin
 
-FUNCTIONS = 7  # ones_sum, tcp_frame, tcp6_frame, tcp_frames, tcp6_frames, send, recv
+# ones_sum, tcp_frame, tcp6_frame, tcp_frames, tcp6_frames, send, recv, tcp_in
+FUNCTIONS = 8
+GATEWAY_MAC = bytes.fromhex("525500000002")
 
 # Values around every range the functions check.
 EDGES = (
@@ -170,8 +172,39 @@ def check(native: ModuleType, data: bytes) -> None:
     elif which == 5:
         frames = [r.buffer(0x3000) for _ in range(r.byte() % 24)]
         _same_sends(native.send_frames, dgramio.send_frames, frames, r.byte())
-    else:
+    elif which == 6:
         _same_receives(native.recv_frames, dgramio.recv_frames, r)
+    else:
+        mac = GATEWAY_MAC if r.byte() % 8 else r.buffer(8)
+        frame = r.buffer(0x3000)
+        how = r.byte()
+        if how & 1 and isinstance(frame, bytes | bytearray | memoryview):
+            frame = plausible(bytes(frame), GATEWAY_MAC, how)
+        same(native.tcp_in, tcpin.tcp_in, frame, mac)
+
+
+def plausible(data: bytes, mac: bytes, how: int) -> bytes:
+    """``data`` made into a frame that passes most of ``tcp_in``'s checks, so that
+    random bytes reach the last ones: ``how``'s bits say which to leave as they are."""
+    frame = bytearray(data.ljust(54, b"\0"))
+    frame[0:6] = mac
+    frame[12:16] = b"\x08\x00\x45" + frame[15:16]
+    frame[23] = 6
+    if how & 2:
+        frame[20] &= 0x40  # DF alone
+        frame[21] = 0
+    if how & 4:
+        frame[16:18] = min(len(frame) - 14 - (how >> 6), 0xFFFF).to_bytes(2, "big")
+    if how & 8:
+        frame[46] = (frame[46] & 0x0F) | (5 + (how >> 4 & 3)) << 4
+    frame[24:26] = b"\0\0"
+    frame[24:26] = (~checksum.ones_sum(frame[14:34]) & 0xFFFF).to_bytes(2, "big")
+    end = 14 + int.from_bytes(frame[16:18], "big")
+    if 54 <= end <= len(frame) and how & 0x10:
+        pseudo = checksum.ones_sum(frame[26:34], 6 + end - 34)
+        frame[50:52] = b"\0\0"
+        frame[50:52] = (~checksum.ones_sum(frame[34:end], pseudo) & 0xFFFF).to_bytes(2, "big")
+    return bytes(frame)
 
 
 def _start(r: Reader) -> int:
@@ -297,6 +330,24 @@ def seeds() -> Iterator[bytes]:
             + options
             + (payload + mss + _int(9))
         )
+    yield from tcp_in_seeds()
+
+
+def tcp_in_seeds() -> Iterator[bytes]:
+    """Inputs for ``tcp_in``: frames as a guest sends them (whole, then cut short), and
+    generated ones made plausible in every way ``plausible`` knows."""
+    ether = GATEWAY_MAC + bytes.fromhex("525400123456 0800")
+    options = bytes.fromhex("020405b4 01030307")
+    for payload, opts in ((b"", b""), (b"y" * 7, options), (b"z" * 180, b"")):
+        frame = tcpframe.tcp_frame(
+            ether, 0x0A00020F, 0x0A000202, 1, 40000, 80, 7, 9, 0x18, 512, 0, opts, payload
+        )
+        for cut in (0, 1, 21):
+            data = frame[: len(frame) - cut]
+            yield bytes([7, 1, 0, len(data)]) + data + bytes([0])  # a literal buffer
+    for how in range(1, 256, 2):
+        size = (54, 60, 1514, 9000)[how % 4]
+        yield bytes([7, 1, 0x80]) + size.to_bytes(3, "big") + how.to_bytes(4, "big") + bytes([how])
 
 
 def run(data: bytes) -> None:
