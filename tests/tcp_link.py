@@ -17,12 +17,21 @@ import random
 from collections import deque
 
 from slirpnet.core import tcp as tcp_module
-from slirpnet.core.tcp import HostOp, TcpEndpoint
+from slirpnet.core.tcp import HostOp, SegmentRun, TcpEndpoint
 from slirpnet.wire import tcp
 from slirpnet.wire.tcp import TcpSegment
 from tests.tcp_guest import GuestTcp, diff
 
 TICK = 0.001  # the host socket's pace, and the link's one-way delay
+
+
+def segments_of(ep: TcpEndpoint) -> list[TcpSegment]:
+    """What ``ep`` produced, each run cut into the segments its frames carry."""
+    return [
+        part
+        for seg in ep.segments
+        for part in (seg.split() if isinstance(seg, SegmentRun) else [seg])
+    ]
 
 
 class Link:
@@ -202,7 +211,7 @@ class Transfer:
         if self.endpoint is None:
             return
         ep = self.ep
-        for seg in ep.segments:
+        for seg in segments_of(ep):
             self._guest_window_respected(seg)
             self.link.send(seg, self.now, to_guest=True)
         ep.segments.clear()

@@ -409,6 +409,26 @@ def test_go_bug_fin_ack_with_data_reaches_the_host(
     assert shell.actions() == [SendFlow(flow, b"last"), ShutdownFlow(flow)]
 
 
+def test_a_host_read_goes_out_as_one_run_of_full_segments(
+    segment: Segment, vm: Vm, shell: TcpShell
+) -> None:
+    """Software segmentation: a read of 5.5 MSS is a run of five full segments and one
+    of the rest, each frame checked by scapy, its sequence numbers and IPv4
+    identifications consecutive."""
+    flow = connect(segment, vm, shell)
+    mss = flow.endpoint.mss
+    data = bytes(range(256)) * (11 * mss // 512)
+    segment.flow_received(flow, data, 1.0)
+    pkts = frames(vm)
+    assert [len(p[TCP].payload) for p in pkts] == [mss] * 5 + [len(data) - 5 * mss]
+    assert [p[TCP].seq - our_seq(flow) for p in pkts] == [i * mss for i in range(6)]
+    assert all(p[TCP].flags == "PA" and p[TCP].ack == ISN + 1 for p in pkts)
+    idents = [p[IP].id for p in pkts]
+    assert idents == [(idents[0] + i) & 0xFFFF for i in range(6)]
+    assert b"".join(bytes(p[TCP].payload) for p in pkts) == data
+    assert flow.endpoint.counters.segments_out >= 6
+
+
 def test_guest_reset_mid_transfer_aborts_the_host_socket(
     segment: Segment, vm: Vm, shell: TcpShell
 ) -> None:

@@ -16,6 +16,7 @@ from slirpnet.core.tcp import (
     TcpEndpoint,
 )
 from slirpnet.wire.tcp import ACK, PSH, RST, SYN, TcpOptions, TcpSegment
+from tests.tcp_link import segments_of
 
 ISS = 5_000
 GUEST_ISN = 900_000
@@ -39,7 +40,7 @@ def syn_ack(mss: int = 1460, wscale: int | None = 7, window: int = 64240) -> Tcp
 
 
 def take(ep: TcpEndpoint) -> tuple[list[TcpSegment], list[bytes | HostOp]]:
-    segments, ops = list(ep.segments), list(ep.host_ops)
+    segments, ops = segments_of(ep), list(ep.host_ops)
     ep.segments.clear()
     ep.host_ops.clear()
     return segments, ops

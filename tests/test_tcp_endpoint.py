@@ -37,13 +37,14 @@ from slirpnet.core.tcp import (
     TIME_WAIT,
     WINDOW_SHIFT,
     HostOp,
+    SegmentRun,
     State,
     TcpEndpoint,
 )
 from slirpnet.wire import tcp
 from slirpnet.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
 from tests.tcp_guest import GuestTcp
-from tests.tcp_link import Link, Transfer
+from tests.tcp_link import Link, Transfer, segments_of
 
 GUEST_ISN = 1_000_000
 ISS = 7_000_000
@@ -75,7 +76,7 @@ def syn(
 
 
 def out(ep: TcpEndpoint) -> list[TcpSegment]:
-    segments = list(ep.segments)
+    segments = segments_of(ep)
     ep.segments.clear()
     return segments
 
@@ -348,6 +349,26 @@ def test_a_burst_of_segments_is_acknowledged_once_at_the_batch_end() -> None:
     assert batch_end(ep).ack == base + 7 * MSS
     assert ep.ack_at is None and ep.deadline() > 1.0 + DELAYED_ACK
     assert b"".join(op for op in ops(ep) if isinstance(op, bytes)) == b"b" * 7 * MSS
+
+
+def test_a_host_read_is_sent_as_a_run_of_full_segments_and_the_rest() -> None:
+    """Software segmentation: whole segments of one host read are one ``SegmentRun``
+    (one frame-building call), the tail a segment of its own, the FIN after it."""
+    ep = established()
+    sent = ep.counters.segments_out
+    data = bytes(range(256)) * (MSS * 11 // 512)
+    ep.host_data(data, 1.0)
+    ep.host_eof(1.0)
+    run, tail = ep.segments[:2]
+    assert isinstance(run, SegmentRun) and not isinstance(tail, SegmentRun)
+    assert (run.seq, run.mss, len(run.payload), run.flags) == (ISS + 1, MSS, 5 * MSS, ACK | PSH)
+    segments = out(ep)
+    assert [s.seq for s in segments] == [ISS + 1 + i * MSS for i in range(6)] + [
+        ISS + 1 + len(data)
+    ]
+    assert b"".join(bytes(s.payload) for s in segments) == data
+    assert segments[-1].flags & FIN and not any(s.flags & FIN for s in segments[:-1])
+    assert ep.counters.segments_out - sent == 7 and ep.snd_nxt == ISS + 2 + len(data)
 
 
 def test_a_lone_segment_is_acked_when_the_delayed_ack_timer_fires() -> None:

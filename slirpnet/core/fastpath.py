@@ -12,7 +12,8 @@ frame makes stale.
 
 Out: ``send_segments`` builds an endpoint's segments into frames with the native
 builders (``slirpnet.native``), from a head (Ethernet header and both addresses)
-cached on the flow.
+cached on the flow; a ``SegmentRun`` is cut into its frames in one call (software
+segmentation).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from slirpnet.core.addr import V4_MAPPED
 from slirpnet.core.flows import PROTO_TCP, FlowKey, TcpFlow
 from slirpnet.core.frames import Frames
 from slirpnet.core.sequence import seq_lt
+from slirpnet.core.tcp import SegmentRun
 from slirpnet.core.vm import Vm
 from slirpnet.wire import ethernet, ipv4, tcp
 from slirpnet.wire.errors import WireError
@@ -174,6 +176,24 @@ def send_segments(flow: TcpFlow, frames: Frames) -> None:
     mac, src_int, dst_int, src_packed, dst_packed = head
     if len(src_packed) == 16:
         for segment in endpoint.segments:
+            if isinstance(segment, SegmentRun):
+                for frame in native.tcp6_frames(
+                    mac,
+                    src_packed,
+                    dst_packed,
+                    segment.src_port,
+                    segment.dst_port,
+                    segment.seq,
+                    segment.ack,
+                    segment.flags,
+                    segment.window,
+                    b"",
+                    segment.payload,
+                    segment.mss,
+                    segment.last_flags,
+                ):
+                    vm.send(frame)
+                continue
             options = segment.options
             vm.send(
                 native.tcp6_frame(
@@ -193,6 +213,26 @@ def send_segments(flow: TcpFlow, frames: Frames) -> None:
             )
         return
     for segment in endpoint.segments:
+        if isinstance(segment, SegmentRun):
+            count = len(segment.payload) // segment.mss
+            for frame in native.tcp_frames(
+                mac,
+                src_int,
+                dst_int,
+                frames.next_idents(count),
+                segment.src_port,
+                segment.dst_port,
+                segment.seq,
+                segment.ack,
+                segment.flags,
+                segment.window,
+                b"",
+                segment.payload,
+                segment.mss,
+                segment.last_flags,
+            ):
+                vm.send(frame)
+            continue
         options = segment.options
         vm.send(
             native.tcp_frame(

@@ -54,6 +54,12 @@ class Frames:
         self._ip_ident = ident = (self._ip_ident + 1) & 0xFFFF
         return ident
 
+    def next_idents(self, count: int) -> int:
+        """The first of ``count`` consecutive identifications (modulo 2**16)."""
+        first = (self._ip_ident + 1) & 0xFFFF
+        self._ip_ident = (self._ip_ident + count) & 0xFFFF
+        return first
+
     def ip(
         self,
         vm: Vm,

@@ -80,8 +80,32 @@ class SendBuffer:
         self._start = self._size = 0
         self._hint_index, self._hint_at = 0, self._origin
 
+    def span(self, offset: int) -> int:
+        """Bytes held from ``offset`` to the end of the chunk it lies in: as much as one
+        ``get`` gives as a view of a host read, without a copy."""
+        index, position = self._locate(offset)
+        if index == len(self._chunks):
+            return 0
+        return len(self._chunks[index]) - position
+
     def get(self, offset: int, size: int) -> bytes | memoryview:
         """``size`` bytes from ``offset`` on (both within what is held)."""
+        index, position = self._locate(offset)
+        chunks = self._chunks
+        if index == len(chunks):
+            return b""
+        chunk = chunks[index]
+        end = position + size
+        if end <= len(chunk):
+            if isinstance(chunk, bytearray):
+                with memoryview(chunk) as view:
+                    return bytes(view[position:end])
+            return memoryview(chunk)[position:end]
+        return self._gather(index, position, size)
+
+    def _locate(self, offset: int) -> tuple[int, int]:
+        """The chunk the byte at ``offset`` lies in, and where in it (past the last
+        chunk when nothing is held there); the hint moves to it."""
         chunks = self._chunks
         wanted = self._origin + self._start + offset
         index, at = self._hint_index, self._hint_at
@@ -90,18 +114,9 @@ class SendBuffer:
         while index < len(chunks) and wanted - at >= len(chunks[index]):
             at += len(chunks[index])
             index += 1
-        if index == len(chunks):
-            return b""
-        self._hint_index, self._hint_at = index, at
-        chunk = chunks[index]
-        position = wanted - at
-        end = position + size
-        if end <= len(chunk):
-            if isinstance(chunk, bytearray):
-                with memoryview(chunk) as view:
-                    return bytes(view[position:end])
-            return memoryview(chunk)[position:end]
-        return self._gather(index, position, size)
+        if index < len(chunks):
+            self._hint_index, self._hint_at = index, at
+        return index, wanted - at
 
     def _gather(self, index: int, position: int, size: int) -> bytes:
         """A segment that straddles chunks, from ``position`` into chunk ``index``: the

@@ -163,6 +163,66 @@ class HostOp(enum.Enum):
 
 
 @dataclass
+class SegmentRun:
+    """Full-sized segments of consecutive data sent as one, for software segmentation:
+    the frame builder (``native.tcp_frames``) cuts ``payload`` into ``mss``-byte
+    segments from ``seq`` on, each with ``flags``, the last with ``last_flags`` too.
+    A run is what a host read gives when the guest's window is open: one object and
+    one native call for many frames, not a segment object and a call each."""
+
+    __slots__ = (
+        "ack",
+        "dst_port",
+        "flags",
+        "last_flags",
+        "mss",
+        "payload",
+        "seq",
+        "src_port",
+        "window",
+    )
+
+    def __init__(
+        self,
+        src_port: int,
+        dst_port: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        last_flags: int,
+        window: int,
+        payload: bytes | memoryview,
+        mss: int,
+    ) -> None:
+        self.src_port = src_port
+        self.dst_port = dst_port
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.last_flags = last_flags
+        self.window = window
+        self.payload = payload
+        self.mss = mss
+
+    def split(self) -> list[TcpSegment]:
+        """The segments the run stands for, as the frame builder cuts them."""
+        mss, count = self.mss, len(self.payload) // self.mss
+        return [
+            TcpSegment(
+                self.src_port,
+                self.dst_port,
+                seq_add(self.seq, i * mss),
+                self.ack,
+                self.flags | (self.last_flags if i == count - 1 else 0),
+                self.window,
+                0,
+                tcp.NO_OPTIONS,
+                self.payload[i * mss : (i + 1) * mss],
+            )
+            for i in range(count)
+        ]
+
+
 class TcpCounters:
     bytes_to_host: int = 0
     bytes_to_guest: int = 0  # first sends only
@@ -221,7 +281,7 @@ class TcpEndpoint:
     dupacks: int = 0
     recover: int | None = None  # NewReno: SND.MAX when fast retransmit began
     # Output, taken by the owner.
-    segments: list[TcpSegment] = field(default_factory=list)
+    segments: list[TcpSegment | SegmentRun] = field(default_factory=list)
     host_ops: list[bytes | memoryview | HostOp] = field(default_factory=list)
     counters: TcpCounters = field(default_factory=TcpCounters)
     # On its own, a flow is bounded by its buffers only.
@@ -791,13 +851,22 @@ class TcpEndpoint:
         if self.state in _SENDING:
             held = len(self.send_buffer)
             window = None  # ours, the same in every segment of the run: worked out once
+            mss = self.mss
             while True:
                 offset = seq_diff(self.snd_nxt, self.snd_una)
                 unsent = held - offset
                 room = seq_diff(self._snd_edge(), self.snd_nxt)
                 if unsent > 0 and room > 0:
-                    size = min(unsent, self.mss, room)
                     window = self._advertise() if window is None else window
+                    # Whole segments in one host read: one run (software segmentation).
+                    count = 0
+                    if min(unsent, room) >= 2 * mss:
+                        count = min(unsent, room, self.send_buffer.span(offset)) // mss
+                    if count >= 2:
+                        fin = self.fin_queued and count * mss == unsent
+                        self._send_run(offset, count, mss, fin, now, window)
+                        continue
+                    size = min(unsent, mss, room)
                     # The FIN rides on the last data; it needs no window of its own.
                     fin = self.fin_queued and size == unsent
                     self._send_segment(offset, size, fin, now, window)
@@ -835,9 +904,37 @@ class TcpEndpoint:
         payload = self.send_buffer.get(offset, size)
         flags = tcp.ACK | (tcp.PSH if payload else 0) | (tcp.FIN if fin else 0)
         self._emit(flags, seq=seq, ack=self.rcv_nxt, payload=payload, window=window)
+        self._sent(seq, size, fin, now, 1)
+
+    def _send_run(
+        self, offset: int, count: int, mss: int, fin: bool, now: float, window: int
+    ) -> None:
+        """Send ``count`` full segments from ``offset`` as one run, the FIN on the last."""
+        seq = self.snd_nxt
+        payload = self.send_buffer.get(offset, count * mss)
+        self._ack_sent()
+        self.counters.segments_out += count
+        last_flags = tcp.FIN if fin else 0
+        self.segments.append(
+            SegmentRun(
+                self.port,
+                self.guest_port,
+                seq,
+                self.rcv_nxt,
+                tcp.ACK | tcp.PSH,
+                last_flags,
+                window,
+                payload,
+                mss,
+            )
+        )
+        self._sent(seq, count * mss, fin, now, count)
+
+    def _sent(self, seq: int, size: int, fin: bool, now: float, segments: int) -> None:
+        """What sending ``size`` bytes from ``seq`` on, in ``segments``, changes."""
         end = seq_add(seq, size + fin)
         if seq_lt(seq, self.snd_max):
-            self.counters.retransmits += 1
+            self.counters.retransmits += segments
         elif self.timed_seq is None:  # Karn's algorithm: time only what is sent once
             self.timed_seq, self.timed_at = seq, now
         fresh = seq_diff(end, self.snd_max) - fin
@@ -904,13 +1001,17 @@ class TcpEndpoint:
             window = 0
         elif window is None:
             window = self._advertise()
-        if flags & tcp.ACK:  # any segment of ours carries RCV.NXT: no ACK is owed after it
-            self._ack_due = False
-            self.ack_at = None
+        if flags & tcp.ACK:
+            self._ack_sent()
         self.counters.segments_out += 1
         self.segments.append(
             TcpSegment(self.port, self.guest_port, seq, ack, flags, window, 0, options, payload)
         )
+
+    def _ack_sent(self) -> None:
+        """Any segment of ours carries RCV.NXT: no ACK is owed after it."""
+        self._ack_due = False
+        self.ack_at = None
 
     # -- the receive window ------------------------------------------------------------
 
