@@ -29,7 +29,6 @@
 #define IP_LIMIT 0xFFFFu     /* IPv4 total length, IPv6 payload length (no jumbograms) */
 #define TTL 64
 #define PROTO_TCP 6
-#define SUM_CHUNK ((size_t)1 << 30) /* bytes summed between folds: no lane overflows */
 #define SEND_BATCH 64               /* datagrams per sendmmsg */
 #define RECV_BATCH 64               /* datagrams per recvmmsg at most */
 #define RECV_SCRATCH ((size_t)960 << 10) /* bytes received per recvmmsg */
@@ -65,40 +64,47 @@ fold16(uint64_t x)
  * only when every byte is 0.
  *
  * RFC 1071 §2(B): the sum is independent of byte order, so the words are
- * added in host order, 32 bits at a time into 64-bit lanes (2**32 ≡ 1 modulo
- * 0xFFFF, so a 32-bit lane is congruent to its two words), and the result is
- * swapped once at the end. */
+ * added in host order, 64 bits at a time (2**64 ≡ 1 modulo 0xFFFF, so a
+ * 64-bit word is congruent to the sum of its four), and the result is swapped
+ * once at the end. */
 static unsigned
 sum16(const unsigned char *p, size_t n)
 {
-    uint64_t total = 0;
-    while (n) {
-        size_t chunk = n < SUM_CHUNK ? n : SUM_CHUNK; /* a multiple of 8 unless last */
-        uint64_t a = 0, b = 0;
-        size_t i = 0;
-        for (; i + 32 <= chunk; i += 32) {
-            uint64_t w0 = load64(p + i), w1 = load64(p + i + 8);
-            uint64_t w2 = load64(p + i + 16), w3 = load64(p + i + 24);
-            a += (w0 & MASK32) + (w1 & MASK32) + (w2 & MASK32) + (w3 & MASK32);
-            b += (w0 >> 32) + (w1 >> 32) + (w2 >> 32) + (w3 >> 32);
-        }
-        for (; i + 8 <= chunk; i += 8) {
-            uint64_t w = load64(p + i);
-            a += w & MASK32;
-            b += w >> 32;
-        }
-        if (i < chunk) {
-            /* The tail, zero-padded: word pairing is kept since i is even. */
-            unsigned char tail[8] = {0};
-            memcpy(tail, p + i, chunk - i);
-            uint64_t w = load64(tail);
-            a += w & MASK32;
-            b += w >> 32;
-        }
-        total = fold32(fold32(total) + fold32(a) + fold32(b));
-        p += chunk;
-        n -= chunk;
+    uint64_t sum = 0, carries = 0;
+    size_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* 32 bytes a step as an add-with-carry chain (RFC 1071 §4.1's loop, as Linux's
+     * csum_partial does it); the carry out of each step is counted apart. */
+    for (; i + 32 <= n; i += 32) {
+        uint64_t carry;
+        __asm__("addq 0(%[q]), %[s]\n\t"
+                "adcq 8(%[q]), %[s]\n\t"
+                "adcq 16(%[q]), %[s]\n\t"
+                "adcq 24(%[q]), %[s]\n\t"
+                "movl $0, %k[c]\n\t"
+                "adcl $0, %k[c]"
+                : [s] "+&r"(sum), [c] "=&r"(carry)
+                : [q] "r"(p + i)
+                : "cc", "memory");
+        carries += carry;
     }
+#endif
+    /* 64-bit words into a 64-bit sum, its carries counted apart:
+     * sum + carries * 2**64 ≡ sum + carries modulo 0xFFFF. */
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = load64(p + i);
+        sum += w;
+        carries += sum < w;
+    }
+    if (i < n) {
+        /* The tail, zero-padded: word pairing is kept since i is even. */
+        unsigned char tail[8] = {0};
+        memcpy(tail, p + i, n - i);
+        uint64_t w = load64(tail);
+        sum += w;
+        carries += sum < w;
+    }
+    uint64_t total = fold32(fold32(sum) + fold32(carries));
     unsigned s = fold16(total);
 #if !PY_BIG_ENDIAN
     s = ((s & 0xFF) << 8) | (s >> 8);

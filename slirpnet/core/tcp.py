@@ -51,7 +51,9 @@ the host socket (``host_connected``, ``host_data``, ``host_eof``,
   from SND.UNA, fast retransmit on the third duplicate ACK with NewReno's
   partial-ACK rule (RFC 6582), window probes from the persist timer.  There is
   no congestion control: the only link is the virtual one to the guest, whose
-  receive window is the limit.
+  receive window is the limit.  Whole segments of one host read go out as one
+  ``SegmentRun`` in ``segments``, which the owner cuts into frames in one call
+  (software segmentation).
 * Close.  A FIN either way is a half-close: the guest's becomes
   ``HostOp.SHUTDOWN`` after its data, the host's EOF becomes our FIN after the
   buffered data, and data keeps flowing the other way.  Once both directions
@@ -116,6 +118,8 @@ DUPACK_THRESHOLD: Final = 3  # RFC 5681 §3.2
 # RFC 1122 §4.2.3.2: an ACK may wait, for at most 0.5 s.  40 ms is Linux's shortest
 # delay; the shell acknowledges at the end of each batch of frames anyway.
 DELAYED_ACK: Final = 0.04
+# A min or max of two ints is a comparison once compiled by mypyc; of three, a call to
+# the builtin: the per-segment ones below are nested pairs.
 
 
 def _kept(payload: Bytes) -> bytes | memoryview:
@@ -376,7 +380,7 @@ class TcpEndpoint:
         held = len(self.send_buffer)
         window = seq_diff(self._snd_edge(), self.snd_una)
         limit = min(
-            SEND_BUFFER, max(window, SEND_RESERVE), max(held, SEND_RESERVE) + self.budget.free
+            SEND_BUFFER, min(max(window, SEND_RESERVE), max(held, SEND_RESERVE) + self.budget.free)
         )
         return max(0, limit - held)
 
@@ -407,10 +411,17 @@ class TcpEndpoint:
         self.reassembly.clear()
 
     def deadline(self) -> float:
+        # Written out: a tuple of the three would box each float, every segment.
         deadline = self.expires_at
-        for due in (self.retransmit_at, self.persist_at, self.ack_at):
-            if due is not None and due < deadline:
-                deadline = due
+        due = self.retransmit_at
+        if due is not None and due < deadline:
+            deadline = due
+        due = self.persist_at
+        if due is not None and due < deadline:
+            deadline = due
+        due = self.ack_at
+        if due is not None and due < deadline:
+            deadline = due
         return deadline
 
     # -- from the host side ------------------------------------------------------------
@@ -824,7 +835,7 @@ class TcpEndpoint:
             self.snd_nxt = self.snd_una
             held = len(self.send_buffer)
             window = seq_diff(self._snd_edge(), self.snd_una)
-            size = min(held, self.mss, max(seq_diff(self.snd_max, self.snd_una), window))
+            size = min(min(held, self.mss), max(seq_diff(self.snd_max, self.snd_una), window))
             self._send_segment(0, size, self.fin_queued and size == held, now)
         self.retransmit_at = now + self.rto
 
@@ -861,12 +872,12 @@ class TcpEndpoint:
                     # Whole segments in one host read: one run (software segmentation).
                     count = 0
                     if min(unsent, room) >= 2 * mss:
-                        count = min(unsent, room, self.send_buffer.span(offset)) // mss
+                        count = min(min(unsent, room), self.send_buffer.span(offset)) // mss
                     if count >= 2:
                         fin = self.fin_queued and count * mss == unsent
                         self._send_run(offset, count, mss, fin, now, window)
                         continue
-                    size = min(unsent, mss, room)
+                    size = min(min(unsent, mss), room)
                     # The FIN rides on the last data; it needs no window of its own.
                     fin = self.fin_queued and size == unsent
                     self._send_segment(offset, size, fin, now, window)
@@ -954,7 +965,7 @@ class TcpEndpoint:
         """Resend the segment at SND.UNA, leaving SND.NXT (fast retransmit, partial ACKs)."""
         held = len(self.send_buffer)
         outstanding = seq_diff(self.snd_max, self.snd_una)
-        size = min(held, self.mss, outstanding)
+        size = min(min(held, self.mss), outstanding)
         fin = self.fin_queued and size == held and outstanding > held
         if size <= 0 and not fin:
             return
@@ -1052,7 +1063,7 @@ class TcpEndpoint:
         """
         shift = WINDOW_SHIFT if self.scaling else 0
         offered = seq_diff(self.rcv_adv, self.rcv_nxt)
-        window = min(max(self._room(), offered, 0) >> shift, 0xFFFF)
+        window = min(max(max(self._room(), offered), 0) >> shift, 0xFFFF)
         edge = seq_add(self.rcv_nxt, window << shift)
         if seq_lt(self.rcv_adv, edge):
             self.rcv_adv = edge
