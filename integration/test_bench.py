@@ -47,6 +47,7 @@ def test_quick_comparison_reports_every_figure(tmp_path: Path) -> None:
         "slirpnet": (65520, "65520"),
         "slirpnet-1500": (1500, "1500"),
         "slirpnet-guest1500": (1500, "65520"),  # the guest kept 1500 despite the offer
+        "slirpnet-stream-1500": (1500, "1500"),
         "slirpnet-pure": (65520, "65520"),
         "slirpnet-pure-1500": (1500, "1500"),
         "libslirp": (1500, mtus["libslirp"][1]),  # whatever libslirp offers, if anything
@@ -65,13 +66,17 @@ def test_quick_comparison_reports_every_figure(tmp_path: Path) -> None:
         assert figure["slirpnet"]["median"] is not None, key
         if key != "heap_per_flow":  # slirpnet's alone
             assert figure["libslirp"]["median"] is not None, key
-        # The pure build has every throughput, request and CPU figure but the guest's 1500
-        # and IPv6's.
-        pure = not key.endswith(("_g1500", "_v6")) and key not in {"flows_alive", *FLOW_WEIGHTS}
+        # The pure build has every throughput, request and CPU figure but the guest's 1500,
+        # the stream's and IPv6's.
+        pure = not key.endswith(("_g1500", "_s1500", "_v6")) and key not in {
+            "flows_alive",
+            *FLOW_WEIGHTS,
+        }
         assert (figure["pure"]["median"] is not None) == pure, key
     for key in ("g2h", "h2g"):
         assert figures[key]["target"] == ">= 1.5x"
         assert figures[f"{key}_1500"]["target"] == figures[f"{key}_g1500"]["target"]
+        assert figures[f"{key}_1500"]["target"] == figures[f"{key}_s1500"]["target"]
     assert figures["g2h_1500"]["target"] == ">= 1.0x"
     assert figures["h2g_g1500"]["target"] == ">= 0.6x"
     assert "stretch" in figures["h2g_g1500"]["note"]
@@ -82,6 +87,7 @@ def test_quick_comparison_reports_every_figure(tmp_path: Path) -> None:
         assert report["flows"][setup]["alive"] == flows
     assert "iperf3 host→guest, guest keeps 1500" in result.stdout
     assert "iperf3 guest→host over IPv6" in result.stdout
+    assert "iperf3 host→guest MTU 1500, -netdev stream" in result.stdout
 
 
 def test_core_micro_benchmark_reports_every_scenario(tmp_path: Path) -> None:

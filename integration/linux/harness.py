@@ -5,7 +5,8 @@ QEMU runs with no machine at all, only a hub joining a tap to the backend under 
     netns [tap] ── QEMU hub ── -netdev dgram ──────────► slirpnet serve --listen unixgram:
     netns [tap] ── QEMU hub ── -netdev user (libslirp, in QEMU)
 
-and with a lossy link (``faults``) the relay sits between them:
+or, with ``stream=True``, ``-netdev stream`` to ``slirpnet serve --listen unix:``, as a
+VM's NIC is usually wired; and with a lossy link (``faults``) the relay sits between them:
 
     netns [tap] ── hub 0 ── dgram ─► relay ◄─ stream ─ slirpnet serve --connect unix:
     netns [tap] ── hub 0 ── dgram ─► relay ◄─ dgram ── hub 1 ── -netdev user
@@ -16,6 +17,9 @@ remembers how far it got (``send_index``) and queues the frame; when the socket 
 ``qemu_flush_queued_packets`` first flushes the hub's other ports, whose next frame
 is then written from ``send_index`` on: the old frame's head with the new one's tail.
 (A NIC peered straight to the stream, as users run it, has no hub and no such bug.)
+With ``stream=True`` QEMU's socket gets a send buffer of ``STREAM_SEND_BUFFER``, more than
+TCP's windows ever put in flight, so its writes are never partial and the hub never meets
+a full socket: the stream's figures are then those of a NIC peered to it.
 
 The tap is made in the root namespace (QEMU attaches to it there, so libslirp's sockets
 are the root namespace's, as slirpnet's are), then moved into a fresh namespace where
@@ -29,11 +33,12 @@ Everything is torn down when the ``async with`` ends, failed or not.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -48,6 +53,7 @@ QEMU = "qemu-system-x86_64"
 REPO = Path(__file__).resolve().parents[2]
 _UDHCPC_SCRIPT = Path(__file__).resolve().with_name("udhcpc.sh")
 STARTUP_TIMEOUT = 30.0
+STREAM_SEND_BUFFER = 64 << 20
 # A loopback port nobody serves: slirpnet must never ask the machine's own resolver.
 _DNS_UPSTREAM = "127.0.0.1:9"
 
@@ -126,6 +132,7 @@ async def open_linux_guest(
     apply_mtu: bool = True,
     lease: bool = True,
     ipv6_enabled: bool = False,
+    stream: bool = False,
 ) -> AsyncIterator[LinuxGuest]:
     """A namespace with a leased address behind ``backend``, through a lossy relay if ``faults``.
 
@@ -139,13 +146,16 @@ async def open_linux_guest(
     ``lease=False`` no DHCP client runs: the interface is up, and the test's own takes the
     lease (``guest.lease`` stays empty).  With ``ipv6_enabled`` the namespace takes an
     address by SLAAC too (``guest.slaac``) and libslirp runs with its IPv6; without,
-    neither the namespace's NIC nor libslirp has any.
+    neither the namespace's NIC nor libslirp has any.  With ``stream`` QEMU reaches
+    slirpnet by ``-netdev stream`` (see the module).
     """
     reason = system.missing()
     if reason is not None:
         raise HarnessError(f"the Linux-stack guest cannot run here: {reason}")
     if server is not None and (backend != "slirpnet" or faults is not None):
         raise ValueError("a guest of a running server has no relay and no other backend")
+    if stream and (backend != "slirpnet" or faults is not None or server is not None):
+        raise ValueError("a stream is slirpnet's own listener's, without a relay")
     system.sweep_stale()
     workdir.mkdir(parents=True, exist_ok=True)
     tap = system.unique_name("t")
@@ -182,7 +192,7 @@ async def open_linux_guest(
         elif backend == "slirpnet":
             # Without the relay, slirpnet takes datagrams itself; behind it, a stream.
             where = (
-                ["--listen", f"unixgram:{nic_path}"]
+                ["--listen", f"{'unix' if stream else 'unixgram'}:{nic_path}"]
                 if faults is None
                 else ["--connect", f"unix:{backend_path}"]
             )
@@ -200,7 +210,11 @@ async def open_linux_guest(
                 env=slirpnet_env,
             )
             guest.pids["slirpnet"] = slirpnet.pid
-            netdevs.append(_dgram_netdev("s0", nic_path))
+            netdevs.append(
+                f"stream,id=s0,server=off,addr.type=unix,addr.path={nic_path}"
+                if stream
+                else _dgram_netdev("s0", nic_path)
+            )
         elif faults is None:
             netdevs.append(f"user,id=s0,{libslirp_ipv6}")
         else:
@@ -211,9 +225,14 @@ async def open_linux_guest(
         qemu = [QEMU, "-machine", "none", "-nodefaults", "-display", "none"]
         for netdev in netdevs:
             qemu += ["-netdev", netdev]
-        process = await _start(nursery, workdir / "qemu.log", qemu, ready=lambda: True)
-        guest.pids["qemu"] = process.pid
-        await _wait_for(lambda: system.tap_attached(process.pid, tap), process, "QEMU's tap")
+        with system.default_send_buffer(STREAM_SEND_BUFFER) if stream else nullcontext():
+            process = await _start(nursery, workdir / "qemu.log", qemu, ready=lambda: True)
+            guest.pids["qemu"] = process.pid
+            await _wait_for(lambda: system.tap_attached(process.pid, tap), process, "QEMU's tap")
+            if stream:  # its socket is made by a thread of its own: connected, it has one
+                await _wait_for(lambda: _stream_connected(nic_path), process, "QEMU's stream")
+                if _send_buffer(process.pid) < STREAM_SEND_BUFFER:
+                    raise HarnessError("QEMU's stream socket has the default send buffer")
         # QEMU holds the tap open by its file descriptor: it follows the tap into the namespace.
         system.ip("link", "set", tap, "netns", guest.netns)
         system.ip("link", "set", "lo", "up", netns=guest.netns)
@@ -230,6 +249,19 @@ async def open_linux_guest(
             except ipv6.SlaacError as error:
                 raise HarnessError(f"{error}\n{guest.logs()}") from None
         yield guest
+
+
+def _stream_connected(path: Path) -> bool:
+    """Does a socket connected to the unix stream listener at ``path`` exist?"""
+    listing = system.run("ss", "-x", "-n", "-H", "state", "connected", "src", str(path))
+    return bool(listing.strip())
+
+
+def _send_buffer(pid: int) -> int:
+    """The send buffer of process ``pid``'s unix stream socket (``ss``'s ``tb``)."""
+    listing = system.run("ss", "-x", "-m", "-p", "-n", "-H", "state", "connected")
+    owner = re.search(rf"pid={pid},.*?skmem:\(.*?tb(\d+)", listing.replace("\n", " "))
+    return int(owner.group(1)) if owner else 0
 
 
 def _dgram_netdev(name: str, path: Path, local: Path | None = None) -> str:

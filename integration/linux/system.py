@@ -64,6 +64,23 @@ def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
     return run("ip", *(("-n", netns) if netns else ()), *args, check=check)
 
 
+_SEND_BUFFER_SYSCTLS = ("/proc/sys/net/core/wmem_default", "/proc/sys/net/core/wmem_max")
+
+
+@contextmanager
+def default_send_buffer(size: int) -> Iterator[None]:
+    """Sockets made meanwhile, by any process, get ``size`` bytes of send buffer
+    (net.core.wmem_default, and wmem_max if lower); both are put back after."""
+    saved = [Path(path).read_text() for path in _SEND_BUFFER_SYSCTLS]
+    try:
+        for path, old in zip(_SEND_BUFFER_SYSCTLS, saved, strict=True):
+            Path(path).write_text(str(max(size, int(old))))
+        yield
+    finally:
+        for path, old in zip(_SEND_BUFFER_SYSCTLS, saved, strict=True):
+            Path(path).write_text(old)
+
+
 def sweep_stale() -> None:
     """Delete the namespaces and links of test runs whose process is gone."""
     for line in ip("netns", "list").splitlines():
