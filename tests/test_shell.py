@@ -24,6 +24,7 @@ from slirpnet.core.flows import CloseFlow, EchoFlow, Endpoint, OpenFlow, SendFlo
 from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.framing import QEMU_STREAM
 from slirpnet.server import bind_unix
+from slirpnet.shell.port import Port
 from slirpnet.shell.runtime import NamespaceRuntime
 from slirpnet.shell.transports import _DatagramVms, keep_connected, serve_datagrams, serve_stream
 
@@ -115,6 +116,52 @@ async def test_closed_host_port_gives_icmp_port_unreachable() -> None:
         error = await vm.receive()
         assert (error[ICMP].type, error[ICMP].code) == (3, 3)
         assert error[UDPerror].dport == port
+
+
+def syn(port: int, sport: int = 40001) -> bytes:
+    return bytes(
+        Ether(src=GUEST_MAC, dst=GATEWAY_MAC)
+        / IP(src="10.0.2.15", dst="10.0.2.2")
+        / TCP(sport=sport, dport=port, seq=1000, flags="S", options=[("MSS", 1460)])
+    )
+
+
+async def frames_now(port: Port) -> list[Ether]:
+    """What the port holds for its VM at this moment, without letting any task run."""
+    with trio.move_on_after(0):
+        return [Ether(frame) for frame in await port.receive()]
+    return []
+
+
+async def test_a_loopback_connect_is_answered_in_the_same_flush() -> None:
+    """The connect to loopback is done when ``connect`` returns: the SYN-ACK leaves with
+    the SYN's own flush, before the flow's task has had a turn."""
+    async with (
+        NamespaceRuntime.open("test", NetworkSettings()) as runtime,
+        runtime.attach("vm") as port,
+    ):
+        with trio.socket.socket() as listener:
+            await listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            await frames_now(port)  # whatever the attach sent (router solicitations, ARP)
+            port.feed(syn(listener.getsockname()[1]))
+            (answer,) = [f for f in await frames_now(port) if TCP in f]
+            assert answer[TCP].flags == "SA" and answer[TCP].ack == 1001
+
+
+async def test_a_refused_loopback_connect_is_a_reset() -> None:
+    with trio.socket.socket() as closed:
+        await closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
+        async with (
+            NamespaceRuntime.open("test", NetworkSettings()) as runtime,
+            runtime.attach("vm") as port,
+        ):
+            port.feed(syn(closed.getsockname()[1]))
+            with trio.fail_after(5):
+                while not (resets := [f for f in map(Ether, await port.receive()) if TCP in f]):
+                    pass
+            assert resets[0][TCP].flags == "RA" and resets[0][TCP].ack == 1001
+            assert len(runtime.host) == 0
 
 
 async def test_dns_goes_to_the_next_upstream_then_servfail() -> None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
+import select
 import socket
 import struct
 from collections import deque
@@ -111,6 +113,10 @@ class _TcpHandle(_Handle):
         self.writing = False  # the writer holds bytes taken from ``outgoing``
         self.shutdown = False  # after ``outgoing``, shut the socket for writing
         self.connected = False
+        # ``_open`` began the connect: the task waits for it rather than connecting; an
+        # error it already met (SO_ERROR, which reading clears) is here.
+        self.connect_started = False
+        self.connect_error = 0
         self.closing = False  # after ``outgoing``, close the socket
         self.abort = False
         self.writable = trio.Event()  # something to write, or to shut down
@@ -176,6 +182,9 @@ class HostSockets:
                 tcp_handle.connected = adopted is not None
                 self._handles[flow] = tcp_handle
                 self.runtime.port_of(flow.vm).nursery.start_soon(self._tcp, flow, tcp_handle)
+                if not (adopted or end or flow.fallbacks) and self._connect_at_once(flow, sock):
+                    tcp_handle.connected = True
+                    self.runtime.report_connected(flow)
                 return
             if isinstance(flow, UdpFlow | DnsFlow):
                 sock = socket.socket(family(flow.host_address), socket.SOCK_DGRAM)
@@ -199,6 +208,21 @@ class HostSockets:
         self._handles[flow] = handle
         if sock is not None:
             self.runtime.port_of(flow.vm).nursery.start_soon(self._receive, flow, handle)
+
+    def _connect_at_once(self, flow: TcpFlow, sock: socket.socket) -> bool:
+        """Begin the connect here: to loopback (or a host as near) it is done by the time
+        ``connect`` returns, and the SYN-ACK leaves in this flush, not after the flow's
+        task has had its turn and a poll.  False leaves the rest to the task."""
+        handle = self._handles[flow]
+        assert isinstance(handle, _TcpHandle)
+        handle.connect_started = True
+        error = sock.connect_ex((str(flow.host_address), flow.host_port))
+        if error == errno.EINPROGRESS:
+            if not select.select((), (sock,), (), 0)[1]:
+                return False  # on its way: the task waits for it
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        handle.connect_error = error
+        return not error
 
     def _echo_socket(self, flow: EchoFlow) -> socket.socket | None:
         if flow.host_address.version == 6:
@@ -407,7 +431,10 @@ class HostSockets:
                     handle.sock = socket.socket(family(address), socket.SOCK_STREAM)
                     sock = trio.socket.from_stdlib_socket(handle.sock)
                 with trio.move_on_after(math.inf if last else timeout):
-                    await sock.connect((str(address), port))
+                    if handle.connect_started:  # begun by _open, with no fallbacks
+                        await self._connected(handle, sock)
+                    else:
+                        await sock.connect((str(address), port))
                     return sock
                 failure = "no answer"  # and trio closed the socket
             except OSError as error:
@@ -418,6 +445,16 @@ class HostSockets:
                 failure = error.strerror or str(error)
             log.debug("TCP to %s port %d: %s; trying the next", address, port, failure)
         raise AssertionError("the last destination returns")
+
+    @staticmethod
+    async def _connected(handle: _TcpHandle, sock: trio.socket.SocketType) -> None:
+        """Wait for the connect ``_open`` began; raises ``OSError`` if it failed."""
+        error = handle.connect_error
+        if not error:
+            await trio.lowlevel.wait_writable(sock)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
 
     async def _tcp_reader(self, flow: TcpFlow, handle: _TcpHandle) -> None:
         raw = handle.sock
