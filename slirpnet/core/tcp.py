@@ -166,7 +166,6 @@ class HostOp(enum.Enum):
     RESUME = "resume"  # ``read_allowance`` is no longer 0: read from the host again
 
 
-@dataclass
 class SegmentRun:
     """Full-sized segments of consecutive data sent as one, for software segmentation:
     the frame builder (``native.tcp_frames``) cuts ``payload`` into ``mss``-byte
@@ -227,6 +226,7 @@ class SegmentRun:
         ]
 
 
+@dataclass
 class TcpCounters:
     bytes_to_host: int = 0
     bytes_to_guest: int = 0  # first sends only
