@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import resource
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -147,6 +148,22 @@ async def test_a_loopback_connect_is_answered_in_the_same_flush() -> None:
             port.feed(syn(listener.getsockname()[1]))
             (answer,) = [f for f in await frames_now(port) if TCP in f]
             assert answer[TCP].flags == "SA" and answer[TCP].ack == 1001
+
+
+async def test_a_connect_from_a_descriptor_beyond_select_s_reach_is_answered() -> None:
+    """10,000 flows are 10,000 descriptors: nothing on the way may be select()'s (FD_SETSIZE
+    1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1200:
+        pytest.skip(f"the hard limit of descriptors is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        await test_a_loopback_connect_is_answered_in_the_same_flush()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_a_refused_loopback_connect_is_a_reset() -> None:

@@ -22,7 +22,6 @@ import errno
 import logging
 import math
 import os
-import select
 import socket
 import struct
 from collections import deque
@@ -218,9 +217,14 @@ class HostSockets:
         handle.connect_started = True
         error = sock.connect_ex((str(flow.host_address), flow.host_port))
         if error == errno.EINPROGRESS:
-            if not select.select((), (sock,), (), 0)[1]:
-                return False  # on its way: the task waits for it
-            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            try:
+                sock.getpeername()  # only a connected socket has a peer
+            except OSError:
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if not error:
+                    return False  # on its way: the task waits for it
+            else:
+                error = 0
         handle.connect_error = error
         return not error
 
