@@ -122,6 +122,27 @@ class _TcpHandle(_Handle):
         self.readable = trio.Event()  # the core has room for host data again
 
 
+def _connect_at_once(flow: TcpFlow, handle: _TcpHandle) -> bool:
+    """Begin the connect here: to loopback (or a host as near) it is done by the time
+    ``connect`` returns, and the SYN-ACK leaves in this flush, not after the flow's
+    task has had its turn and a poll.  False leaves the rest to the task."""
+    sock = handle.sock
+    assert sock is not None
+    handle.connect_started = True
+    error = sock.connect_ex((str(flow.host_address), flow.host_port))
+    if error == errno.EINPROGRESS:
+        try:
+            sock.getpeername()  # only a connected socket has a peer
+        except OSError:
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not error:
+                return False  # on its way: the task waits for it
+        else:
+            error = 0
+    handle.connect_error = error
+    return not error
+
+
 class HostSockets:
     def __init__(self, runtime: NamespaceRuntime) -> None:
         self.runtime = runtime
@@ -181,7 +202,7 @@ class HostSockets:
                 tcp_handle.connected = adopted is not None
                 self._handles[flow] = tcp_handle
                 self.runtime.port_of(flow.vm).nursery.start_soon(self._tcp, flow, tcp_handle)
-                if not (adopted or end or flow.fallbacks) and self._connect_at_once(flow, sock):
+                if not (adopted or end or flow.fallbacks) and _connect_at_once(flow, tcp_handle):
                     tcp_handle.connected = True
                     self.runtime.report_connected(flow)
                 return
@@ -207,26 +228,6 @@ class HostSockets:
         self._handles[flow] = handle
         if sock is not None:
             self.runtime.port_of(flow.vm).nursery.start_soon(self._receive, flow, handle)
-
-    def _connect_at_once(self, flow: TcpFlow, sock: socket.socket) -> bool:
-        """Begin the connect here: to loopback (or a host as near) it is done by the time
-        ``connect`` returns, and the SYN-ACK leaves in this flush, not after the flow's
-        task has had its turn and a poll.  False leaves the rest to the task."""
-        handle = self._handles[flow]
-        assert isinstance(handle, _TcpHandle)
-        handle.connect_started = True
-        error = sock.connect_ex((str(flow.host_address), flow.host_port))
-        if error == errno.EINPROGRESS:
-            try:
-                sock.getpeername()  # only a connected socket has a peer
-            except OSError:
-                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if not error:
-                    return False  # on its way: the task waits for it
-            else:
-                error = 0
-        handle.connect_error = error
-        return not error
 
     def _echo_socket(self, flow: EchoFlow) -> socket.socket | None:
         if flow.host_address.version == 6:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+from slirpnet.wire import ethernet, ipv4
 from slirpnet.wire.buffer import Bytes
 from slirpnet.wire.checksum import ones_sum
 
@@ -23,10 +24,8 @@ from slirpnet.wire.checksum import ones_sum
 # begins at ``TCP_AT``; Ethernet padding may follow it).
 Fields = tuple[bytes, int, int, int, int, int, int, int, int, int, int]
 
-ETHERTYPE_IPV4: Final = 0x0800
-PROTO_TCP: Final = 6
-ETHERNET_LEN: Final = 14
-TCP_AT: Final = ETHERNET_LEN + 20  # an IPv4 header without options
+TCP_AT: Final = ethernet.HEADER_LEN + ipv4.MIN_HEADER_LEN  # an IPv4 header without options
+# wire.tcp's HEADER_LEN: that module imports slirpnet.native, which imports this one.
 TCP_HEADER_LEN: Final = 20
 # Ethernet, an IPv4 header without options, the fixed TCP header.
 _ETH_IPV4_TCP = struct.Struct("!6s6sHBBHHHBBHIIHHIIHHHH")
@@ -63,12 +62,12 @@ def tcp_in(frame: Bytes, mac: Bytes) -> Fields | None:
         _,
         urgent,
     ) = _ETH_IPV4_TCP.unpack_from(frame)
-    end = ETHERNET_LEN + total_len
+    end = ethernet.HEADER_LEN + total_len
     if (
         mac != dst_mac
-        or ethertype != ETHERTYPE_IPV4
+        or ethertype != ethernet.ETHERTYPE_IPV4
         or ver_ihl != 0x45
-        or protocol != PROTO_TCP
+        or protocol != ipv4.PROTO_TCP
         or flags_frag & _NOT_WHOLE
         or not TCP_AT + TCP_HEADER_LEN <= end <= len(frame)
     ):
@@ -79,7 +78,7 @@ def tcp_in(frame: Bytes, mac: Bytes) -> Fields | None:
     if (words + ip_checksum + src + dst) % 0xFFFF:
         return None
     segment = frame[TCP_AT:end]
-    if ones_sum(segment, src + dst + PROTO_TCP + len(segment)) != 0xFFFF:
+    if ones_sum(segment, src + dst + ipv4.PROTO_TCP + len(segment)) != 0xFFFF:
         return None
     # RFC 9293 §3.1: the data offset counts the header, options included.
     if not TCP_HEADER_LEN <= (offset_flags >> 12) * 4 <= len(segment):
