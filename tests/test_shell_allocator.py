@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -25,8 +26,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def page_faults(mode: str) -> int:
+    # glibc's own settings only: no tunables inherited from whoever runs the tests
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
     run = subprocess.run(
-        [sys.executable, "-c", CHURN, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHURN, mode], capture_output=True, text=True, check=True, env=env
     )
     return int(run.stdout)
 
@@ -35,8 +38,10 @@ def page_faults(mode: str) -> int:
 def test_kept_memory_is_reused_rather_than_faulted_in_anew() -> None:
     first_round = 10 * 1024 * 1024 // 4096  # pages touched once, either way
     default, kept = page_faults("default"), page_faults("kept")
-    assert default > 10 * first_round  # glibc's own thresholds: each round faults anew
-    assert kept < 2 * first_round
+    assert kept < 2 * first_round  # the first round's pages, reused by the other 49
+    # glibc's own thresholds fault again in many rounds (how many varies by machine: 10 to 50
+    # of the 50 seen), which is what the setting is for
+    assert default > 4 * kept
 
 
 def test_other_c_libraries_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
