@@ -22,6 +22,9 @@ IPNetwork: TypeAlias = IPv4Network | IPv6Network
 V4_MAPPED: Final = 0xFFFF << 32
 TCP_HEADER_LEN: Final = 20  # without options (RFC 9293 §3.1)
 UDP_HEADER_LEN: Final = 8
+# Made once: parsing the text again for each connection to the gateway showed in profiles.
+V4_LOOPBACK: Final = IPv4Address("127.0.0.1")
+V6_LOOPBACK: Final = IPv6Address("::1")
 
 
 class Family(enum.Enum):
@@ -36,7 +39,7 @@ class Family(enum.Enum):
     @property
     def loopback(self) -> IPAddress:
         """What the gateway address stands for: the host itself."""
-        return IPv4Address("127.0.0.1") if self is Family.V4 else IPv6Address("::1")
+        return V4_LOOPBACK if self is Family.V4 else V6_LOOPBACK
 
     def mss(self, mtu: int) -> int:
         """The TCP MSS an MTU carries (RFC 9293 §3.7.1)."""

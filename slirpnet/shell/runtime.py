@@ -22,6 +22,7 @@ from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.vm import Vm
 from slirpnet.shell.forwards import Forwards
 from slirpnet.shell.hostsockets import HostSockets
+from slirpnet.shell.poller import Poller
 from slirpnet.shell.port import Port
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class NamespaceRuntime:
         self.name = name
         self.segment = Segment(settings)
         self.nursery = nursery
+        self.poller = Poller()  # the TCP flows' host sockets
         self.host = HostSockets(self)
         self.forwards = Forwards(self)
         self._ports: dict[Vm, Port] = {}
@@ -60,6 +62,7 @@ class NamespaceRuntime:
         async with trio.open_nursery() as nursery:
             runtime = cls(name, settings, nursery)
             nursery.start_soon(runtime._timers)
+            nursery.start_soon(runtime.poller.run, runtime.flush)
             try:
                 yield runtime
             finally:
