@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import gc
 import logging
 import os
 import resource
@@ -382,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _raise_fd_limit()
     _say_what_runs()
     keep_freed_memory()
+    # What start-up made (modules, settings) lives as long as the server: the collector's
+    # full passes need not walk it again.  They had taken 3% of a connection's cost.
+    gc.freeze()
     try:
         trio.run(_serve_until_signal, config, inherited, heap_report, held)
     except* ConfigError as group:

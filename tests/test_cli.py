@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import re
 import shlex
 import socket
@@ -181,3 +182,23 @@ def test_serve_help_is_grouped_with_examples_and_marks_repeatable_flags(
     assert "\nDHCP:\n" in text and "\nexamples:\n" in text
     assert "other:" not in text  # an empty group is not shown
     assert "  slirpnet serve --forward tcp::2222-:22" in text
+
+
+def test_serve_leaves_what_start_up_made_to_no_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen: list[int] = []
+    monkeypatch.setattr("slirpnet.cli.trio.run", lambda *args: frozen.append(gc.get_freeze_count()))
+    gc.unfreeze()
+    try:
+        argv = [
+            "serve",
+            "--listen",
+            f"unix:{tmp_path / 'vm.sock'}",
+            "--dns-upstream",
+            "127.0.0.1:9",
+        ]
+        assert main(argv) == 0
+    finally:
+        gc.unfreeze()
+    assert frozen[0] > 10_000  # the modules' objects, at least
