@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import resource
 import socket
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, TCP, UDP, UDPerror
@@ -25,6 +28,7 @@ from slirpnet.core.flows import CloseFlow, EchoFlow, Endpoint, OpenFlow, SendFlo
 from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.framing import QEMU_STREAM
 from slirpnet.server import bind_unix
+from slirpnet.shell import runtime as runtime_module
 from slirpnet.shell.port import Port
 from slirpnet.shell.runtime import NamespaceRuntime
 from slirpnet.shell.transports import _DatagramVms, keep_connected, serve_datagrams, serve_stream
@@ -471,3 +475,15 @@ async def test_an_echo_flow_goes_through_a_host_socket_and_its_reply_back(kind: 
         assert bytes(reply[ICMP].payload) == b"are you there?"
         runtime.host.apply(CloseFlow(flow))
         assert len(runtime.host) == 0
+
+
+@given(st.floats(min_value=0, max_value=1e9, allow_nan=False))
+def test_the_timer_wakes_on_a_grain_never_before_the_core_s_deadline(deadline: float) -> None:
+    woken = runtime_module._timer_deadline(deadline)
+    assert deadline <= woken < deadline + 2 * runtime_module.TIMER_GRAIN
+
+
+def test_deadlines_within_one_grain_are_one_wake() -> None:
+    wakes = {runtime_module._timer_deadline(100.0001 + n * 0.0004) for n in range(10)}
+    assert len(wakes) == 1
+    assert runtime_module._timer_deadline(None) == math.inf
