@@ -8,6 +8,7 @@ import os
 import resource
 import socket
 import struct
+import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address, IPv6Address
@@ -487,3 +488,41 @@ def test_deadlines_within_one_grain_are_one_wake() -> None:
     wakes = {runtime_module._timer_deadline(100.0001 + n * 0.0004) for n in range(10)}
     assert len(wakes) == 1
     assert runtime_module._timer_deadline(None) == math.inf
+
+
+async def test_datagrams_that_come_while_a_batch_is_handled_share_its_flush(
+    tmp_path: Path,
+) -> None:
+    """QEMU refills the kernel's queue of ten datagrams while the core handles what was
+    taken: the reader takes again at once, and one flush (one ACK per flow) follows."""
+    server_path, qemu_path = tmp_path / "slirpnet.sock", tmp_path / "qemu.sock"
+    frame = bytes(Ether(src=GUEST_MAC, dst=GATEWAY_MAC) / IP(src="10.0.2.15") / ICMP())
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as qemu,
+    ):
+        sock.bind(str(server_path))
+        sock.setblocking(False)
+        qemu.bind(str(qemu_path))
+        taken: list[bytes] = []
+        flushes: list[int] = []
+
+        class Handling:
+            """A port's stand-in: QEMU sends the next queueful while the first is handled."""
+
+            runtime = types.SimpleNamespace(flush=lambda: flushes.append(len(taken)))
+
+            def take(self, frames: list[bytes]) -> None:
+                if not taken:
+                    for _ in range(10):
+                        qemu.sendto(frame, str(server_path))
+                taken.extend(frames)
+
+        async with NamespaceRuntime.open("test", NetworkSettings()) as runtime:
+            vms = _DatagramVms(runtime.attach, sock, "unixgram")
+            vms.ports[str(qemu_path)] = Handling()  # type: ignore[assignment]
+            for _ in range(10):
+                qemu.sendto(frame, str(server_path))
+            vms.take_waiting()
+    assert taken == [frame] * 20
+    assert flushes == [20]

@@ -62,6 +62,11 @@ class Port:
 
     def feed_many(self, frames: Iterable[bytes]) -> None:
         """Frames from the VM, handled in order before any output is flushed."""
+        self.take(frames)
+        self.runtime.flush()
+
+    def take(self, frames: Iterable[bytes]) -> None:
+        """Frames from the VM, handled in order; their output waits for the flush."""
         if self.closed:
             return
         batch = list(frames)
@@ -71,7 +76,6 @@ class Port:
                 pcap.write(frame, time.time())
             pcap.flush()  # readable by tcpdump as the frames pass, not when the VM leaves
         self.runtime.segment.receive_many(self.vm, batch, trio.current_time())
-        self.runtime.flush()
 
     async def receive(self) -> list[bytes]:
         """Every frame waiting for the VM, at least one; waits while there are none.
