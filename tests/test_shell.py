@@ -29,6 +29,7 @@ from slirpnet.core.flows import CloseFlow, EchoFlow, Endpoint, OpenFlow, SendFlo
 from slirpnet.core.settings import NetworkSettings, Upstream
 from slirpnet.framing import QEMU_STREAM
 from slirpnet.server import bind_unix
+from slirpnet.shell import hostsockets
 from slirpnet.shell import runtime as runtime_module
 from slirpnet.shell.port import Port
 from slirpnet.shell.runtime import NamespaceRuntime
@@ -112,6 +113,21 @@ async def test_udp_to_the_gateway_reaches_host_loopback_and_back() -> None:
             assert (reply[IP].src, reply[UDP].sport, reply[UDP].dport) == ("10.0.2.2", port, 40000)
             assert bytes(reply[UDP].payload) == b"pong"
             assert len(runtime.host) == 1
+
+
+async def test_a_burst_of_replies_reaches_the_guest_whole_and_in_order() -> None:
+    """More replies than one poller round takes from a socket: the rest come next round."""
+    burst = 3 * hostsockets.DATAGRAMS_PER_ROUND
+    with udp_server() as server:
+        port = server.getsockname()[1]
+        async with running(NetworkSettings()) as (_, vm):
+            await vm.send(vm.udp("10.0.2.2", port, b"go"))
+            with trio.fail_after(5):
+                _, peer = await server.recvfrom(100)
+            for number in range(burst):
+                server._sock.sendto(number.to_bytes(2, "big"), peer)  # all before any is read
+            replies = [bytes((await vm.receive())[UDP].payload) for _ in range(burst)]
+            assert replies == [number.to_bytes(2, "big") for number in range(burst)]
 
 
 async def test_closed_host_port_gives_icmp_port_unreachable() -> None:

@@ -4,14 +4,15 @@ UDP and DNS flows each get a connected UDP socket, so the kernel filters replies
 to the one destination and reports its ICMP errors on that socket.  Echo flows
 get an unprivileged ping socket where ``net.ipv4.ping_group_range`` allows one,
 otherwise a share of one raw ICMP socket where we are privileged, otherwise they
-fail with a single warning.
+fail with a single warning.  The namespace's poller (shell/poller.py) says when
+replies wait; no flow has a task of its own.
 
-TCP flows get a stream socket, carried by a ``TcpConnection`` (shell/hosttcp.py)
-on the namespace's poller, with no task of its own.  The connect is begun where the
-flow opens, and the core hears ``flow_connected`` or ``flow_error``.  What must
-wait (a guestfwd's end to open, or a flow with ``fallbacks``: DNS over TCP, relayed
-to the upstreams, tried in turn when a connect fails or outlasts the DNS timeout,
-the core hearing only of the last) is opened in a task of its own first.
+TCP flows get a stream socket, carried by a ``TcpConnection`` (shell/hosttcp.py).
+The connect is begun where the flow opens, and the core hears ``flow_connected`` or
+``flow_error``.  What must wait (a guestfwd's end to open, or a flow with
+``fallbacks``: DNS over TCP, relayed to the upstreams, tried in turn when a connect
+fails or outlasts the DNS timeout, the core hearing only of the last) is opened in a
+task of its own first.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from slirpnet.core.flows import (
 from slirpnet.shell.fdreserve import out_of_fds
 from slirpnet.shell.guestfwds import host_end
 from slirpnet.shell.hosttcp import TcpConnection
+from slirpnet.shell.poller import IN
 from slirpnet.shell.rawicmp import RawIcmp
 from slirpnet.shell.sockerrors import error_kind
 from slirpnet.shell.tftpfiles import TftpFiles
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 65535
+DATAGRAMS_PER_ROUND = 32  # from one flow's socket, before the poller's other sockets
 
 
 def family(address: IPAddress) -> socket.AddressFamily:
@@ -63,7 +66,6 @@ def family(address: IPAddress) -> socket.AddressFamily:
 class _Handle:
     def __init__(self, sock: socket.socket | None) -> None:
         self.sock = sock  # None for an echo flow on the shared raw socket
-        self.scope = trio.CancelScope()
 
 
 class _ForwardHandle(_Handle):
@@ -158,10 +160,9 @@ class HostSockets:
                 log.info("no host socket for a flow to %s: %s", flow.host_address, error)
             self.runtime.report_error(flow, kind)
             return
-        handle = _Handle(sock)
-        self._handles[flow] = handle
+        self._handles[flow] = _Handle(sock)
         if sock is not None:
-            self.runtime.port_of(flow.vm).nursery.start_soon(self._receive, flow, handle)
+            self.runtime.poller.watch(sock.fileno(), IN, lambda _: self._drain(flow, sock))
 
     def _echo_socket(self, flow: EchoFlow) -> socket.socket | None:
         if flow.host_address.version == 6:
@@ -253,9 +254,10 @@ class HostSockets:
         if isinstance(handle, TcpConnection):
             handle.close(abort=abort)
             return
-        # The flow's task owns the socket and closes it as it leaves.
-        handle.scope.cancel()
-        if handle.sock is None and self._raw is not None:
+        if handle.sock is not None:
+            self.runtime.poller.forget(handle.sock.fileno())
+            handle.sock.close()
+        elif self._raw is not None:
             self._raw.remove(flow)
 
     def close_all(self) -> None:
@@ -265,33 +267,24 @@ class HostSockets:
         if self._raw is not None:
             self._raw.close()
 
-    async def _receive(self, flow: Flow, handle: _Handle) -> None:
-        sock = handle.sock
-        assert sock is not None
-        try:
-            with handle.scope:
-                while True:
-                    await trio.lowlevel.wait_readable(sock)
-                    if not self._drain(flow, sock):
-                        return
-        finally:
-            sock.close()
-
-    def _drain(self, flow: Flow, sock: socket.socket) -> bool:
-        """Hand every waiting datagram to the core; False when the socket is done for."""
-        while True:
+    def _drain(self, flow: Flow, sock: socket.socket) -> None:
+        """Hand the datagrams waiting to the core, ``DATAGRAMS_PER_ROUND`` at most (the
+        poller brings the rest); a socket that failed is heard of no more."""
+        segment, now = self.runtime.segment, trio.current_time()
+        for _ in range(DATAGRAMS_PER_ROUND):
             try:
                 data = sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
-                return True
+                return
             except OSError as error:
                 # A connected UDP socket reports the peer's ICMP error once and goes on.
                 kind = error_kind(error)
-                self.runtime.report_error(flow, kind)
+                segment.flow_error(flow, kind, now)
                 if kind == FLOW_FAILED:
-                    return False
+                    self.runtime.poller.forget(sock.fileno())
+                    return
                 continue
-            self.runtime.report_received(flow, data)
+            segment.flow_received(flow, data, now)
 
     # -- TCP that must wait to open -------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""One epoll set for a namespace's TCP host sockets, waited on by one task.
+"""One epoll set for a namespace's host sockets, waited on by one task.
 
 A trio task per connection (with its nursery, cancel scope and trio's own epoll
 registration) cost about 100 µs of a connection's 500, measured on a

@@ -36,7 +36,7 @@ class Port:
     def __init__(self, runtime: NamespaceRuntime, vm: Vm, nursery: trio.Nursery) -> None:
         self.runtime = runtime
         self.vm = vm
-        self.nursery = nursery  # the VM's own: its host sockets' tasks live here
+        self.nursery = nursery  # the VM's own: tasks of its flows that must wait live here
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._wakeup = trio.Event()

@@ -51,7 +51,7 @@ class NamespaceRuntime:
         self.name = name
         self.segment = Segment(settings)
         self.nursery = nursery
-        self.poller = Poller()  # the TCP flows' host sockets
+        self.poller = Poller()  # the flows' host sockets
         self.host = HostSockets(self)
         self.forwards = Forwards(self)
         self._ports: dict[Vm, Port] = {}
