@@ -50,3 +50,16 @@ async def test_a_socket_watched_for_nothing_is_forgotten_even_when_hung_up() -> 
             await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
     assert heard == [] and rounds == 0
+
+
+async def test_sockets_are_forgotten_after_the_task_has_ended() -> None:
+    """A signal cancels every task at once: a VM's port may close its flows' sockets
+    after the poller's task is gone, so the set stays open until the poller is left."""
+    with Poller() as poller, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        poller.watch(sock.fileno(), IN, lambda events: None)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run, lambda: None)
+            await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        poller.forget(sock.fileno())
+        assert len(poller) == 0

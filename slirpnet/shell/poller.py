@@ -64,15 +64,19 @@ class Poller:
         return len(self._masks)
 
     async def run(self, after: Callable[[], None]) -> None:
-        try:
-            while True:
-                await trio.lowlevel.wait_readable(self._epoll)
-                for fd, events in self._epoll.poll(0, ROUND):
-                    # One closed in this round is gone from the handlers; its number
-                    # cannot be reused before the flush, which alone opens sockets.
-                    handler = self._handlers.get(fd)
-                    if handler is not None:
-                        handler(events)
-                after()
-        finally:
-            self._epoll.close()
+        while True:
+            await trio.lowlevel.wait_readable(self._epoll)
+            for fd, events in self._epoll.poll(0, ROUND):
+                # One closed in this round is gone from the handlers; its number
+                # cannot be reused before the flush, which alone opens sockets.
+                handler = self._handlers.get(fd)
+                if handler is not None:
+                    handler(events)
+            after()
+
+    def __enter__(self) -> Poller:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Closed once no task runs ``run`` and no socket is left to forget."""
+        self._epoll.close()

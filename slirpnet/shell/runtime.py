@@ -47,11 +47,13 @@ def open_namespace(
 
 
 class NamespaceRuntime:
-    def __init__(self, name: str, settings: NetworkSettings, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, name: str, settings: NetworkSettings, nursery: trio.Nursery, poller: Poller
+    ) -> None:
         self.name = name
         self.segment = Segment(settings)
         self.nursery = nursery
-        self.poller = Poller()  # the flows' host sockets
+        self.poller = poller  # the flows' host sockets
         self.host = HostSockets(self)
         self.forwards = Forwards(self)
         self._ports: dict[Vm, Port] = {}
@@ -65,18 +67,20 @@ class NamespaceRuntime:
     @asynccontextmanager
     async def open(cls, name: str, settings: NetworkSettings) -> AsyncIterator[NamespaceRuntime]:
         """Run a namespace for the body of the ``async with``; everything closes after."""
-        async with trio.open_nursery() as nursery:
-            runtime = cls(name, settings, nursery)
-            nursery.start_soon(runtime._timers)
-            nursery.start_soon(runtime.poller.run, runtime.flush)
-            try:
-                yield runtime
-            finally:
-                for port in list(runtime._ports.values()):
-                    runtime._detach(port)
-                runtime.forwards.close_all()
-                runtime.host.close_all()
-                nursery.cancel_scope.cancel()
+        poller = Poller()
+        with poller:  # closed last: the VMs' ports, leaving, still close their sockets
+            async with trio.open_nursery() as nursery:
+                runtime = cls(name, settings, nursery, poller)
+                nursery.start_soon(runtime._timers)
+                nursery.start_soon(poller.run, runtime.flush)
+                try:
+                    yield runtime
+                finally:
+                    for port in list(runtime._ports.values()):
+                        runtime._detach(port)
+                    runtime.forwards.close_all()
+                    runtime.host.close_all()
+                    nursery.cancel_scope.cancel()
 
     @asynccontextmanager
     async def attach(self, name: str) -> AsyncIterator[Port]:
