@@ -8,7 +8,9 @@ still get every byte once, in order, even after the flow has closed.
 
 from __future__ import annotations
 
+import os
 import socket
+import struct
 from ipaddress import IPv4Address
 
 import trio
@@ -17,6 +19,7 @@ from scapy.layers.inet import TCP
 from slirpnet.core.flows import CloseFlow, Endpoint, OpenFlow, SendFlow, TcpFlow
 from slirpnet.core.settings import NetworkSettings
 from slirpnet.core.tcp import WINDOW_SHIFT, TcpEndpoint
+from slirpnet.core.vm import Vm
 from slirpnet.shell.runtime import NamespaceRuntime
 from tests.test_shell import running
 from tests.test_shell_budget import segment
@@ -25,6 +28,24 @@ from tests.test_shell_budget import segment
 # to tcp_wmem's 4 MiB).
 SEGMENTS, SIZE = 120, 60000
 DATA = b"".join(bytes([n % 256]) * SIZE for n in range(SEGMENTS))
+
+
+def unwatched_flow(vm: Vm, port: int) -> TcpFlow:
+    """A TCP flow to ``port`` made here and marked closed in the core, which then ignores
+    what the shell tells it: only the shell's side of it runs."""
+    now = trio.current_time()
+    flow = TcpFlow(
+        vm=vm,
+        guest=Endpoint(bytes.fromhex("525400123456"), IPv4Address("10.0.2.15"), 40000),
+        host_address=IPv4Address("127.0.0.1"),
+        host_port=port,
+        deadline=now + 60,
+        dst_address=IPv4Address("10.0.2.2"),
+        dst_port=port,
+        endpoint=TcpEndpoint.active(40000, port, 1460, now),
+    )
+    flow.closed = True
+    return flow
 
 
 async def listener() -> trio.socket.SocketType:
@@ -80,26 +101,14 @@ async def test_data_is_written_in_order_across_direct_and_queued_writes() -> Non
 
 async def test_a_flow_closed_with_data_unwritten_writes_it_all_then_closes() -> None:
     """The core closes a flow while the guest's data (acknowledged to the guest) still
-    waits for a full socket: the host gets every byte, then EOF.  The flow is made here
-    and marked closed in the core, so that only the shell's side of it runs."""
+    waits for a full socket: the host gets every byte, then EOF."""
     host_listener = await listener()
     port = host_listener.getsockname()[1]
     async with (
         NamespaceRuntime.open("test", NetworkSettings()) as runtime,
         runtime.attach("vm") as vm_port,
     ):
-        now = trio.current_time()
-        flow = TcpFlow(
-            vm=vm_port.vm,
-            guest=Endpoint(bytes.fromhex("525400123456"), IPv4Address("10.0.2.15"), 40000),
-            host_address=IPv4Address("127.0.0.1"),
-            host_port=port,
-            deadline=now + 60,
-            dst_address=IPv4Address("10.0.2.2"),
-            dst_port=port,
-            endpoint=TcpEndpoint.active(40000, port, 1460, now),
-        )
-        flow.closed = True  # the core ignores what the shell tells it of this flow
+        flow = unwatched_flow(vm_port.vm, port)
         runtime.host.apply(OpenFlow(flow))
         connection, _ = await host_listener.accept()
         runtime.host.apply(SendFlow(flow, DATA))
@@ -112,3 +121,27 @@ async def test_a_flow_closed_with_data_unwritten_writes_it_all_then_closes() -> 
                 received.extend(chunk)
     host_listener.close()
     assert bytes(received) == DATA
+
+
+async def test_a_lingering_flow_whose_host_resets_is_closed_at_once() -> None:
+    """Nothing is left to linger for once the host has reset the connection: its socket
+    closes then, not at the end of ``CLOSE_LINGER``."""
+    host_listener = await listener()
+    port = host_listener.getsockname()[1]
+    async with (
+        NamespaceRuntime.open("test", NetworkSettings()) as runtime,
+        runtime.attach("vm") as vm_port,
+    ):
+        before = len(os.listdir("/proc/self/fd"))
+        flow = unwatched_flow(vm_port.vm, port)
+        runtime.host.apply(OpenFlow(flow))
+        connection, _ = await host_listener.accept()
+        runtime.host.apply(SendFlow(flow, DATA))
+        runtime.host.write_unwritten()
+        runtime.host.apply(CloseFlow(flow))  # lingers: the socket holds unwritten data
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()  # a RST
+        with trio.fail_after(5):
+            while len(os.listdir("/proc/self/fd")) > before:
+                await trio.sleep(0.01)
+    host_listener.close()

@@ -96,7 +96,9 @@ class TcpConnection:
         self.connected = True
         if self.outgoing:
             self.runtime.host.unwritten(self)
-        self._update()
+            self._update()
+        else:
+            self._written()  # a shutdown asked for meanwhile
 
     # -- the poller's events -----------------------------------------------------------
 
@@ -120,7 +122,7 @@ class TcpConnection:
             return
         # Hang-ups and errors come with IN or OUT, whichever is asked: the read or
         # write there meets them.
-        if events & ~OUT and not self.read_done and self.reading:
+        if events & ~OUT and self.reading and not (self.read_done or self.closing):
             self._read()
         if events & ~IN:
             self.write()
@@ -194,7 +196,10 @@ class TcpConnection:
         except OSError as error:
             self.outgoing.clear()
             self.runtime.segment.flow_error(self.flow, error_kind(error), now)
-            self._update()
+            if self.closing:
+                self.dispose()  # nothing left to linger for
+            else:
+                self._update()
             return
         if sent < len(data):
             self.outgoing.appendleft(data[sent:])
