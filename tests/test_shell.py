@@ -157,7 +157,7 @@ async def frames_now(port: Port) -> list[Ether]:
 
 async def test_a_loopback_connect_is_answered_in_the_same_flush() -> None:
     """The connect to loopback is done when ``connect`` returns: the SYN-ACK leaves with
-    the SYN's own flush, before the flow's task has had a turn."""
+    the SYN's own flush, before any task (the poller's among them) has had a turn."""
     async with (
         NamespaceRuntime.open("test", NetworkSettings()) as runtime,
         runtime.attach("vm") as port,

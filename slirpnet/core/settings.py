@@ -29,8 +29,8 @@ MIN_MTU6 = 1280  # RFC 8200 §5: IPv6 needs a link this large
 # at worst; lower it where many untrusted VMs share a host.
 DEFAULT_MAX_FLOWS = 16384
 # Of those, TCP connections the host is still connecting at once: each holds a socket
-# and a task for up to CONNECT_TIMEOUT, the cost a SYN flood to a silent network runs
-# up.  Chromium, a busy client, keeps at most 256 sockets in a pool.
+# for up to CONNECT_TIMEOUT, the cost a SYN flood to a silent network runs up.
+# Chromium, a busy client, keeps at most 256 sockets in a pool.
 DEFAULT_MAX_CONNECTING = 256
 # DHCP leases (bound, or offered and held) one VM may have at once: a guest spraying
 # client hardware addresses takes this many addresses of the pool and no more.
