@@ -16,6 +16,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, IPOption_NOP, TCPerror, in4_chksum
 from scapy.layers.l2 import Ether
 
+from slirpnet.core.addr import V4_LOOPBACK
 from slirpnet.core.flows import (
     FLOW_REFUSED,
     FLOW_RESET,
@@ -30,7 +31,6 @@ from slirpnet.core.flows import (
     TcpFlow,
 )
 from slirpnet.core.segment import Segment
-from slirpnet.core.settings import HOST_LOOPBACK
 from slirpnet.core.tcp import CONNECT_TIMEOUT, DELAYED_ACK, SEND_RESERVE, TIME_WAIT, State
 from slirpnet.core.vm import Vm
 from slirpnet.wire.tcp import TcpSegment
@@ -198,7 +198,7 @@ def test_go_bug_syn_asks_for_a_host_connect_and_waits(
 def test_gateway_port_goes_to_host_loopback(segment: Segment, vm: Vm, shell: TcpShell) -> None:
     segment.receive(vm, syn_frame(dst=GATEWAY_IP, dport=8080), 0.0)
     flow = shell.opened()
-    assert (flow.host_address, flow.host_port) == (HOST_LOOPBACK, 8080)
+    assert (flow.host_address, flow.host_port) == (V4_LOOPBACK, 8080)
     segment.flow_connected(flow, 0.1)
     assert one_tcp(vm).underlayer.src == GATEWAY_IP
 

@@ -29,6 +29,7 @@ from scapy.layers.tftp import (
 from scapy.packet import Packet, Raw
 
 from slirpnet.core import tftp as service
+from slirpnet.core.addr import V4_LOOPBACK
 from slirpnet.core.flows import (
     FLOW_FAILED,
     Action,
@@ -41,7 +42,6 @@ from slirpnet.core.flows import (
 )
 from slirpnet.core.gatewayports import FORWARD_PORTS
 from slirpnet.core.segment import Segment
-from slirpnet.core.settings import HOST_LOOPBACK
 from slirpnet.core.vm import Vm
 from tests.test_core_segment import (
     GATEWAY_IP,
@@ -569,7 +569,7 @@ def test_a_transfer_port_from_elsewhere_is_plain_nat(segment: Segment, vm: Vm) -
     assert [type(a) for a in actions] == [OpenFlow, SendFlow]
     flow = actions[0].flow
     assert isinstance(flow, UdpFlow)
-    assert (flow.host_address, flow.host_port) == (HOST_LOOPBACK, first.sport)
+    assert (flow.host_address, flow.host_port) == (V4_LOOPBACK, first.sport)
 
 
 def test_without_a_root_port_69_is_the_hosts() -> None:

@@ -15,6 +15,7 @@ from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
 from scapy.layers.l2 import Ether
 
+from slirpnet.core.addr import V4_LOOPBACK
 from slirpnet.core.flows import (
     FLOW_FAILED,
     FLOW_REFUSED,
@@ -26,7 +27,7 @@ from slirpnet.core.flows import (
 )
 from slirpnet.core.nat_udp import DNS_FLOW_IDLE
 from slirpnet.core.segment import Segment
-from slirpnet.core.settings import DEFAULT_MAX_FLOWS, HOST_LOOPBACK, NetworkSettings
+from slirpnet.core.settings import DEFAULT_MAX_FLOWS, NetworkSettings
 from slirpnet.core.vm import Vm
 from tests.test_core_segment import (
     BROADCAST,
@@ -87,7 +88,7 @@ def test_udp_to_remote_opens_flow(segment: Segment, vm: Vm, shell: Shell) -> Non
 
 def test_udp_to_gateway_goes_to_host_loopback(segment: Segment, vm: Vm, shell: Shell) -> None:
     flow = open_udp(segment, vm, shell, udp_frame(GATEWAY_IP, 8080, b"to the host"))
-    assert flow.host_address == HOST_LOOPBACK == IPv4Address("127.0.0.1")
+    assert flow.host_address == V4_LOOPBACK == IPv4Address("127.0.0.1")
     assert flow.host_port == 8080
     assert (flow.dst_address, flow.dst_port) == (IPv4Address(GATEWAY_IP), 8080)
 

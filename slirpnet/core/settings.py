@@ -36,7 +36,6 @@ DEFAULT_MAX_CONNECTING = 256
 # client hardware addresses takes this many addresses of the pool and no more.
 DEFAULT_MAX_LEASES = 8
 DEFAULT_HOST_NAME = "host.slirpnet.internal"
-HOST_LOOPBACK = IPv4Address("127.0.0.1")
 # RFC 4862 §5.5.3: SLAAC forms an address from a /64 prefix and a 64-bit interface ID.
 SLAAC_PREFIX_LEN = 64
 
