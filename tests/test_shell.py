@@ -8,7 +8,6 @@ import os
 import resource
 import socket
 import struct
-import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Address, IPv6Address
@@ -523,10 +522,16 @@ async def test_datagrams_that_come_while_a_batch_is_handled_share_its_flush(
         taken: list[bytes] = []
         flushes: list[int] = []
 
+        class Flushing:
+            """A runtime's stand-in, counting what each flush follows."""
+
+            def flush(self) -> None:
+                flushes.append(len(taken))
+
         class Handling:
             """A port's stand-in: QEMU sends the next queueful while the first is handled."""
 
-            runtime = types.SimpleNamespace(flush=lambda: flushes.append(len(taken)))
+            runtime = Flushing()
 
             def take(self, frames: list[bytes]) -> None:
                 if not taken:

@@ -14,6 +14,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, suppress
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -21,6 +22,9 @@ from slirpnet import native
 from slirpnet.framing import FrameFormat, FramingError
 from slirpnet.shell.fdreserve import FdReserve, out_of_fds
 from slirpnet.shell.port import Port
+
+if TYPE_CHECKING:
+    from slirpnet.shell.runtime import NamespaceRuntime
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +219,7 @@ class _DatagramVms:
         queue while the core handles what was taken, so taking again at once, up to
         ``DGRAM_BATCH``, makes one flush (and one ACK per flow) of several queuefuls.
         """
-        fed: dict[Port, None] = {}
+        fed: dict[NamespaceRuntime, None] = {}  # one flush each serves all its ports
         taken = 0
         while taken < DGRAM_BATCH:
             batches = _receive_datagrams(self.sock, DGRAM_BATCH - taken)
@@ -226,7 +230,7 @@ class _DatagramVms:
                 port = self.ports.get(address)
                 if port is not None:
                     port.take(frames)
-                    fed[port] = None
+                    fed[port.runtime] = None
                     continue
                 waiting = self.newcomers.get(address)
                 if waiting is None:
@@ -235,8 +239,8 @@ class _DatagramVms:
                     waiting = self.newcomers[address] = []
                 waiting += frames[: DGRAM_BATCH - len(waiting)]
                 self.wake.cancel()
-        for port in fed:
-            port.runtime.flush()
+        for runtime in fed:
+            runtime.flush()
 
 
 def _receive_datagrams(sock: socket.socket, limit: int) -> dict[str | bytes, list[bytes]]:
